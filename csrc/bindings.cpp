@@ -1,8 +1,10 @@
-// edgenano._C: module definition only; ops/ checks arguments, kernels/ compute.
+// edgenano._C: the module definition only. Each ops/ file registers its own functions.
 #include <nanobind/nanobind.h>
 
-namespace nb = nanobind;
+#include "ops/ops.h"
 
 NB_MODULE(_C, m) {
   m.doc() = "edgenano native kernels";
+  edgenano::bind_quants(m);
+  edgenano::bind_engine(m);
 }

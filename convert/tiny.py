@@ -1,0 +1,196 @@
+"""Tiny Nemotron-H checkpoints and vocabularies, built locally (tests, the built-in model).
+
+A tekken-style byte-level BPE (SPEC section 3) with Nemotron's special tokens, our chat template,
+and random `NemotronHForCausalLM` weights written as a complete Hugging Face checkpoint directory.
+torch and transformers are imported lazily: only `make_checkpoint` needs them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+
+# The split regex of Mistral's tekken vocabulary, as written in its tokenizer.json.
+TEKKEN_REGEX = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
+    r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+# ids 0..15 are control tokens as in 9B-v2: <unk>, <s>, </s>, then <SPECIAL_n>.
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"] + [f"<SPECIAL_{i}>" for i in range(3, 16)]
+BOS_ID, EOS_ID, PAD_ID = 1, 12, 0  # eos is <SPECIAL_12>, as in 9B-v2's config
+
+# Text that gives the BPE merges something to learn beyond bytes; any corpus works.
+DEFAULT_CORPUS = [
+    "The quick brown fox jumps over the lazy dog. Numbers 0123456789 and 3.14159!",
+    "Sum the digits: 12 + 34 = 46. Carry the one. Subtract 57 - 29 = 28.",
+    "Résumé, naïve café, Größe, Ελληνικά, русский текст, 日本語のテキスト, 中文文本.",
+    "Let's think step by step.\n\nFirst, count the letters.\nThen answer.",
+    "<think>\nreasoning goes here\n</think>\n\nThe answer is 42.",
+    "System\nUser\nAssistant\n<TOOLCALL>[]</TOOLCALL> <TOOL_RESPONSE>[]</TOOL_RESPONSE>",
+    "    indented code(x, y) {\n\treturn x * y;\n}\n",
+    "emoji 🙂👍🏽 and symbols ©®™ ← → ∑ √",
+]
+
+
+def chat_template() -> str:
+    """edgenano's chat template (SPEC section 2), shipped in the package."""
+    return resources.files("edgenano").joinpath("assets/chat_template.jinja").read_text()
+
+
+def build_tokenizer(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 512):
+    """A byte-level BPE trained on `corpus` with the tekken pre-tokenizer and ignore_merges."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(TEKKEN_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(corpus), trainer=trainer)
+    assert tok.token_to_id("<SPECIAL_12>") == EOS_ID
+    return tok
+
+
+def save_tokenizer(tok, out_dir: Path, template: str | None = None) -> None:
+    """tokenizer.json + tokenizer_config.json (with the chat template) + special_tokens_map.json."""
+    out_dir = Path(out_dir)
+    tok.save(str(out_dir / "tokenizer.json"))
+    added = {
+        str(i): {"content": t, "special": True, "lstrip": False, "rstrip": False,
+                 "normalized": False, "single_word": False}
+        for i, t in enumerate(SPECIAL_TOKENS)
+    }
+    cfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<s>",
+        "eos_token": "<SPECIAL_12>",
+        "unk_token": "<unk>",
+        "pad_token": "<unk>",
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 131072,
+        "added_tokens_decoder": added,
+        "chat_template": template if template is not None else chat_template(),
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
+    smap = {"bos_token": "<s>", "eos_token": "<SPECIAL_12>", "unk_token": "<unk>",
+            "pad_token": "<unk>"}
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(smap, indent=2))
+
+
+# Small configs that differ the way the real models do (SPEC section 1): n_groups 1 and > 1,
+# an attention layer first, q width != hidden, d_inner != 2 * hidden, head widths multiples of 32.
+TINY_CONFIGS: dict[str, dict] = {
+    "mix": dict(
+        hybrid_override_pattern="M-M*-M-",
+        hidden_size=64, intermediate_size=96,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32,  # q width 128 != hidden
+        mamba_num_heads=8, mamba_head_dim=16, n_groups=2, ssm_state_size=16,  # d_inner 128 = 2h
+        conv_kernel=4, chunk_size=8,
+    ),
+    "attn_first": dict(
+        hybrid_override_pattern="*M-M",
+        hidden_size=96, intermediate_size=64,
+        num_attention_heads=6, num_key_value_heads=3, head_dim=32,  # q width 192 != hidden
+        mamba_num_heads=4, mamba_head_dim=40, n_groups=1, ssm_state_size=32,  # d_inner 160
+        conv_kernel=4, chunk_size=16,
+    ),
+    "groups4": dict(
+        hybrid_override_pattern="M-*-MM-",
+        hidden_size=64, intermediate_size=128,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=64,
+        mamba_num_heads=8, mamba_head_dim=24, n_groups=4, ssm_state_size=8,  # d_inner 192 = 3h
+        conv_kernel=3, chunk_size=8,
+    ),
+}
+
+
+def make_config(name_or_fields: str | dict, vocab_size: int = 512, **overrides) -> dict:
+    """A complete config.json dict in the legacy (9B-v2) spelling."""
+    fields = TINY_CONFIGS[name_or_fields] if isinstance(name_or_fields, str) else name_or_fields
+    cfg = dict(
+        architectures=["NemotronHForCausalLM"], model_type="nemotron_h",
+        vocab_size=vocab_size, tie_word_embeddings=False,
+        bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID,
+        layer_norm_epsilon=1e-5, max_position_embeddings=4096,
+        mlp_hidden_act="relu2", mamba_hidden_act="silu", use_conv_bias=True,
+        use_bias=False, mlp_bias=False, attention_bias=False, mamba_proj_bias=False,
+        time_step_limit=[0.0, float("inf")], residual_in_fp32=False, expand=2,
+        torch_dtype="float32",
+    )
+    cfg.update(fields)
+    cfg.update(overrides)
+    cfg["num_hidden_layers"] = len(cfg["hybrid_override_pattern"])
+    return cfg
+
+
+def randomize_(model, seed: int = 0, scale: float = 1.0) -> None:
+    """Give every parameter a non-trivial value, so layout bugs (norm weights of 1, D of 1, ...)
+    cannot hide. Keeps A negative and dt positive-ish as trained models have them."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            r = torch.randn(p.shape, generator=g, dtype=torch.float32)
+            if name.endswith("A_log"):
+                v = torch.log(torch.rand(p.shape, generator=g) * 15 + 1)
+            elif name.endswith("dt_bias"):
+                v = torch.rand(p.shape, generator=g) * 2 - 3
+            elif name.endswith(".D"):
+                v = 1 + 0.5 * r
+            elif "norm" in name:
+                v = 1 + 0.2 * r
+            elif "conv1d" in name:
+                v = 0.3 * r
+            else:
+                fan_in = p.shape[-1] if p.dim() > 1 else 1
+                v = r * scale / fan_in**0.5
+            p.copy_(v.to(p.dtype))
+
+
+def make_checkpoint(out_dir: str | Path, config: str | dict = "mix", *, seed: int = 0,
+                    dtype: str = "float32", vocab_size: int = 512, tokenizer=None,
+                    max_shard_size: str | None = None, **overrides) -> Path:
+    """Write a random tiny NemotronHForCausalLM checkpoint (config, safetensors, tokenizer)."""
+    import torch
+    from transformers import NemotronHConfig, NemotronHForCausalLM
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg_dict = config if isinstance(config, dict) and "model_type" in config else make_config(
+        config, vocab_size=vocab_size, **overrides)
+    torch.manual_seed(seed)
+    model = NemotronHForCausalLM(NemotronHConfig(**cfg_dict)).eval()
+    randomize_(model, seed)
+    model = model.to(getattr(torch, dtype))
+    kw = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(out_dir, safe_serialization=True, **kw)
+    # Keep the legacy spelling of config.json that 9B-v2 ships with, exactly as given.
+    saved = dict(cfg_dict, torch_dtype=dtype)
+    (out_dir / "config.json").write_text(json.dumps(saved, indent=2))
+    save_tokenizer(tokenizer or build_tokenizer(vocab_size=cfg_dict["vocab_size"]), out_dir)
+    return out_dir
+
+
+def load_hf(model_dir: str | Path, dtype: str = "float32"):
+    """The transformers reference: (model, tokenizer) from a checkpoint directory."""
+    import torch
+    from transformers import AutoTokenizer, NemotronHForCausalLM
+
+    model = NemotronHForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+    return model, AutoTokenizer.from_pretrained(model_dir)
