@@ -1,0 +1,428 @@
+"""Read a nemotron_h GGUF into a typed model description: a validated config and tensor views.
+
+Weights stay in the file (memory-mapped); nothing is copied until `TensorView.dequantize()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+from gguf import GGUFValueType as VT
+
+ARCH = "nemotron_h"
+SUPPORTED_VERSIONS = (2, 3)
+# Every type gguf.quants can dequantize (it knows every ggml weight format).
+SUPPORTED_TYPES = frozenset({QT.F32, QT.F16} | set(gguf.quants._type_traits))
+
+_INT_TYPES = {VT.UINT8, VT.INT8, VT.UINT16, VT.INT16, VT.UINT32, VT.INT32, VT.UINT64, VT.INT64}
+_FLOAT_TYPES = {VT.FLOAT32, VT.FLOAT64}
+
+
+class GGUFError(ValueError):
+    """A GGUF file edgenano cannot run; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of a nemotron_h model, as read from GGUF metadata (SPEC section 3)."""
+
+    n_vocab: int
+    n_embd: int
+    n_layer: int
+    layer_kinds: list[str]  # per layer: "mamba" | "attention" | "mlp"
+    n_ff: list[int]  # per layer: MLP width at "mlp" layers, 0 elsewhere
+    n_head: int  # attention query heads
+    n_head_kv: list[int]  # per layer: KV heads at "attention" layers, 0 elsewhere
+    head_dim: int  # attention head width (key_length == value_length)
+    ssm_d_conv: int  # K, conv kernel width
+    ssm_d_state: int  # N
+    ssm_n_group: int  # G
+    ssm_d_inner: int  # D = H * P
+    ssm_n_head: int  # H (time_step_rank)
+    ssm_head_dim: int  # P = D / H
+    eps: float
+    n_ctx_train: int
+    bos_id: int | None = None
+    eos_id: int | None = None
+    pad_id: int | None = None
+
+    @property
+    def ssm_conv_dim(self) -> int:
+        """Channels through the conv: x, B and C (D + 2GN)."""
+        return self.ssm_d_inner + 2 * self.ssm_n_group * self.ssm_d_state
+
+    @property
+    def ssm_in_dim(self) -> int:
+        """Width of in_proj's output: z | xBC | dt (2D + 2GN + H)."""
+        return self.ssm_d_inner + self.ssm_conv_dim + self.ssm_n_head
+
+
+@dataclass(frozen=True)
+class TensorView:
+    """One tensor of the file. `ne` is ggml order (ne0 first); `shape` is numpy order (reversed).
+
+    `raw` is a read-only uint8 view of the file, shape (rows, bytes per row): a row is one ne0
+    vector, so slicing rows slices the tensor along its outer dimension whatever the type.
+    """
+
+    name: str
+    type: QT
+    ne: tuple[int, ...]
+    shape: tuple[int, ...]
+    offset: int  # absolute byte offset in the file
+    nbytes: int
+    raw: np.ndarray
+
+    def dequantize(self) -> np.ndarray:
+        """float32 array of numpy shape `shape`."""
+        if self.type == QT.F32:
+            out = self.raw.view(np.float32)
+        elif self.type == QT.F16:
+            out = self.raw.view(np.float16).astype(np.float32)
+        else:
+            out = gguf.quants.dequantize(self.raw, self.type)
+        return np.asarray(out, dtype=np.float32).reshape(self.shape)
+
+    def rows(self, start: int, stop: int) -> TensorView:
+        """A view of rows [start, stop) of a 2-D tensor (numpy axis 0), without copying."""
+        rb = self.raw.shape[1]
+        raw = self.raw[start:stop]
+        n = stop - start
+        return dataclasses.replace(self, name=f"{self.name}[{start}:{stop}]", ne=(self.ne[0], n),
+                                   shape=(n, self.ne[0]), offset=self.offset + start * rb,
+                                   nbytes=raw.nbytes, raw=raw)
+
+
+@dataclass
+class GGUFModel:
+    """A validated nemotron_h GGUF: config, tensors by name, all metadata, and the file path.
+
+    Files written in other layouts are normalised: a fused `attn_qkv` appears as attn_q/k/v views,
+    an absent `output.weight` appears as a view of `token_embd.weight` (`tied_output`).
+    """
+
+    path: Path
+    version: int
+    config: ModelConfig
+    tensors: dict[str, TensorView]
+    metadata: dict[str, Any]
+    tied_output: bool = False
+    fused_qkv_layers: list[int] = field(default_factory=list)
+
+    def __getitem__(self, name: str) -> TensorView:
+        return self.tensors[name]
+
+
+class _Truncated(Exception):
+    def __init__(self, end: int, size: int, in_data: bool):
+        super().__init__(end, size, in_data)
+        self.end, self.size, self.in_data = end, size, in_data
+
+
+class _Reader(gguf.GGUFReader):
+    """GGUFReader that reports a read past the end of the file instead of failing obscurely."""
+
+    def _get(self, offset, dtype, count=1, override_order=None):
+        end = int(offset) + np.dtype(dtype).itemsize * int(count)
+        if end > len(self.data):
+            raise _Truncated(end, len(self.data), "data_offset" in self.__dict__)
+        return super()._get(offset, dtype, count, override_order)
+
+
+def load_gguf(path: str | Path) -> GGUFModel:
+    """Open, validate and describe a nemotron_h GGUF. Raises GGUFError on anything unusable."""
+    path = Path(path)
+    reader, version = _open(path)
+    meta = _metadata(path, reader)
+    arch = meta.get("general.architecture")
+    if arch is None:
+        raise GGUFError(f"{path}: no general.architecture key; is this a model file?")
+    if arch != ARCH:
+        raise GGUFError(f"{path}: this file is {arch!r}; edgenano runs {ARCH!r} (Nemotron-H)")
+    config = _config(path, reader, meta)
+    tensors, tied, fused = _tensors(path, reader, config)
+    return GGUFModel(path, version, config, tensors, meta, tied, fused)
+
+
+# ---------------------------------------------------------------------------------------------
+# File and metadata
+
+
+def _open(path: Path) -> tuple[gguf.GGUFReader, int]:
+    if not path.is_file():
+        raise GGUFError(f"{path}: no such file")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:4] != b"GGUF":
+        hint = " (an old GGML/GGJT file: re-convert it)" if head[:4] in (b"lmgg", b"tjgg") else ""
+        raise GGUFError(f"{path}: not a GGUF file (bad magic {head[:4]!r}){hint}; "
+                        "convert a Hugging Face checkpoint with `edgenano convert`")
+    if size < 24:
+        raise GGUFError(f"{path}: truncated GGUF ({size} bytes, the header alone needs 24)")
+    version = int.from_bytes(head[4:8], "little")
+    if version not in SUPPORTED_VERSIONS:
+        raise GGUFError(f"{path}: GGUF version {version} is not supported "
+                        f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")
+    try:
+        return _Reader(path), version
+    except _Truncated as e:
+        where = "tensor data" if e.in_data else "header"
+        raise GGUFError(f"{path}: truncated file: the {where} needs {e.end} bytes but the file "
+                        f"has {e.size}; the download or conversion was cut short") from None
+    except (ValueError, KeyError, IndexError, UnicodeDecodeError, OverflowError) as e:
+        raise GGUFError(f"{path}: corrupt GGUF header: {e}") from None
+
+
+def _metadata(path: Path, reader: gguf.GGUFReader) -> dict[str, Any]:
+    meta = {}
+    for key, fld in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        try:
+            meta[key] = fld.contents()
+        except (UnicodeDecodeError, ValueError) as e:
+            raise GGUFError(f"{path}: metadata key {key!r} cannot be read: {e}") from None
+    return meta
+
+
+class _Keys:
+    """Typed access to the arch-prefixed keys, with errors that name the key and the file."""
+
+    def __init__(self, path: Path, reader: gguf.GGUFReader, meta: dict[str, Any]):
+        self.path, self.fields, self.meta = path, reader.fields, meta
+
+    def _field(self, key: str, required: bool = True):
+        fld = self.fields.get(key)
+        if fld is None and required:
+            raise GGUFError(f"{self.path}: missing required metadata key {key!r} "
+                            "(re-convert the model with `edgenano convert`)")
+        return fld
+
+    def int(self, key: str, required: bool = True, minimum: int = 1) -> int | None:
+        fld = self._field(key, required)
+        if fld is None:
+            return None
+        if len(fld.types) != 1 or fld.types[0] not in _INT_TYPES:
+            raise GGUFError(f"{self.path}: key {key!r} must be an integer, found {_tname(fld)}")
+        v = int(self.meta[key])
+        if v < minimum:
+            raise GGUFError(f"{self.path}: key {key!r} = {v} must be >= {minimum}")
+        return v
+
+    def float(self, key: str, required: bool = True) -> float | None:
+        fld = self._field(key, required)
+        if fld is None:
+            return None
+        if len(fld.types) != 1 or fld.types[0] not in _FLOAT_TYPES:
+            raise GGUFError(f"{self.path}: key {key!r} must be a float, found {_tname(fld)}")
+        return float(self.meta[key])
+
+    def int_array(self, key: str, length: int) -> list[int]:
+        fld = self._field(key)
+        if fld.types[0] != VT.ARRAY:
+            raise GGUFError(f"{self.path}: key {key!r} must be a per-layer array of {length} "
+                            f"integers (one per block), found a scalar {_tname(fld)}")
+        if len(fld.types) < 2 or fld.types[1] not in _INT_TYPES:
+            raise GGUFError(f"{self.path}: key {key!r} must hold integers, found {_tname(fld)}")
+        vals = [int(v) for v in self.meta[key]]
+        if len(vals) != length:
+            raise GGUFError(f"{self.path}: key {key!r} has {len(vals)} entries but block_count "
+                            f"is {length}; it needs one per layer")
+        if min(vals) < 0:
+            raise GGUFError(f"{self.path}: key {key!r} has a negative entry: {vals}")
+        return vals
+
+
+def _tname(fld) -> str:
+    return "/".join(t.name for t in fld.types) or "nothing"
+
+
+def _config(path: Path, reader: gguf.GGUFReader, meta: dict[str, Any]) -> ModelConfig:
+    k = _Keys(path, reader, meta)
+    a = ARCH + "."
+    n_layer = k.int(a + "block_count")
+    n_ff = k.int_array(a + "feed_forward_length", n_layer)
+    n_head_kv = k.int_array(a + "attention.head_count_kv", n_layer)
+    kinds = _layer_kinds(path, n_ff, n_head_kv)
+    head_dim = k.int(a + "attention.key_length")
+    v_len = k.int(a + "attention.value_length", required=False)
+    if v_len is not None and v_len != head_dim:
+        raise GGUFError(f"{path}: attention.key_length {head_dim} != value_length {v_len}; "
+                        "nemotron_h uses one head width")
+    eps = k.float(a + "attention.layer_norm_rms_epsilon", required=False)
+    if eps is None:
+        eps = k.float(a + "attention.layer_norm_epsilon")
+    d_inner, n_group = k.int(a + "ssm.inner_size"), k.int(a + "ssm.group_count")
+    ssm_heads = k.int(a + "ssm.time_step_rank")
+    cfg = ModelConfig(
+        n_vocab=_n_vocab(path, reader, k),
+        n_embd=k.int(a + "embedding_length"),
+        n_layer=n_layer, layer_kinds=kinds, n_ff=n_ff,
+        n_head=k.int(a + "attention.head_count", minimum=0 if "attention" not in kinds else 1),
+        n_head_kv=n_head_kv, head_dim=head_dim,
+        ssm_d_conv=k.int(a + "ssm.conv_kernel"), ssm_d_state=k.int(a + "ssm.state_size"),
+        ssm_n_group=n_group, ssm_d_inner=d_inner, ssm_n_head=ssm_heads,
+        ssm_head_dim=d_inner // ssm_heads, eps=eps,
+        n_ctx_train=k.int(a + "context_length"),
+        bos_id=k.int("tokenizer.ggml.bos_token_id", required=False, minimum=0),
+        eos_id=k.int("tokenizer.ggml.eos_token_id", required=False, minimum=0),
+        pad_id=k.int("tokenizer.ggml.padding_token_id", required=False, minimum=0),
+    )
+    _check_divisibility(path, cfg)
+    return cfg
+
+
+def _layer_kinds(path: Path, n_ff: list[int], n_head_kv: list[int]) -> list[str]:
+    """SPEC section 3: the kind of layer i is data, read from the two per-layer arrays."""
+    kinds = []
+    for i, (ff, kv) in enumerate(zip(n_ff, n_head_kv, strict=True)):
+        if ff > 0 and kv > 0:
+            raise GGUFError(f"{path}: layer {i} has both feed_forward_length {ff} and "
+                            f"head_count_kv {kv}; a nemotron_h layer is exactly one mixer")
+        kinds.append("attention" if kv > 0 else "mlp" if ff > 0 else "mamba")
+    return kinds
+
+
+def _n_vocab(path: Path, reader: gguf.GGUFReader, k: _Keys) -> int:
+    emb = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    if emb is None:
+        raise GGUFError(f"{path}: missing tensor 'token_embd.weight'")
+    if len(emb.shape) != 2:
+        raise GGUFError(f"{path}: token_embd.weight must be 2-D, has ne {tuple(emb.shape)}")
+    n_vocab = int(emb.shape[1])
+    declared = k.int(ARCH + ".vocab_size", required=False)
+    if declared is not None and declared != n_vocab:
+        raise GGUFError(f"{path}: vocab_size {declared} != token_embd rows {n_vocab}")
+    tokens = k.meta.get("tokenizer.ggml.tokens")
+    if tokens is not None and len(tokens) != n_vocab:
+        raise GGUFError(f"{path}: tokenizer has {len(tokens)} tokens but token_embd has "
+                        f"{n_vocab} rows")
+    return n_vocab
+
+
+def _check_divisibility(path: Path, c: ModelConfig) -> None:
+    rules = [
+        (c.ssm_d_inner % c.ssm_n_head == 0, "ssm.inner_size must be a multiple of time_step_rank"),
+        (c.ssm_n_head % c.ssm_n_group == 0, "ssm.time_step_rank must be a multiple of group_count"),
+    ]
+    for i, kind in enumerate(c.layer_kinds):
+        if kind == "attention":
+            rules.append((c.n_head % c.n_head_kv[i] == 0,
+                          f"attention.head_count {c.n_head} must be a multiple of head_count_kv "
+                          f"{c.n_head_kv[i]} (layer {i})"))
+    for ok, msg in rules:
+        if not ok:
+            raise GGUFError(f"{path}: {msg}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors
+
+
+def _expected(c: ModelConfig, i: int) -> dict[str, list[tuple[int, ...]]]:
+    """Accepted ggml shapes (ne order) of layer i's tensors; the first is what we write."""
+    p, E = f"blk.{i}.", c.n_embd
+    shapes = {p + "attn_norm.weight": [(E,)]}
+    kind = c.layer_kinds[i]
+    if kind == "mamba":
+        D, G, H = c.ssm_d_inner, c.ssm_n_group, c.ssm_n_head
+        shapes.update({
+            p + "ssm_in.weight": [(E, c.ssm_in_dim)],
+            p + "ssm_conv1d.weight": [(c.ssm_d_conv, c.ssm_conv_dim)],
+            p + "ssm_conv1d.bias": [(c.ssm_conv_dim,)],
+            p + "ssm_dt.bias": [(H,)],
+            p + "ssm_a": [(1, H), (H,)],
+            p + "ssm_d": [(1, H), (H,)],
+            p + "ssm_norm.weight": [(D // G, G), (D,)],
+            p + "ssm_out.weight": [(D, E)],
+        })
+    elif kind == "attention":
+        q, kv = c.n_head * c.head_dim, c.n_head_kv[i] * c.head_dim
+        shapes.update({
+            p + "attn_q.weight": [(E, q)],
+            p + "attn_k.weight": [(E, kv)],
+            p + "attn_v.weight": [(E, kv)],
+            p + "attn_output.weight": [(q, E)],
+        })
+    else:
+        shapes.update({
+            p + "ffn_up.weight": [(E, c.n_ff[i])],
+            p + "ffn_down.weight": [(c.n_ff[i], E)],
+        })
+    return shapes
+
+
+def _view(path: Path, reader: gguf.GGUFReader, t) -> TensorView:
+    try:
+        qtype = QT(int(t.tensor_type))
+    except ValueError:
+        qtype = None
+    if qtype not in SUPPORTED_TYPES:
+        raise GGUFError(f"{path}: tensor {t.name!r} has type {t.tensor_type!r}, which edgenano "
+                        "cannot read; re-quantize it to a standard ggml type")
+    ne = tuple(int(d) for d in t.shape)
+    start = int(t.data_offset)
+    if (start - reader.data_offset) % reader.alignment:
+        raise GGUFError(f"{path}: tensor {t.name!r} data is not aligned to {reader.alignment}")
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    if ne[0] % block:
+        raise GGUFError(f"{path}: tensor {t.name!r} rows of {ne[0]} are not a multiple of the "
+                        f"{qtype.name} block size {block}")
+    rows, row_bytes = int(np.prod(ne[1:], dtype=np.int64)), ne[0] // block * size
+    raw = reader.data[start:start + rows * row_bytes].view(np.uint8).reshape(rows, row_bytes)
+    return TensorView(t.name, qtype, ne, tuple(reversed(ne)), start, raw.nbytes, raw)
+
+
+def _tensors(path: Path, reader: gguf.GGUFReader, c: ModelConfig):
+    views = {t.name: _view(path, reader, t) for t in reader.tensors}
+    fused = [i for i in range(c.n_layer) if f"blk.{i}.attn_qkv.weight" in views]
+    for i in fused:
+        _split_qkv(path, views, c, i)
+    tied = "output.weight" not in views
+    expected = {"token_embd.weight": [(c.n_embd, c.n_vocab)], "output_norm.weight": [(c.n_embd,)],
+                "output.weight": [(c.n_embd, c.n_vocab)]}
+    for i in range(c.n_layer):
+        expected.update(_expected(c, i))
+    if tied:
+        views["output.weight"] = dataclasses.replace(views["token_embd.weight"],
+                                                     name="output.weight")
+    for name, shapes in expected.items():
+        _check_shape(path, views, name, shapes)
+    unknown = sorted(set(views) - set(expected))
+    if unknown:
+        raise GGUFError(f"{path}: unexpected tensors for this layer layout: {unknown[:5]}"
+                        f"{' ...' if len(unknown) > 5 else ''}")
+    return views, tied, fused
+
+
+def _split_qkv(path: Path, views: dict[str, TensorView], c: ModelConfig, i: int) -> None:
+    """A fused blk.i.attn_qkv ({E, q + 2 kv}) becomes attn_q, attn_k, attn_v row views."""
+    p = f"blk.{i}."
+    qkv = views.pop(p + "attn_qkv.weight")
+    q, kv = c.n_head * c.head_dim, c.n_head_kv[i] * c.head_dim
+    want = (c.n_embd, q + 2 * kv)
+    if c.layer_kinds[i] != "attention" or qkv.ne != want:
+        raise GGUFError(f"{path}: tensor {qkv.name!r} has ne {qkv.ne}, expected {want} at an "
+                        "attention layer")
+    parts = (("attn_q", 0, q), ("attn_k", q, q + kv), ("attn_v", q + kv, want[1]))
+    for name, a, b in parts:
+        if p + name + ".weight" in views:
+            raise GGUFError(f"{path}: layer {i} has both attn_qkv and {name}")
+        views[p + name + ".weight"] = dataclasses.replace(qkv.rows(a, b), name=p + name + ".weight")
+
+
+def _check_shape(path: Path, views, name: str, shapes: list[tuple[int, ...]]) -> None:
+    t = views.get(name)
+    if t is None:
+        raise GGUFError(f"{path}: missing tensor {name!r} (the file is incomplete or was written "
+                        "for another layer layout)")
+    if t.ne not in shapes:
+        raise GGUFError(f"{path}: tensor {name!r} has ggml shape {t.ne}, but the metadata "
+                        f"implies {shapes[0]}")
