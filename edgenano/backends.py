@@ -1,0 +1,101 @@
+"""Backends behind `edgenano.Model`: each gives new_state(), eval(state, ids) -> last logits,
+and states with copy(). "native" is our C++ engine, "reference" the NumPy oracle, "llama.cpp"
+llama-cpp-python on the same file (so users can switch engines and we can compare them)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ContextOverflow(ValueError):
+    """More tokens than the context the model was opened with."""
+
+
+def _check_ctx(n_past: int, n_new: int, n_ctx: int) -> None:
+    if n_past + n_new > n_ctx:
+        raise ContextOverflow(
+            f"context full: {n_past} tokens + {n_new} new > n_ctx={n_ctx}; open the model with a "
+            "larger n_ctx or start a new session")
+
+
+class ReferenceBackend:
+    """The NumPy reference (edgenano.reference): slow, exact, portable."""
+
+    def __init__(self, gguf_model, n_ctx: int, dtype=np.float32):
+        from .reference import ReferenceModel
+
+        self.impl = ReferenceModel(gguf_model, dtype=dtype)
+        self.n_ctx = n_ctx
+
+    def new_state(self):
+        return self.impl.new_state()
+
+    def eval(self, state, ids) -> np.ndarray:
+        _check_ctx(state.n_past, len(ids), self.n_ctx)
+        return np.asarray(self.impl.eval(state, list(ids)), dtype=np.float32)
+
+
+class _LlamaState:
+    def __init__(self, backend, tokens=(), saved=None):
+        self.backend, self.tokens, self.saved = backend, list(tokens), saved
+
+    @property
+    def n_past(self) -> int:
+        return len(self.tokens)
+
+    def copy(self) -> _LlamaState:
+        if self.backend._current is self:
+            self.saved = self.backend.llm.save_state()
+        return _LlamaState(self.backend, self.tokens, self.saved)
+
+
+class LlamaCppBackend:
+    """llama-cpp-python on the same GGUF. One llama.cpp context; a state is loaded into it when
+    used (llama.cpp's own save_state/load_state), so several states can share it."""
+
+    def __init__(self, path: str, n_ctx: int, n_threads: int | None):
+        try:
+            import llama_cpp
+        except ImportError as e:
+            raise ImportError("backend='llama.cpp' needs llama-cpp-python: "
+                              "pip install llama-cpp-python==0.3.36") from e
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
+                                   n_batch=512, verbose=False)
+        self.n_ctx = n_ctx
+        self._current: _LlamaState | None = None
+
+    def new_state(self) -> _LlamaState:
+        return _LlamaState(self)
+
+    def _activate(self, state: _LlamaState) -> None:
+        if self._current is state:
+            return
+        if self._current is not None:
+            self._current.saved = self.llm.save_state()
+        if state.saved is None:
+            self.llm.reset()
+            self.llm._ctx.memory_clear(True) if hasattr(self.llm._ctx, "memory_clear") else None
+        else:
+            self.llm.load_state(state.saved)
+        self._current = state
+
+    def eval(self, state: _LlamaState, ids) -> np.ndarray:
+        _check_ctx(state.n_past, len(ids), self.n_ctx)
+        self._activate(state)
+        self.llm.eval(list(ids))
+        state.tokens.extend(ids)
+        state.saved = None
+        n_vocab = self.llm.n_vocab()
+        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(n_vocab,)).copy()
+
+
+def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int | None):
+    if kind == "reference":
+        return ReferenceBackend(gguf_model, n_ctx)
+    if kind == "llama.cpp":
+        return LlamaCppBackend(path, n_ctx, n_threads)
+    if kind == "native":
+        from .engine import NativeBackend
+
+        return NativeBackend(gguf_model, path, n_ctx=n_ctx, n_threads=n_threads)
+    raise ValueError(f"unknown backend {kind!r}: use 'native', 'reference' or 'llama.cpp'")
