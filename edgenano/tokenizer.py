@@ -67,7 +67,8 @@ class Tokenizer:
         self._control = {i for i, ty in enumerate(types) if ty == TOKEN_TYPE_CONTROL}
 
     def encode(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
-        """Token ids of `text`. With special=False, '<SPECIAL_11>' is plain text, as in llama.cpp."""
+        """Token ids of `text`. special=False reads '<SPECIAL_11>' as plain text (llama.cpp's
+        parse_special=False)."""
         if special:
             ids = self._tok.encode(text, add_special_tokens=False).ids
         else:
