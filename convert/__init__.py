@@ -1,1 +1,6 @@
 """Hugging Face Nemotron-H checkpoint -> GGUF that llama.cpp loads as `nemotron_h`."""
+
+from .errors import ConversionError
+from .writer import convert_checkpoint, plan_conversion
+
+__all__ = ["ConversionError", "convert_checkpoint", "plan_conversion"]

@@ -1,0 +1,65 @@
+"""`edgenano-convert HF_DIR -o OUT.gguf --outtype TYPE`: the converter's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import ConversionError
+from .presets import OUTTYPES
+from .writer import convert_checkpoint
+
+EXIT_USAGE = 2  # user errors, as argparse uses for bad arguments
+EXIT_INTERRUPTED = 130
+
+DESCRIPTION = """\
+Convert a Hugging Face Nemotron-H checkpoint (NemotronHForCausalLM: config.json, safetensors,
+tokenizer.json) into a GGUF file that llama.cpp and edgenano load as `nemotron_h`.
+Tensors are streamed one at a time, so memory stays flat whatever the model size."""
+
+EPILOG = """\
+output types:
+  f32 f16 bf16 q8_0 q4_0 q5_0   every matrix in that type (norms, conv, A, D, dt bias stay f32)
+  q4_k q5_k q6_k                every matrix in that K-quant (rows not divisible by 256 fall
+                                back as llama.cpp does: q4_k->q5_0, q5_k->q5_1, q6_k->q8_0)
+  q4_k_m q5_k_m                 llama.cpp's mixtures: q6_k for output and some attn_v/ffn_down
+
+examples:
+  edgenano-convert ./NVIDIA-Nemotron-Nano-9B-v2 -o nano9b-q4_k_m.gguf --outtype q4_k_m
+  edgenano-convert ./ckpt -o out.gguf --outtype q8_0 --dry-run"""
+
+
+def build_parser(prog: str = "edgenano-convert") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("hf_dir", metavar="HF_DIR", help="Hugging Face checkpoint directory")
+    p.add_argument("-o", "--output", metavar="OUT.gguf", required=True, help="GGUF file to write")
+    p.add_argument("--outtype", default="f32", type=str.lower, choices=list(OUTTYPES),
+                   metavar="TYPE", help=f"output type: {', '.join(OUTTYPES)} (default: f32)")
+    p.add_argument("--force", action="store_true", help="overwrite OUT.gguf if it exists")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list each tensor's GGUF name, type, shape and size; write nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "edgenano-convert") -> int:
+    """Run the converter; returns the exit status (0, 2 for user errors, 130 if interrupted)."""
+    args = build_parser(prog).parse_args(argv)
+    try:
+        out = convert_checkpoint(args.hf_dir, args.output, args.outtype, force=args.force,
+                                 progress=not args.no_progress and sys.stderr.isatty(),
+                                 dry_run=args.dry_run)
+    except ConversionError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; no output written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not args.dry_run:
+        print(f"wrote {out} ({args.outtype})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

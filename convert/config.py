@@ -1,0 +1,224 @@
+"""Read a Nemotron-H `config.json` in every spelling that has shipped (SPEC section 1).
+
+Legacy `hybrid_override_pattern` strings and transformers>=5 `layers_block_type` lists both map to
+one typed `HybridConfig`; anything llama.cpp's `nemotron_h` cannot represent is refused clearly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConversionError
+
+ARCHITECTURES = {"NemotronHForCausalLM"}
+MODEL_TYPES = {"nemotron_h"}
+
+# One character per layer in the legacy string, one word per layer in the list spelling.
+PATTERN_KINDS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
+LIST_KINDS = {
+    "mamba": "mamba", "linear_attention": "mamba",
+    "attention": "attention", "full_attention": "attention",
+    "mlp": "mlp", "moe": "moe",
+}
+SPELLINGS = {"layers_block_type": LIST_KINDS, "hybrid_override_pattern": PATTERN_KINDS}
+SUPPORTED_KINDS = ("mamba", "attention", "mlp")
+
+# Canonical key -> every spelling that has shipped (first found wins); transformers' own aliases.
+ALIASES = {
+    "n_groups": ("n_groups", "mamba_n_groups"),
+    "conv_kernel": ("conv_kernel", "mamba_d_conv"),
+    "expand": ("expand", "mamba_expand"),
+    "time_step_limit": ("time_step_limit", "mamba_dt_limit"),
+    "use_conv_bias": ("use_conv_bias", "mamba_conv_bias"),
+    "chunk_size": ("chunk_size", "mamba_chunk_size"),
+}
+
+# transformers' NemotronHConfig defaults for keys a config.json may leave out. Shapes derived from
+# them are checked against the tensors, so a wrong default fails loudly rather than silently.
+DEFAULTS = {
+    "num_attention_heads": 32, "head_dim": 128, "intermediate_size": 21504,
+    "mamba_num_heads": 128, "mamba_head_dim": 64, "ssm_state_size": 128, "n_groups": 8,
+    "conv_kernel": 4, "use_conv_bias": True, "chunk_size": 128, "layer_norm_epsilon": 1e-5,
+    "max_position_embeddings": 4096, "tie_word_embeddings": False,
+    "time_step_limit": (0.0, math.inf), "mlp_hidden_act": "relu2", "mamba_hidden_act": "silu",
+    "num_nextn_predict_layers": 0,
+}
+
+# Options whose non-default value changes the math in a way the nemotron_h layout cannot carry.
+MUST_EQUAL = {
+    "mlp_hidden_act": "relu2", "mamba_hidden_act": "silu", "attention_bias": False,
+    "mlp_bias": False, "use_bias": False, "mamba_proj_bias": False,
+    "num_nextn_predict_layers": 0,
+}
+
+# An upper dt limit at least this large is a stand-in for infinity (no clamp): values near
+# float32's range end are how some tools serialize inf.
+DT_LIMIT_AS_INFINITY = 1e30
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """Everything the converter needs from config.json, with the layer kinds spelled out."""
+
+    layer_kinds: tuple[str, ...]  # "mamba" | "attention" | "mlp", one per layer
+    n_vocab: int
+    n_embd: int
+    n_ff: int  # MLP intermediate size
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    ssm_n_heads: int  # H, also llama.cpp's time_step_rank
+    ssm_head_dim: int  # P
+    ssm_d_state: int  # N
+    ssm_n_group: int  # G
+    ssm_d_conv: int  # K
+    eps: float
+    n_ctx_train: int
+    tie_embeddings: bool
+    use_conv_bias: bool
+
+    @property
+    def n_layer(self) -> int:
+        return len(self.layer_kinds)
+
+    @property
+    def ssm_d_inner(self) -> int:
+        """D = heads * head_dim (never expand * hidden)."""
+        return self.ssm_n_heads * self.ssm_head_dim
+
+    @property
+    def ssm_conv_dim(self) -> int:
+        """Channels of the depthwise conv: x, B and C."""
+        return self.ssm_d_inner + 2 * self.ssm_n_group * self.ssm_d_state
+
+    @property
+    def ssm_in_dim(self) -> int:
+        """in_proj width: z | xBC | dt."""
+        return 2 * self.ssm_d_inner + 2 * self.ssm_n_group * self.ssm_d_state + self.ssm_n_heads
+
+
+def read_config_json(hf_dir: str | Path) -> dict:
+    """The raw `hf_dir/config.json` dict; ConversionError when missing or unreadable."""
+    path = Path(hf_dir) / "config.json"
+    if not path.is_file():
+        raise ConversionError(f"{path} not found: is {hf_dir} a Hugging Face checkpoint directory?")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionError(f"cannot read {path}: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConversionError(f"{path} does not hold a JSON object")
+    return raw
+
+
+def load_config(hf_dir: str | Path) -> HybridConfig:
+    """Parse `hf_dir/config.json`; ConversionError on a missing file or an unsupported model."""
+    return parse_config(read_config_json(hf_dir), source=str(Path(hf_dir) / "config.json"))
+
+
+def parse_config(raw: dict, source: str = "config.json") -> HybridConfig:
+    """The typed config of a raw config.json dict."""
+    _check_architecture(raw, source)
+    cfg = {**DEFAULTS, **_canonical(raw)}
+    for key, want in MUST_EQUAL.items():
+        if key in cfg and cfg[key] != want:
+            raise ConversionError(
+                f"{source}: {key} = {cfg[key]!r} is not supported (nemotron_h needs {want!r})")
+    _check_time_step_limit(cfg["time_step_limit"], source)
+    for key in ("hidden_size", "vocab_size"):
+        if key not in cfg:
+            raise ConversionError(f"{source}: required key {key!r} is missing")
+    n_head = int(cfg["num_attention_heads"])
+    hc = HybridConfig(
+        layer_kinds=layer_kinds(raw, source),
+        n_vocab=int(cfg["vocab_size"]), n_embd=int(cfg["hidden_size"]),
+        n_ff=int(cfg["intermediate_size"]), n_head=n_head,
+        n_head_kv=int(cfg.get("num_key_value_heads") or n_head), head_dim=int(cfg["head_dim"]),
+        ssm_n_heads=int(cfg["mamba_num_heads"]), ssm_head_dim=int(cfg["mamba_head_dim"]),
+        ssm_d_state=int(cfg["ssm_state_size"]), ssm_n_group=int(cfg["n_groups"]),
+        ssm_d_conv=int(cfg["conv_kernel"]), eps=float(cfg["layer_norm_epsilon"]),
+        n_ctx_train=int(cfg["max_position_embeddings"]),
+        tie_embeddings=bool(cfg["tie_word_embeddings"]), use_conv_bias=bool(cfg["use_conv_bias"]),
+    )
+    _check_divisibility(hc, source)
+    return hc
+
+
+def _canonical(raw: dict) -> dict:
+    """raw with every aliased key stored under its canonical name."""
+    out = dict(raw)
+    for canon, spellings in ALIASES.items():
+        for key in spellings:
+            if key in raw:
+                out[canon] = raw[key]
+                break
+    return out
+
+
+def _check_architecture(raw: dict, source: str) -> None:
+    archs = set(raw.get("architectures") or [])
+    mtype = raw.get("model_type")
+    if archs & ARCHITECTURES or (not archs and mtype in MODEL_TYPES):
+        return
+    found = ", ".join(sorted(archs)) or "none listed"
+    raise ConversionError(
+        f"{source}: unsupported architecture ({found}; model_type {mtype!r}): edgenano converts "
+        "only NemotronHForCausalLM checkpoints (model_type nemotron_h)")
+
+
+def layer_kinds(raw: dict, source: str = "config.json") -> tuple[str, ...]:
+    """Per-layer kinds from `layers_block_type` (list) or `hybrid_override_pattern` (string)."""
+    spelling = next((k for k in SPELLINGS if raw.get(k) is not None), None)
+    if spelling is None:
+        raise ConversionError(
+            f"{source}: no layer pattern (neither layers_block_type nor hybrid_override_pattern)")
+    seq, table = raw[spelling], SPELLINGS[spelling]
+    kinds = []
+    for i, item in enumerate(seq):
+        kind = table.get(item)
+        if kind is None:
+            raise ConversionError(
+                f"{source}: layer {i} has unknown type {item!r} in {spelling} "
+                f"(known: {', '.join(repr(k) for k in table)})")
+        if kind not in SUPPORTED_KINDS:
+            raise ConversionError(
+                f"{source}: layer {i} is a mixture-of-experts layer ({item!r} in {spelling}): "
+                "MoE layers are not supported yet")
+        kinds.append(kind)
+    if not kinds:
+        raise ConversionError(f"{source}: {spelling} is empty")
+    return tuple(kinds)
+
+
+def _as_float(v) -> float:
+    """A float from a JSON number, "Infinity"-style string or transformers' {"__float__": ...}."""
+    if isinstance(v, dict) and "__float__" in v:
+        v = v["__float__"]
+    return float(v)
+
+
+def _check_time_step_limit(limit, source: str) -> None:
+    """llama.cpp never clamps dt, so only (<=0, ~inf) limits are representable."""
+    try:
+        lo, hi = (_as_float(v) for v in limit)
+    except (TypeError, ValueError) as e:
+        raise ConversionError(f"{source}: cannot read time_step_limit {limit!r}") from e
+    if lo > 0.0 or hi < DT_LIMIT_AS_INFINITY:
+        raise ConversionError(
+            f"{source}: time_step_limit ({lo}, {hi}) clamps dt, but llama.cpp's nemotron_h never "
+            "clamps it; only (0, inf) can be converted faithfully")
+
+
+def _check_divisibility(c: HybridConfig, source: str) -> None:
+    checks = [
+        ("mamba" in c.layer_kinds and c.ssm_n_heads % c.ssm_n_group != 0,
+         f"mamba_num_heads {c.ssm_n_heads} is not a multiple of n_groups {c.ssm_n_group}"),
+        ("attention" in c.layer_kinds and (c.n_head_kv <= 0 or c.n_head % c.n_head_kv != 0),
+         f"num_attention_heads {c.n_head} is not a multiple of num_key_value_heads {c.n_head_kv}"),
+    ]
+    for bad, what in checks:
+        if bad:
+            raise ConversionError(f"{source}: {what}")

@@ -1,0 +1,180 @@
+"""`convert_checkpoint`: plan every tensor from headers, then stream them into a GGUF.
+
+Peak memory is one chunk of rows (CHUNK_BYTES of float32) plus the quantizer's temporaries,
+whatever the model size. Output goes to a temporary file next to OUT and is renamed at the end,
+so an interrupted conversion leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from . import gguf_file
+from .config import HybridConfig, parse_config, read_config_json
+from .errors import ConversionError
+from .metadata import ARCH, model_kvs
+from .presets import assign_types, outtype, row_bytes
+from .safetensors_io import Checkpoint
+from .tensors import TensorSpec, load_small, plan_tensors
+from .tokenizer import KV, V, tokenizer_kvs
+
+T = GGMLQuantizationType
+CHUNK_BYTES = 32 << 20  # float32 bytes of rows converted at once
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    spec: TensorSpec
+    type: GGMLQuantizationType
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    config: HybridConfig
+    checkpoint: Checkpoint
+    tensors: list[PlannedTensor]
+    kvs: list[KV]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+def plan_conversion(hf_dir: str | Path, outtype_name: str = "f32") -> Plan:
+    """Everything about the output that headers can tell: names, shapes, types, sizes, keys."""
+    hf_dir = Path(hf_dir)
+    if not hf_dir.is_dir():
+        raise ConversionError(f"{hf_dir} is not a directory")
+    out = outtype(outtype_name)
+    raw = read_config_json(hf_dir)
+    config = parse_config(raw, source=str(hf_dir / "config.json"))
+    ckpt = Checkpoint(hf_dir)
+    specs = plan_tensors(config, ckpt)
+    types = assign_types(specs, out, config.n_layer)
+    tensors = [PlannedTensor(s, t, _nbytes(s, t)) for s, t in zip(specs, types, strict=True)]
+    name = raw.get("_name_or_path") or hf_dir.resolve().name
+    kvs = ([KV("general.architecture", ARCH, V.STRING)] + model_kvs(config, out, name)
+           + tokenizer_kvs(hf_dir, config.n_vocab, raw))
+    return Plan(config, ckpt, tensors, kvs)
+
+
+def _nbytes(s: TensorSpec, t: GGMLQuantizationType) -> int:
+    rows = int(np.prod(s.shape[:-1])) if len(s.shape) > 1 else 1
+    return rows * row_bytes(t, s.ne[0])
+
+
+def quantize_rows(x: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
+    """(rows, ne0) float32 -> (rows, row bytes) uint8 in ggml's encoding of qtype."""
+    if qtype == T.F32:
+        return np.ascontiguousarray(x, dtype="<f4").view(np.uint8)
+    if qtype == T.F16:
+        return np.ascontiguousarray(x, dtype="<f2").view(np.uint8)
+    ours = _our_quantizer()
+    if ours is not None and qtype != T.Q5_1:  # Q5_1 (a llama.cpp fallback) is not in our set
+        return ours(x, qtype)
+    try:
+        return gguf.quants.quantize(x, qtype)
+    except NotImplementedError:
+        raise ConversionError(
+            f"no quantizer for {qtype.name} is available (edgenano.convert.quants is missing)"
+        ) from None
+
+
+def _our_quantizer():
+    try:
+        from .quants import quantize
+    except ImportError:
+        return None
+    return quantize
+
+
+def _chunks(ckpt: Checkpoint, p: PlannedTensor) -> Iterator[np.ndarray]:
+    """The tensor's GGUF bytes, a bounded number of rows at a time."""
+    s = p.spec
+    if not s.matrix:
+        yield quantize_rows(load_small(ckpt, s).reshape(-1, s.ne[0]), p.type)
+        return
+    n_rows, width = s.shape
+    step = max(1, CHUNK_BYTES // (4 * width))
+    for r in range(0, n_rows, step):
+        yield quantize_rows(ckpt.read_rows(s.source, r, min(n_rows, r + step)), p.type)
+
+
+def write_gguf(plan: Plan, path: Path, progress: bool = False) -> None:
+    """Write the whole file at `path` (the caller handles atomicity)."""
+    from tqdm import tqdm
+
+    infos = [(t.spec.name, t.spec.ne, int(t.type), t.nbytes) for t in plan.tensors]
+    bar = tqdm(total=plan.nbytes, unit="B", unit_scale=True, desc="convert", disable=not progress)
+    with open(path, "wb") as f, bar:
+        gguf_file.write_preamble(f, plan.kvs, infos)
+        for t in plan.tensors:
+            written = 0
+            for chunk in _chunks(plan.checkpoint, t):
+                f.write(chunk.tobytes())
+                written += chunk.nbytes
+                bar.update(chunk.nbytes)
+            if written != t.nbytes:
+                raise AssertionError(f"{t.spec.name}: wrote {written} bytes, planned {t.nbytes}")
+            gguf_file.write_padding(f, t.nbytes)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def format_plan(plan: Plan, out_path: Path) -> str:
+    """The --dry-run listing: one line per tensor (name, type, ggml shape, size) and a total."""
+    width = max(len(t.spec.name) for t in plan.tensors)
+    lines = [f"{'tensor':<{width}}  {'type':<5}  {'shape (ggml ne)':<18}  size"]
+    for t in plan.tensors:
+        shape = "{" + ", ".join(str(d) for d in t.spec.ne) + "}"
+        lines.append(f"{t.spec.name:<{width}}  {t.type.name:<5}  {shape:<18}  "
+                     f"{_human(t.nbytes)}")
+    lines.append(f"{len(plan.tensors)} tensors, {_human(plan.nbytes)} of tensor data -> "
+                 f"{out_path} (dry run: nothing written)")
+    return "\n".join(lines)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def convert_checkpoint(hf_dir: str | Path, out_path: str | Path, outtype: str = "f32", *,
+                       force: bool = False, progress: bool = False,
+                       dry_run: bool = False) -> Path:
+    """Convert a HF Nemotron-H checkpoint to a GGUF llama.cpp loads as nemotron_h."""
+    out_path = Path(out_path)
+    if not dry_run:
+        _check_output(out_path, force)
+    plan = plan_conversion(hf_dir, outtype)
+    if dry_run:
+        print(format_plan(plan, out_path))
+        return out_path
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        write_gguf(plan, tmp, progress)
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out_path
+
+
+def _check_output(out_path: Path, force: bool) -> None:
+    if out_path.is_dir():
+        raise ConversionError(f"output {out_path} is a directory; give a file name")
+    if out_path.exists() and not force:
+        raise ConversionError(f"output {out_path} exists; use --force to overwrite it")
+    if not out_path.parent.is_dir():
+        raise ConversionError(f"output directory {out_path.parent} does not exist")
