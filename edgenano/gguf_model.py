@@ -365,8 +365,9 @@ def _view(path: Path, reader: gguf.GGUFReader, t) -> TensorView:
     except ValueError:
         qtype = None
     if qtype not in SUPPORTED_TYPES:
-        raise GGUFError(f"{path}: tensor {t.name!r} has type {t.tensor_type!r}, which edgenano "
-                        "cannot read; re-quantize it to a standard ggml type")
+        tname = getattr(qtype or t.tensor_type, "name", str(t.tensor_type))
+        raise GGUFError(f"{path}: tensor {t.name!r} has type {tname}, which edgenano cannot "
+                        "read; re-quantize it to a standard ggml type")
     ne = tuple(int(d) for d in t.shape)
     start = int(t.data_offset)
     if (start - reader.data_offset) % reader.alignment:

@@ -19,8 +19,9 @@ from .gguf_model import GGUFModel, TensorView
 
 
 def silu(x: np.ndarray) -> np.ndarray:
-    """x * sigmoid(x), written to stay finite for large |x|."""
-    return x * (0.5 * (1.0 + np.tanh(0.5 * x)))
+    """x * sigmoid(x); sigmoid from exp(-|x|) so that no exp overflows."""
+    e = np.exp(-np.abs(x))
+    return x * np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def softplus(v: np.ndarray) -> np.ndarray:
