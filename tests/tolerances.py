@@ -18,3 +18,7 @@ NMSE_HF_CLAMPED_PREFILL_VS_REFERENCE_MIN = 1e-5
 # Converter (owner: converter helper). Peak RSS growth while converting a 365 MB f32 checkpoint,
 # as a fraction of its size: streaming holds one 32 MiB chunk of rows plus quantizer temporaries.
 MAX_CONVERT_RSS_GROWTH_FRACTION = 0.25
+
+# Converter (owner: converter helper). Peak RSS growth while converting a 365 MB f32 checkpoint,
+# as a fraction of its size: streaming holds one 32 MiB chunk of rows plus quantizer temporaries.
+MAX_CONVERT_RSS_GROWTH_FRACTION = 0.25
