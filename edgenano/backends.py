@@ -32,7 +32,28 @@ class ReferenceBackend:
 
     def eval(self, state, ids) -> np.ndarray:
         _check_ctx(state.n_past, len(ids), self.n_ctx)
-        return np.asarray(self.impl.eval(state, list(ids)), dtype=np.float32)
+        run = self.impl.step if len(ids) == 1 else self.impl.eval  # decode is the recurrence
+        return np.asarray(run(state, ids[0] if len(ids) == 1 else list(ids)), dtype=np.float32)
+
+    def logits(self, ids) -> np.ndarray:
+        _check_ctx(0, len(ids), self.n_ctx)
+        return np.asarray(self.impl.logits(list(ids)), dtype=np.float32)
+
+    def export_state(self, state) -> dict[str, np.ndarray]:
+        out = {}
+        for kind in ("conv", "ssm", "k", "v"):
+            for i, a in getattr(state, kind).items():
+                out[f"{kind}.{i}"] = np.ascontiguousarray(a, dtype=np.float32)
+        return out
+
+    def import_state(self, tensors: dict[str, np.ndarray], tokens: list[int]):
+        n_past = len(tokens)
+        st = self.impl.new_state()
+        for name, a in tensors.items():
+            kind, i = name.split(".")
+            getattr(st, kind)[int(i)] = np.array(a, dtype=self.impl.dtype)
+        st.n_past = n_past
+        return st
 
 
 class _LlamaState:
@@ -87,6 +108,25 @@ class LlamaCppBackend:
         state.saved = None
         n_vocab = self.llm.n_vocab()
         return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(n_vocab,)).copy()
+
+    def export_state(self, state: _LlamaState) -> dict[str, np.ndarray]:
+        saved = state.copy().saved if state.n_past else None
+        blob = b"" if saved is None else bytes(saved.llama_state)
+        return {"llama_cpp.state": np.frombuffer(blob, dtype=np.uint8).copy()}
+
+    def import_state(self, tensors: dict[str, np.ndarray], tokens: list[int]) -> _LlamaState:
+        import llama_cpp
+
+        blob = tensors["llama_cpp.state"].tobytes()
+        if not tokens:
+            return self.new_state()
+        ids = np.zeros(self.n_ctx, dtype=np.intc)
+        ids[: len(tokens)] = tokens
+        saved = llama_cpp.LlamaState(input_ids=ids,
+                                     scores=np.zeros((1, self.llm.n_vocab()), dtype=np.single),
+                                     n_tokens=len(tokens), llama_state=blob,
+                                     llama_state_size=len(blob), seed=0)
+        return _LlamaState(self, tokens, saved)
 
 
 def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int | None):

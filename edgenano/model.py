@@ -51,6 +51,15 @@ class Model:
                 ids.add(self.tokenizer.tokens.index(name))
         return frozenset(ids)
 
+    @property
+    def fingerprint(self) -> str:
+        """Identity of this model's weights, stamped into saved chat states."""
+        if not hasattr(self, "_fingerprint"):
+            from .state_file import model_fingerprint
+
+            self._fingerprint = model_fingerprint(self.gguf)
+        return self._fingerprint
+
     # -- the engine surface ---------------------------------------------------------------
     def new_state(self):
         return self.backend.new_state()
@@ -61,6 +70,8 @@ class Model:
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Logits at every position of `token_ids`, from an empty state: (T, n_vocab)."""
+        if hasattr(self.backend, "logits"):
+            return self.backend.logits(list(token_ids))
         st = self.new_state()
         return np.stack([self.eval(st, [t]) for t in token_ids])
 

@@ -169,6 +169,33 @@ class ChatSession:
         s = snap["snap"]
         self._snap = None if s is None else _Snapshot(s.state.copy(), list(s.tokens))
 
+    _SETTINGS = ("thinking", "thinking_budget", "tools", "grace", "close_text", "cut_prefix",
+                 "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
+
+    def save(self, path) -> None:
+        """Write the session (messages, settings, state, tokens) to a GGUF state file."""
+        from . import state_file
+
+        m = self.model
+        snap = self._snap or _Snapshot(m.new_state(), [])
+        state_file.save(path, fingerprint=m.fingerprint, backend=m.backend_name,
+                        tokens=snap.tokens, messages=self.messages,
+                        settings={k: getattr(self, k) for k in self._SETTINGS},
+                        tensors=m.backend.export_state(snap.state))
+
+    @classmethod
+    def load(cls, path, model) -> ChatSession:
+        """A session saved by `save`, continued on `model` (which must be the same model)."""
+        from . import state_file
+
+        d = state_file.load(path, fingerprint=model.fingerprint, backend=model.backend_name)
+        s = cls(model, **d["settings"])
+        s.messages = d["messages"]
+        if d["tokens"]:
+            s._snap = _Snapshot(model.backend.import_state(d["tensors"], d["tokens"]),
+                                d["tokens"])
+        return s
+
     def fork(self) -> ChatSession:
         other = ChatSession(self.model, system=None, thinking=self.thinking,
                             thinking_budget=self.thinking_budget, tools=self.tools,

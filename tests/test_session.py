@@ -127,3 +127,30 @@ def test_llamacpp_backend_same_api(model):
     lm.eval(st, ids[:4])
     cp = st.copy()
     assert np.array_equal(lm.eval(st, ids[4:]), lm.eval(cp, ids[4:]))
+
+
+def test_save_load_roundtrip_and_refusals(model, tmp_path, tiny_checkpoint):
+    from edgenano.convert import convert_checkpoint
+    from edgenano.session import ChatSession
+    from edgenano.state_file import StateFileError
+
+    s = model.chat(system="sys", thinking=False, temperature=0.0)
+    s.send("remember this", max_tokens=6)
+    path = tmp_path / "chat.state.gguf"
+    s.save(path)
+    loaded = ChatSession.load(path, model)
+    assert loaded.messages == s.messages and loaded.thinking is False
+    assert s.send("and now", max_tokens=8).text == loaded.send("and now", max_tokens=8).text
+    assert loaded.prefill_tokens == s.prefill_tokens  # continued from the saved state
+
+    other_path = tmp_path / "other.gguf"
+    convert_checkpoint(tiny_checkpoint("mix", seed=1), other_path, "f32")
+    other = Model(other_path, backend="reference", n_ctx=512)
+    with pytest.raises(StateFileError, match="different model"):
+        ChatSession.load(path, other)
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(StateFileError):
+        ChatSession.load(bad, model)
+    with pytest.raises(StateFileError, match="not an edgenano state file"):
+        ChatSession.load(model.path, model)
