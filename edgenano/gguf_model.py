@@ -134,6 +134,28 @@ class _Reader(gguf.GGUFReader):
             raise _Truncated(end, len(self.data), "data_offset" in self.__dict__)
         return super()._get(offset, dtype, count, override_order)
 
+    def _get_field_parts(self, orig_offs, raw_type):
+        """Arrays in bulk: GGUFReader reads them element by element, which takes half a minute
+        for a 131k-token vocabulary. Produces the same parts for `ReaderField.contents()`."""
+        if raw_type != VT.ARRAY or self.byte_order != "I":
+            return super()._get_field_parts(orig_offs, raw_type)
+        itype, alen = self._get(orig_offs, np.uint32), self._get(orig_offs + 4, np.uint64)
+        n, sub, offs = int(alen[0]), int(itype[0]), orig_offs + 12
+        nptype = self.gguf_scalar_to_np.get(VT(sub)) if sub in VT._value2member_map_ else None
+        if n and nptype is not None:
+            vals = self._get(offs, nptype, n)
+            return 12 + vals.nbytes, [itype, alen, vals], [2], [VT.ARRAY, VT(sub)]
+        if not n or sub != VT.STRING:
+            return super()._get_field_parts(orig_offs, raw_type)
+        mv, base, parts = memoryview(self.data), self.data.view(np.ndarray), [itype, alen]
+        for _ in range(n):
+            length = int.from_bytes(mv[offs:offs + 8], "little")
+            if offs + 8 + length > len(mv):
+                raise _Truncated(offs + 8 + length, len(mv), False)
+            parts += [base[offs:offs + 8].view(np.uint64), base[offs + 8:offs + 8 + length]]
+            offs += 8 + length
+        return offs - orig_offs, parts, list(range(3, len(parts), 2)), [VT.ARRAY, VT.STRING]
+
 
 def load_gguf(path: str | Path) -> GGUFModel:
     """Open, validate and describe a nemotron_h GGUF. Raises GGUFError on anything unusable."""

@@ -159,7 +159,7 @@ def ssm_scan_chunked(state, x, dt, A, B, C, D, chunk_size: int) -> tuple[np.ndar
         xs, dts, Bs, Cs = x[sl], dt[sl], Bh[sl], Ch[sl]
         decay = np.exp(segsum(a[sl]))  # (L, L, H): exp(s[t] - s[u]) for u <= t, else 0
         s = np.cumsum(a[sl], axis=0)  # (L, H)
-        scores = np.einsum("thn,uhn->tuh", Cs, Bs) * decay * dts[None]  # (L, L, H)
+        scores = np.einsum("thn,uhn->tuh", Cs, Bs, optimize=True) * decay * dts[None]  # (L, L, H)
         y_diag = np.einsum("tuh,uhp->thp", scores, xs, optimize=True)
         y_state = np.einsum("hpn,thn->thp", state, Cs, optimize=True) * np.exp(s)[:, :, None]
         w_end = decay[-1] * dts  # (L, H): exp(s[L-1] - s[u]) dt[u]

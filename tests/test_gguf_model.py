@@ -129,6 +129,9 @@ def test_metadata_keeps_the_tokenizer(converted):
     assert m.metadata["tokenizer.ggml.tokens"][12] == "<SPECIAL_12>"
     assert "<SPECIAL_11>" in m.metadata["tokenizer.chat_template"]
     assert m.metadata["nemotron_h.attention.head_count_kv"] == [0, 0, 0, 2, 0, 0, 0]
+    plain = gguf.GGUFReader(m.path)  # our bulk array reading gives what gguf's reader gives
+    assert {k: f.contents() for k, f in plain.fields.items() if not k.startswith("GGUF.")} == \
+        m.metadata
 
 
 @pytest.mark.parametrize("qtype", [QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q5_0])
@@ -242,6 +245,7 @@ BAD_FILES = {
     "version": (_patch_version, "GGUF version 9 is not supported"),
     "truncated_data": (_cut(n_from_end=100), "truncated file: the tensor data needs"),
     "truncated_header": (_cut(keep=300), "truncated file: the header needs"),
+    "truncated_vocab": (_cut(keep=3000), "truncated file: the header needs"),
     "wrong_arch": (_rewrite(arch="llama"), "this file is 'llama'; edgenano runs 'nemotron_h'"),
     "missing_key": (_rewrite(keys={A + "ssm.state_size": None}),
                     "missing required metadata key 'nemotron_h.ssm.state_size'"),
