@@ -20,6 +20,18 @@ def _cmd_eval(argv: list[str]) -> int:
     return main(argv)
 
 
+def _cmd_chat(argv: list[str]) -> int:
+    from .chat_cli import chat_main
+
+    return chat_main(argv)
+
+
+def _cmd_generate(argv: list[str]) -> int:
+    from .chat_cli import generate_main
+
+    return generate_main(argv)
+
+
 def _cmd_info(argv: list[str]) -> int:
     from .info import main
 
@@ -29,6 +41,8 @@ def _cmd_info(argv: list[str]) -> int:
 # name -> (handler, one-line help). Each handler parses its own arguments, so
 # `edgenano NAME --help` is the subcommand's full help.
 COMMANDS = {
+    "chat": (_cmd_chat, "chat with a model: streaming, /think, /no_think, /budget, /save"),
+    "generate": (_cmd_generate, "continue a raw prompt"),
     "convert": (_cmd_convert, "convert a Hugging Face Nemotron-H checkpoint to GGUF"),
     "info": (_cmd_info, "describe a GGUF: layer pattern, tensor types, session memory"),
     "eval": (_cmd_eval, "accuracy of a GGUF of the built-in reasoner, think on/off/budget"),
@@ -40,11 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="edgenano",
         description="Run NVIDIA Nemotron-H hybrid models (Nemotron-Nano-9B-v2) from GGUF files.",
-        epilog="Run `edgenano COMMAND --help` for a command's options.",
+        epilog="commands:\n" + "\n".join(f"  {k:<10} {v[1]}" for k, v in COMMANDS.items())
+        + "\n\nRun `edgenano COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"edgenano {__version__}")
     parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND",
-                        help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items()))
+                        help="one of the commands below")
     if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv[:1] or ["--help"])
     handler = COMMANDS[argv[0]][0]
