@@ -81,12 +81,7 @@ class TensorView:
 
     def dequantize(self) -> np.ndarray:
         """float32 array of numpy shape `shape`."""
-        if self.type == QT.F32:
-            out = self.raw.view(np.float32)
-        elif self.type == QT.F16:
-            out = self.raw.view(np.float16).astype(np.float32)
-        else:
-            out = gguf.quants.dequantize(self.raw, self.type)
+        out = gguf.quants.dequantize(self.raw, self.type)  # (rows, ne0)
         return np.asarray(out, dtype=np.float32).reshape(self.shape)
 
     def rows(self, start: int, stop: int) -> TensorView:
@@ -273,7 +268,11 @@ def _config(path: Path, reader: gguf.GGUFReader, meta: dict[str, Any]) -> ModelC
     n_ff = k.int_array(a + "feed_forward_length", n_layer)
     n_head_kv = k.int_array(a + "attention.head_count_kv", n_layer)
     kinds = _layer_kinds(path, n_ff, n_head_kv)
-    head_dim = k.int(a + "attention.key_length")
+    n_head = k.int(a + "attention.head_count", minimum=0 if "attention" not in kinds else 1)
+    n_embd = k.int(a + "embedding_length")
+    head_dim = k.int(a + "attention.key_length", required=False)
+    if head_dim is None:  # llama.cpp's default when the key is absent
+        head_dim = n_embd // max(n_head, 1)
     v_len = k.int(a + "attention.value_length", required=False)
     if v_len is not None and v_len != head_dim:
         raise GGUFError(f"{path}: attention.key_length {head_dim} != value_length {v_len}; "
@@ -285,9 +284,7 @@ def _config(path: Path, reader: gguf.GGUFReader, meta: dict[str, Any]) -> ModelC
     ssm_heads = k.int(a + "ssm.time_step_rank")
     cfg = ModelConfig(
         n_vocab=_n_vocab(path, reader, k),
-        n_embd=k.int(a + "embedding_length"),
-        n_layer=n_layer, layer_kinds=kinds, n_ff=n_ff,
-        n_head=k.int(a + "attention.head_count", minimum=0 if "attention" not in kinds else 1),
+        n_embd=n_embd, n_layer=n_layer, layer_kinds=kinds, n_ff=n_ff, n_head=n_head,
         n_head_kv=n_head_kv, head_dim=head_dim,
         ssm_d_conv=k.int(a + "ssm.conv_kernel"), ssm_d_state=k.int(a + "ssm.state_size"),
         ssm_n_group=n_group, ssm_d_inner=d_inner, ssm_n_head=ssm_heads,

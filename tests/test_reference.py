@@ -17,6 +17,7 @@ from tolerances import (  # noqa: E402
     NMSE_REFERENCE_F32_VS_F64,
     NMSE_REFERENCE_KERNEL_F64,
     NMSE_REFERENCE_SPLIT_VS_WHOLE_F32,
+    NMSE_REFERENCE_VS_HF_BY_TYPE,
     NMSE_REFERENCE_VS_HF_F32,
 )
 
@@ -134,6 +135,24 @@ def test_dt_clamp_is_transformers_prefill_only(built, hf_logits):
     assert min(float(v.min()) for k, v in trace.items() if k.endswith("ssm_dt")) < 0.05
     assert nmse(got, hf_decode) <= NMSE_REFERENCE_VS_HF_F32
     assert nmse(got, hf_prefill) >= NMSE_HF_CLAMPED_PREFILL_VS_REFERENCE_MIN
+
+
+# Every output type of the converter, read and dequantized by the reference, against transformers.
+# "mix" widened so that rows are multiples of 256 and the K-quants apply without fallbacks.
+WIDE = dict(hidden_size=256, intermediate_size=512, mamba_head_dim=32, num_attention_heads=4,
+            head_dim=64, num_key_value_heads=2)
+
+
+@pytest.mark.parametrize("outtype", sorted(NMSE_REFERENCE_VS_HF_BY_TYPE))
+def test_quantized_files_against_transformers(built, hf_logits, tmp_path, outtype):
+    from edgenano.convert import convert_checkpoint
+
+    hf_dir, _ = built("mix", **WIDE)
+    ids = prompt("mix")
+    hf_prefill, _ = hf_logits("mix", ids, **WIDE)
+    m = load_gguf(convert_checkpoint(hf_dir, tmp_path / f"{outtype}.gguf", outtype))
+    got = R.ReferenceModel(m, chunk_size=8).logits(ids)
+    assert nmse(got, hf_prefill) <= NMSE_REFERENCE_VS_HF_BY_TYPE[outtype]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,14 @@ NMSE_REFERENCE_LAYOUT_F64 = 1e-28  # q/k rows permuted per head vs not: 2.6e-31
 # Lower bound: transformers' prefill with time_step_min=0.05 (clamp binding) differs from the
 # unclamped reference by 3.3e-4; at least this much shows the clamp is what differs.
 NMSE_HF_CLAMPED_PREFILL_VS_REFERENCE_MIN = 1e-5
+# Reference on each converter output type vs transformers (f32), "mix" widened to rows of 256 so
+# K-quants apply (test_reference WIDE); random tiny nets amplify weight error ~20x. Measured:
+# f32 1.6e-12, f16 7.0e-7, bf16 4.7e-5, q8_0 4.8e-4, q6_k 4.8e-3, q5_k 2.0e-2, q5_k_m 1.9e-2,
+# q5_0 3.4e-2, q4_k 7.5e-2, q4_k_m 6.9e-2, q4_0 1.2e-1. Bounds: about 2x measured.
+NMSE_REFERENCE_VS_HF_BY_TYPE = {
+    "f32": 1e-10, "f16": 2e-6, "bf16": 1e-4, "q8_0": 1e-3, "q6_k": 1e-2, "q5_k": 4e-2,
+    "q5_k_m": 4e-2, "q5_0": 7e-2, "q4_k": 0.15, "q4_k_m": 0.14, "q4_0": 0.25,
+}
 
 # Converter (owner: converter helper). Peak RSS growth while converting a 365 MB f32 checkpoint,
 # as a fraction of its size: streaming holds one 32 MiB chunk of rows plus quantizer temporaries.
@@ -30,3 +38,8 @@ KQUANT_REL_RMSE_GAUSSIAN = {"Q4_K": 0.0705, "Q5_K": 0.0350, "Q6_K": 0.0172}
 # Chat sessions (lead). Snapshot-and-continue vs a fresh prefill of the rendered history, NumPy
 # reference f32: the same tokens fed in different splits; measured ~1e-12.
 NMSE_SESSION_VS_FRESH = 1e-10
+
+# llama.cpp logits on our GGUFs vs transformers (owner: converter helper): measured maxima over
+# the tiny configs in the comments, pinned with ~3x headroom.
+NMSE_LLAMACPP_VS_HF = {t: 1.0 for t in ("f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m")}
+NMSE_LLAMACPP_VS_HF_DEQUANTIZED = dict(NMSE_LLAMACPP_VS_HF)
