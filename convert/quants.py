@@ -1,5 +1,5 @@
 """ggml block quantizers for the converter: the native `edgenano._C` kernels, `gguf.quants` as
-fallback. Q8_0/Q4_0/Q5_0/F16/BF16 bytes equal gguf.quants'; K-quants use our own scale search.
+fallback. Bytes equal gguf.quants' wherever it has a quantizer; K-quants use our own scale search.
 """
 
 from __future__ import annotations
@@ -15,11 +15,15 @@ try:
 except ImportError:  # source checkout without the extension: gguf.quants covers what it can
     _C = None
 
-OUTPUT_TYPES = (QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K)
+# The converter's output types, plus Q4_1/Q5_1 (llama.cpp's fallbacks when 256 does not divide ne0).
+TYPES = (
+    *(QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1),
+    *(QT.Q4_K, QT.Q5_K, QT.Q6_K),
+)
 K_TYPES = (QT.Q4_K, QT.Q5_K, QT.Q6_K)
 # elements per block and bytes per block (F32/F16/BF16: one element)
-BLOCK_SIZE = {t: gguf.GGML_QUANT_SIZES[t][0] for t in OUTPUT_TYPES}
-TYPE_SIZE = {t: gguf.GGML_QUANT_SIZES[t][1] for t in OUTPUT_TYPES}
+BLOCK_SIZE = {t: gguf.GGML_QUANT_SIZES[t][0] for t in TYPES}
+TYPE_SIZE = {t: gguf.GGML_QUANT_SIZES[t][1] for t in TYPES}
 
 
 def native_types() -> frozenset[QT]:
@@ -95,6 +99,6 @@ def dequantize(data: np.ndarray, qtype: QT, shape, *, n_threads: int = 0) -> np.
 def _check_type(qtype) -> QT:
     qtype = QT(qtype)
     if qtype not in BLOCK_SIZE:
-        names = ", ".join(t.name for t in OUTPUT_TYPES)
+        names = ", ".join(t.name for t in TYPES)
         raise ValueError(f"unsupported quantization type {qtype.name} (supported: {names})")
     return qtype

@@ -14,7 +14,7 @@ from gguf import GGMLQuantizationType as QT
 
 from . import tolerances as tol
 
-EXACT_TYPES = (QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q5_0)
+EXACT_TYPES = (QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q4_1, QT.Q5_0, QT.Q5_1)
 
 
 def _rng(seed=0):
@@ -62,6 +62,14 @@ def _bf16_edges() -> np.ndarray:
     return np.stack([ties, ties | np.uint32(0x80000000), specials, r]).view(np.float32)
 
 
+def _signed_zeros() -> np.ndarray:
+    """+0 and -0 mixed (alone, and as the minimum of non-negative blocks): the sign of d and m."""
+    r = _rng(8)
+    x = np.where(r.random((8, 256)) < 0.5, np.float32(0.0), np.float32(-0.0))
+    x[4:] = np.where(r.random((4, 256)) < 0.7, x[4:], np.float32(0.5))
+    return x.astype(np.float32)
+
+
 def _cases() -> dict[str, np.ndarray]:
     r = _rng(1)
     return {
@@ -77,6 +85,7 @@ def _cases() -> dict[str, np.ndarray]:
         "heavy_tail": (r.standard_t(2, (4, 512)) * 0.02).astype(np.float32),
         "ties_q8": _ties_q8(),
         "ties_absmax": _ties_absmax(),
+        "signed_zeros": _signed_zeros(),
     }
 
 
@@ -103,7 +112,7 @@ def _rel_rmse(got: np.ndarray, x: np.ndarray) -> float:
 @pytest.mark.parametrize("qtype", EXACT_TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("case", list(_cases()))
 def test_bytes_equal_gguf_quants(qtype, case):
-    """Q8_0/Q4_0/Q5_0/F16/BF16 bytes and their dequantization equal gguf.quants bit for bit."""
+    """Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/F16/BF16 bytes and their decoding equal gguf.quants bit for bit."""
     x = _cases()[case]
     got = quants.quantize(x, qtype)
     ref = _gguf_bytes(x, qtype)

@@ -41,6 +41,20 @@ inline float signed_absmax(const float *x, int n) {
   return vmax;
 }
 
+// The 5-bit formats: bit 4 of element i goes to bit i of a little-endian u32.
+void pack_q5(const uint8_t *q, uint8_t *qh_out, uint8_t *qs) {
+  uint32_t qh = 0;
+  for (int j = 0; j < QK; ++j) qh |= static_cast<uint32_t>((q[j] >> 4) & 1u) << j;
+  for (int j = 0; j < 4; ++j) qh_out[j] = static_cast<uint8_t>(qh >> (8 * j));
+  for (int j = 0; j < QK / 2; ++j) qs[j] = static_cast<uint8_t>((q[j] & 0x0f) | (q[j + 16] << 4));
+}
+
+// 5-bit code j of a Q5_0/Q5_1 block.
+inline int q5_code(const uint8_t *qs, uint32_t qh, int j) {
+  const int lo = j < 16 ? (qs[j] & 0x0f) : (qs[j - 16] >> 4);
+  return lo | static_cast<int>(((qh >> j) & 1u) << 4);
+}
+
 void quantize_q8_0(const float *x, BlockQ8_0 *y, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, x += QK) {
     float amax = 0.0f;
@@ -78,11 +92,60 @@ void quantize_q5_0(const float *x, BlockQ5_0 *y, int64_t nb) {
   uint8_t q[QK];
   for (int64_t b = 0; b < nb; ++b, x += QK) {
     quantize_sym_block<16>(x, &y[b].d, q);
-    uint32_t qh = 0;
-    for (int j = 0; j < QK; ++j) qh |= static_cast<uint32_t>((q[j] >> 4) & 1u) << j;
-    for (int j = 0; j < 4; ++j) y[b].qh[j] = static_cast<uint8_t>(qh >> (8 * j));
-    for (int j = 0; j < QK / 2; ++j)
-      y[b].qs[j] = static_cast<uint8_t>((q[j] & 0x0f) | (q[j + 16] << 4));
+    pack_q5(q, y[b].qh, y[b].qs);
+  }
+}
+
+// Q4_1 (15 steps) and Q5_1 (31 steps): x = d*q + min over [min, max] of the block.
+template <int NMAX>
+void quantize_affine_block(const float *x, uint16_t *d_out, uint16_t *m_out, uint8_t *q) {
+  float lo = x[0], hi = x[0];
+  for (int j = 1; j < QK; ++j) {  // the last of equal values wins (numpy's min/max: +0 vs -0)
+    lo = x[j] <= lo ? x[j] : lo;
+    hi = x[j] >= hi ? x[j] : hi;
+  }
+  const float d = (hi - lo) / static_cast<float>(NMAX);
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  *d_out = f32_to_f16(d);
+  *m_out = f32_to_f16(lo);
+  for (int j = 0; j < QK; ++j) {
+    const uint8_t v = cast_u8(std::trunc((x[j] - lo) * id + 0.5f));
+    q[j] = std::min<uint8_t>(v, NMAX);
+  }
+}
+
+void quantize_q4_1(const float *x, BlockQ4_1 *y, int64_t nb) {
+  uint8_t q[QK];
+  for (int64_t b = 0; b < nb; ++b, x += QK) {
+    quantize_affine_block<15>(x, &y[b].d, &y[b].m, q);
+    for (int j = 0; j < QK / 2; ++j) y[b].qs[j] = static_cast<uint8_t>(q[j] | (q[j + 16] << 4));
+  }
+}
+
+void quantize_q5_1(const float *x, BlockQ5_1 *y, int64_t nb) {
+  uint8_t q[QK];
+  for (int64_t b = 0; b < nb; ++b, x += QK) {
+    quantize_affine_block<31>(x, &y[b].d, &y[b].m, q);
+    pack_q5(q, y[b].qh, y[b].qs);
+  }
+}
+
+void dequantize_q4_1(const BlockQ4_1 *y, float *x, int64_t nb) {
+  for (int64_t b = 0; b < nb; ++b, x += QK) {
+    const float d = f16_to_f32(y[b].d), m = f16_to_f32(y[b].m);
+    for (int j = 0; j < QK / 2; ++j) {
+      x[j] = d * static_cast<float>(y[b].qs[j] & 0x0f) + m;
+      x[j + 16] = d * static_cast<float>(y[b].qs[j] >> 4) + m;
+    }
+  }
+}
+
+void dequantize_q5_1(const BlockQ5_1 *y, float *x, int64_t nb) {
+  for (int64_t b = 0; b < nb; ++b, x += QK) {
+    const float d = f16_to_f32(y[b].d), m = f16_to_f32(y[b].m);
+    uint32_t qh;
+    std::memcpy(&qh, y[b].qh, 4);
+    for (int j = 0; j < QK; ++j) x[j] = d * static_cast<float>(q5_code(y[b].qs, qh, j)) + m;
   }
 }
 
@@ -108,12 +171,7 @@ void dequantize_q5_0(const BlockQ5_0 *y, float *x, int64_t nb) {
     const float d = f16_to_f32(y[b].d);
     uint32_t qh;
     std::memcpy(&qh, y[b].qh, 4);
-    for (int j = 0; j < QK / 2; ++j) {
-      const int lo = (y[b].qs[j] & 0x0f) | static_cast<int>(((qh >> j) & 1u) << 4);
-      const int hi = (y[b].qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4);
-      x[j] = d * static_cast<float>(lo - 16);
-      x[j + 16] = d * static_cast<float>(hi - 16);
-    }
+    for (int j = 0; j < QK; ++j) x[j] = d * static_cast<float>(q5_code(y[b].qs, qh, j) - 16);
   }
 }
 
@@ -200,7 +258,7 @@ bool set_quant_simd(bool enabled) { return g_simd.exchange(enabled); }
 int64_t qtype_block_size(int type) {
   switch (type) {
     case QT_F32: case QT_F16: case QT_BF16: return 1;
-    case QT_Q4_0: case QT_Q5_0: case QT_Q8_0: return QK;
+    case QT_Q4_0: case QT_Q4_1: case QT_Q5_0: case QT_Q5_1: case QT_Q8_0: return QK;
     case QT_Q4_K: case QT_Q5_K: case QT_Q6_K: return QK_K;
     default: return 0;
   }
@@ -212,6 +270,8 @@ int64_t qtype_type_size(int type) {
     case QT_F16: case QT_BF16: return 2;
     case QT_Q4_0: return sizeof(BlockQ4_0);
     case QT_Q5_0: return sizeof(BlockQ5_0);
+    case QT_Q4_1: return sizeof(BlockQ4_1);
+    case QT_Q5_1: return sizeof(BlockQ5_1);
     case QT_Q8_0: return sizeof(BlockQ8_0);
     case QT_Q4_K: return sizeof(BlockQ4_K);
     case QT_Q5_K: return sizeof(BlockQ5_K);
@@ -236,6 +296,8 @@ void quantize_blocks(int type, const float *x, uint8_t *y, int64_t nb) {
     case QT_Q8_0: quantize_q8_0(x, reinterpret_cast<BlockQ8_0 *>(y), nb); break;
     case QT_Q4_0: quantize_q4_0(x, reinterpret_cast<BlockQ4_0 *>(y), nb); break;
     case QT_Q5_0: quantize_q5_0(x, reinterpret_cast<BlockQ5_0 *>(y), nb); break;
+    case QT_Q4_1: quantize_q4_1(x, reinterpret_cast<BlockQ4_1 *>(y), nb); break;
+    case QT_Q5_1: quantize_q5_1(x, reinterpret_cast<BlockQ5_1 *>(y), nb); break;
     case QT_Q4_K: case QT_Q5_K: case QT_Q6_K: quantize_k(type, x, y, nb); break;
     default: break;
   }
@@ -257,6 +319,8 @@ void dequantize_blocks(int type, const uint8_t *y, float *x, int64_t nb) {
     case QT_Q8_0: dequantize_q8_0(reinterpret_cast<const BlockQ8_0 *>(y), x, nb); break;
     case QT_Q4_0: dequantize_q4_0(reinterpret_cast<const BlockQ4_0 *>(y), x, nb); break;
     case QT_Q5_0: dequantize_q5_0(reinterpret_cast<const BlockQ5_0 *>(y), x, nb); break;
+    case QT_Q4_1: dequantize_q4_1(reinterpret_cast<const BlockQ4_1 *>(y), x, nb); break;
+    case QT_Q5_1: dequantize_q5_1(reinterpret_cast<const BlockQ5_1 *>(y), x, nb); break;
     case QT_Q4_K:
       dequantize_k45<BlockQ4_K, false>(reinterpret_cast<const BlockQ4_K *>(y), x, nb);
       break;

@@ -11,7 +11,9 @@ enum QType : int {
   QT_F32 = 0,
   QT_F16 = 1,
   QT_Q4_0 = 2,
+  QT_Q4_1 = 3,
   QT_Q5_0 = 6,
+  QT_Q5_1 = 7,
   QT_Q8_0 = 8,
   QT_Q4_K = 12,
   QT_Q5_K = 13,
@@ -36,9 +38,18 @@ struct BlockQ5_0 {
   uint8_t qh[4];       // bit i (little-endian u32) = bit 4 of element i
   uint8_t qs[QK / 2];  // low 4 bits, as Q4_0
 };
+struct BlockQ4_1 {  // x = d*q + m
+  uint16_t d, m;
+  uint8_t qs[QK / 2];
+};
+struct BlockQ5_1 {
+  uint16_t d, m;
+  uint8_t qh[4];
+  uint8_t qs[QK / 2];
+};
 struct BlockQ4_K {
   uint16_t d, dmin;
-  uint8_t scales[12];  // 8 six-bit scales and 8 six-bit mins, packed (see pack_scale_min)
+  uint8_t scales[12];  // 8 six-bit scales and 8 six-bit mins (unpack_scale_min in quants.cpp)
   uint8_t qs[QK_K / 2];  // 32-byte chunk c: sub-block 2c low nibbles, 2c+1 high nibbles
 };
 struct BlockQ5_K {
@@ -53,8 +64,9 @@ struct BlockQ6_K {
   int8_t scales[QK_K / 16];
   uint16_t d;
 };
-static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ5_0) == 22,
-              "ggml *_0 block sizes");
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ5_0) == 22 &&
+                  sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_1) == 24,
+              "ggml *_0 / *_1 block sizes");
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210,
               "ggml K block sizes");
 

@@ -19,8 +19,8 @@ using F32Matrix = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device
 using U8Array = nb::ndarray<const uint8_t, nb::c_contig, nb::device::cpu>;
 
 const std::vector<int> &native_types() {
-  static const std::vector<int> types = {QT_F32,  QT_F16,  QT_BF16, QT_Q8_0, QT_Q4_0,
-                                         QT_Q5_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+  static const std::vector<int> types = {QT_F32,  QT_F16,  QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_1,
+                                         QT_Q5_0, QT_Q5_1, QT_Q4_K, QT_Q5_K, QT_Q6_K};
   return types;
 }
 
