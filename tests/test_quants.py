@@ -9,8 +9,9 @@ import ctypes
 import gguf
 import numpy as np
 import pytest
-from edgenano.convert import quants
 from gguf import GGMLQuantizationType as QT
+
+from edgenano.convert import quants
 
 from . import tolerances as tol
 
