@@ -226,11 +226,13 @@ def _cut(n_from_end: int | None = None, keep: int | None = None):
     return edit
 
 
-def _patch_version(src: Path, dst: Path) -> Path:
-    data = bytearray(src.read_bytes())
-    data[4:8] = (9).to_bytes(4, "little")
-    dst.write_bytes(bytes(data))
-    return dst
+def _patch_version(value: bytes):
+    def edit(src: Path, dst: Path) -> Path:
+        data = bytearray(src.read_bytes())
+        data[4:8] = value
+        dst.write_bytes(bytes(data))
+        return dst
+    return edit
 
 
 def _rewrite(**kw):
@@ -242,7 +244,8 @@ BAD_FILES = {
     "not_gguf": (lambda s, d: (d.write_text("{\"model_type\": \"nemotron_h\"}"), d)[1],
                  r"not a GGUF file \(bad magic"),
     "empty": (lambda s, d: (d.write_bytes(b""), d)[1], "not a GGUF file"),
-    "version": (_patch_version, "GGUF version 9 is not supported"),
+    "version": (_patch_version((9).to_bytes(4, "little")), "GGUF version 9 is not supported"),
+    "big_endian": (_patch_version((3).to_bytes(4, "big")), "a big-endian GGUF"),
     "truncated_data": (_cut(n_from_end=100), "truncated file: the tensor data needs"),
     "truncated_header": (_cut(keep=300), "truncated file: the header needs"),
     "truncated_vocab": (_cut(keep=3000), "truncated file: the header needs"),
