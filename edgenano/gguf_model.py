@@ -186,7 +186,7 @@ def _open(path: Path) -> tuple[gguf.GGUFReader, int]:
     version = int.from_bytes(head[4:8], "little")
     if version and not version & 0xFFFF:
         raise GGUFError(f"{path}: a big-endian GGUF; edgenano reads little-endian files only "
-                        "(re-convert the model on this machine)")
+                        "(convert the checkpoint again with `edgenano convert`)")
     if version not in SUPPORTED_VERSIONS:
         raise GGUFError(f"{path}: GGUF version {version} is not supported "
                         f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))})")
