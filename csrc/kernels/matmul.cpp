@@ -1,0 +1,139 @@
+// Matmul drivers: pick the kernel table for this CPU, split rows over the pool, and choose between
+// the int8 dot-product path (small batches) and the f32 panel path (prefill).
+#include "kernels/matmul.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "kernels/matmul_impl.h"
+
+namespace edgenano::kern {
+
+int type_index(int type) {
+  switch (type) {
+    case T_F32: return I_F32;
+    case T_F16: return I_F16;
+    case T_BF16: return I_BF16;
+    case T_Q8_0: return I_Q8_0;
+    case T_Q4_0: return I_Q4_0;
+    case T_Q5_0: return I_Q5_0;
+    case T_Q4_K: return I_Q4_K;
+    case T_Q5_K: return I_Q5_K;
+    case T_Q6_K: return I_Q6_K;
+    default: return -1;
+  }
+}
+
+ActKind act_kind(int type) {
+  switch (type) {
+    case T_Q8_0: case T_Q4_0: case T_Q5_0: return ACT_A8;
+    case T_Q4_K: case T_Q5_K: case T_Q6_K: return ACT_A8K;
+    default: return ACT_F32;
+  }
+}
+
+const KernelTable &active_kernels() {
+#ifdef EDGENANO_X86
+  if (use_avx2()) return avx2_kernels();
+#endif
+  return scalar_kernels();
+}
+
+uint8_t *Workspace::get_shared(size_t bytes) {
+  if (shared.size() < bytes) shared.resize(bytes);
+  return shared.data();
+}
+
+float *Workspace::get_thread(int tid, size_t n) {
+  if (per_thread.size() <= size_t(tid)) per_thread.resize(size_t(tid) + 1);
+  auto &v = per_thread[size_t(tid)];
+  if (v.size() < n + 16) v.resize(n + 16);
+  const auto addr = reinterpret_cast<uintptr_t>(v.data());
+  return v.data() + ((64 - addr % 64) % 64) / sizeof(float);  // 64-byte aligned
+}
+
+int gemm_min_batch() { return 8; }
+
+void dequantize_row(int type, const void *src, float *dst, int64_t n) {
+  const int ti = type_index(type);
+  if (ti < 0 || row_bytes(type, n) == 0) throw std::invalid_argument("dequantize_row: bad type/n");
+  active_kernels().dequant[ti](src, dst, n);
+}
+
+namespace {
+
+// Prepare the activations a dot kernel reads: quantized blocks (one row per token) or x itself.
+const void *prepare_acts(const KernelTable &kt, int kind, const float *x, int64_t ldx, int64_t n,
+                         int T, Workspace &ws, size_t &act_stride) {
+  if (kind == ACT_F32) {
+    act_stride = size_t(ldx) * sizeof(float);
+    return x;
+  }
+  const bool k = kind == ACT_A8K;
+  act_stride = k ? size_t(n / QKK) * sizeof(BlockA8K) : size_t(n / QK) * sizeof(BlockA8);
+  uint8_t *buf = ws.get_shared(act_stride * size_t(T));
+  for (int t = 0; t < T; ++t) {
+    if (k) kt.quant_a8k(x + t * ldx, reinterpret_cast<BlockA8K *>(buf + t * act_stride), n);
+    else kt.quant_a8(x + t * ldx, reinterpret_cast<BlockA8 *>(buf + t * act_stride), n);
+  }
+  return buf;
+}
+
+void matmul_vec(const KernelTable &kt, int ti, const Weight &w, const float *x, int64_t ldx,
+                float *y, int64_t ldy, int T, bool acc, ThreadPool &pool, Workspace &ws) {
+  size_t stride = 0;
+  auto *act = static_cast<const uint8_t *>(
+      prepare_acts(kt, act_kind(w.type), x, ldx, w.n_in, T, ws, stride));
+  // About 8 items per thread for balance on a busy machine; rows per item a multiple of 4.
+  int64_t per = (w.n_out + int64_t(pool.size()) * 8 - 1) / (int64_t(pool.size()) * 8);
+  per = std::max<int64_t>(4, (per + 3) / 4 * 4);
+  const int64_t items = (w.n_out + per - 1) / per;
+  const DotFn dot = kt.dot[ti];
+  pool.parallel_for(items, [&](int64_t it, int) {
+    const int64_t r0 = it * per, nr = std::min(per, w.n_out - r0);
+    for (int t = 0; t < T; ++t)
+      dot(w.data + r0 * w.row_bytes, w.row_bytes, nr, act + t * stride, w.n_in, y + t * ldy + r0,
+          acc);
+  });
+}
+
+void matmul_gemm(const KernelTable &kt, int ti, const Weight &w, const float *x, int64_t ldx,
+                 float *y, int64_t ldy, int T, bool acc, ThreadPool &pool, Workspace &ws) {
+  const int64_t panels = (w.n_out + kPanel - 1) / kPanel;
+  const int bs = type_block_size(w.type);
+  const size_t bbytes = type_block_bytes(w.type);
+  std::vector<float *> bufs(size_t(pool.size()));
+  for (int t = 0; t < pool.size(); ++t) bufs[size_t(t)] = ws.get_thread(t, 2 * kPanel * kKC);
+  const DequantFn dq = kt.dequant[ti];
+  pool.parallel_for(panels, [&](int64_t p, int tid) {
+    float *rows = bufs[size_t(tid)], *wp = rows + kPanel * kKC;
+    const int64_t r0 = p * kPanel;
+    const int nr = int(std::min<int64_t>(kPanel, w.n_out - r0));
+    if (nr < kPanel) std::fill(rows, rows + kPanel * kKC, 0.f);
+    for (int64_t k0 = 0; k0 < w.n_in; k0 += kKC) {
+      const int64_t kc = std::min<int64_t>(kKC, w.n_in - k0);
+      for (int r = 0; r < nr; ++r)
+        dq(w.data + (r0 + r) * w.row_bytes + size_t(k0 / bs) * bbytes, rows + r * kKC, kc);
+      kt.pack_panel(rows, kc, wp);
+      kt.gemm_panel(wp, kc, x + k0, ldx, y + r0, ldy, T, nr, acc || k0 > 0);
+    }
+  });
+}
+
+}  // namespace
+
+void matmul(const Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy, int T,
+            bool accumulate, ThreadPool &pool, Workspace &ws, MatmulPath path) {
+  const int ti = type_index(w.type);
+  if (ti < 0) throw std::invalid_argument(std::string("matmul: unsupported type ") +
+                                          type_name(w.type));
+  if (row_bytes(w.type, w.n_in) != w.row_bytes || w.row_bytes == 0)
+    throw std::invalid_argument("matmul: row size does not match the type and n_in");
+  if (T <= 0 || w.n_out <= 0) return;
+  const KernelTable &kt = active_kernels();
+  const bool gemm = path == MatmulPath::Gemm || (path == MatmulPath::Auto && T >= gemm_min_batch());
+  if (gemm) matmul_gemm(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);
+  else matmul_vec(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);
+}
+
+}  // namespace edgenano::kern

@@ -1,0 +1,42 @@
+// Quantized matrix products y = W x for every supported weight type (decode and prefill).
+// Small batches quantize activations to int8 blocks and use integer dot products; larger batches
+// dequantize weight panels to f32 once per call and run a register-blocked f32 kernel.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/common.h"
+#include "kernels/threadpool.h"
+
+namespace edgenano::kern {
+
+// A weight matrix as stored in GGUF: n_out rows of n_in values, each row row_bytes long.
+struct Weight {
+  int type = T_F32;
+  const uint8_t *data = nullptr;  // n_out * row_bytes bytes
+  int64_t n_in = 0;               // ne0: the reduced dimension
+  int64_t n_out = 0;              // ne1: output features
+  size_t row_bytes = 0;
+};
+
+// Scratch memory reused across calls (quantized activations, packed weight panels).
+struct Workspace {
+  std::vector<uint8_t> shared;                // one buffer all threads read
+  std::vector<std::vector<float>> per_thread;  // one per pool thread
+  uint8_t *get_shared(size_t bytes);
+  float *get_thread(int tid, size_t n_floats);
+};
+
+enum class MatmulPath { Auto, Vec, Gemm };
+
+// y[t*ldy + r] (=, or += when accumulate) sum_k W[r, k] * x[t*ldx + k], for t < T, r < n_out.
+void matmul(const Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy, int T,
+            bool accumulate, ThreadPool &pool, Workspace &ws, MatmulPath path = MatmulPath::Auto);
+
+// One row of n values of any supported type to f32 (n a multiple of the block size).
+void dequantize_row(int type, const void *src, float *dst, int64_t n);
+
+// The batch size from which matmul's Auto path uses the f32 panel kernel.
+int gemm_min_batch();
+
+}  // namespace edgenano::kern

@@ -1,0 +1,494 @@
+// AVX2/FMA/F16C matmul kernels (built with -mavx2 -mfma -mf16c; entered only after use_avx2()).
+// Same contracts as matmul_scalar.cpp. Integer dots: unsigned weight codes times signed int8
+// activations with maddubs (no int16 saturation: |code| <= 63, |a| <= 127), zero points folded
+// into per-block activation sums.
+#include <immintrin.h>
+
+#include <type_traits>
+
+#include "kernels/matmul_impl.h"
+
+namespace edgenano::kern {
+
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline int hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+// 16 bytes of nibbles -> 32 bytes: low nibbles in bytes 0..15, high nibbles in bytes 16..31.
+inline __m256i nibbles32(const uint8_t *p) {
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+  const __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+  return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+}
+
+// Bit j of x -> byte j = 0x10 (set) or 0 (clear), j < 32.
+inline __m256i bits_to_0x10(uint32_t x) {
+  const __m256i sel = _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL,
+                                         0x0303030303030303LL);
+  __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(int(x)), sel);  // byte j <- byte j/8 of x
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ULL));
+  v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+  return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+inline __m256 dot_u8s8(__m256i u, __m256i s) {
+  const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+  return _mm256_cvtepi32_ps(p);
+}
+
+inline __m256i loadu(const void *p) {
+  return _mm256_loadu_si256(static_cast<const __m256i *>(p));
+}
+
+// ---- dequantizers ----
+
+void dq_f32(const void *src, float *y, int64_t n) {
+  auto *s = static_cast<const float *>(src);
+  for (int64_t i = 0; i < n; ++i) y[i] = s[i];
+}
+
+void dq_f16(const void *src, float *y, int64_t n) {
+  auto *h = static_cast<const uint16_t *>(src);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+  for (; i < n; ++i) y[i] = h2f(h[i]);
+}
+
+inline __m256 bf16x8(const uint16_t *h) {
+  const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)h));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+void dq_bf16(const void *src, float *y, int64_t n) {
+  auto *h = static_cast<const uint16_t *>(src);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, bf16x8(h + i));
+  for (; i < n; ++i) y[i] = bf16_to_f32(h[i]);
+}
+
+// 32 signed bytes times d -> y[0..32).
+inline void store_i8x32(__m256i q, float d, float *y) {
+  const __m256 vd = _mm256_set1_ps(d);
+  const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+  _mm256_storeu_ps(y, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
+  _mm256_storeu_ps(y + 8, _mm256_mul_ps(
+      vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo)))));
+  _mm256_storeu_ps(y + 16, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
+  _mm256_storeu_ps(y + 24, _mm256_mul_ps(
+      vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi)))));
+}
+
+void dq_q8_0(const void *src, float *y, int64_t n) {
+  auto *b = static_cast<const BlockQ8_0 *>(src);
+  for (int64_t i = 0; i < n / QK; ++i) store_i8x32(loadu(b[i].qs), h2f(b[i].d), y + i * QK);
+}
+
+void dq_q4_0(const void *src, float *y, int64_t n) {
+  auto *b = static_cast<const BlockQ4_0 *>(src);
+  for (int64_t i = 0; i < n / QK; ++i) {
+    const __m256i q = _mm256_sub_epi8(nibbles32(b[i].qs), _mm256_set1_epi8(8));
+    store_i8x32(q, h2f(b[i].d), y + i * QK);
+  }
+}
+
+void dq_q5_0(const void *src, float *y, int64_t n) {
+  auto *b = static_cast<const BlockQ5_0 *>(src);
+  for (int64_t i = 0; i < n / QK; ++i) {
+    uint32_t qh;
+    std::memcpy(&qh, b[i].qh, 4);
+    __m256i q = _mm256_or_si256(nibbles32(b[i].qs), bits_to_0x10(qh));
+    q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+    store_i8x32(q, h2f(b[i].d), y + i * QK);
+  }
+}
+
+void k_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]) {
+  for (int j = 0; j < 4; ++j) {
+    sc[j] = s[j] & 63;
+    m[j] = s[j + 4] & 63;
+    sc[j + 4] = (s[j + 8] & 0xf) | ((s[j] >> 6) << 4);
+    m[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
+  }
+}
+
+// Q4_K / Q5_K: chunk c of 64 values = sub-blocks 2c (low nibbles) and 2c+1 (high nibbles).
+template <bool Q5>
+void dq_k45(const void *src, float *y, int64_t n) {
+  using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
+  auto *b = static_cast<const B *>(src);
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  for (int64_t i = 0; i < n / QKK; ++i, y += QKK) {
+    uint8_t sc[8], m[8];
+    k_scales(b[i].scales, sc, m);
+    const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = loadu(b[i].qs + 32 * c);
+      __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      if constexpr (Q5) {
+        const __m256i hb = loadu(b[i].qh), one = _mm256_set1_epi8(1);
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(
+            _mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(
+            _mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4));
+      }
+      float *o = y + 64 * c;
+      store_i8x32(lo, d * sc[2 * c], o);
+      store_i8x32(hi, d * sc[2 * c + 1], o + 32);
+      const __m256 m0 = _mm256_set1_ps(dmin * m[2 * c]), m1 = _mm256_set1_ps(dmin * m[2 * c + 1]);
+      for (int j = 0; j < 32; j += 8) {
+        _mm256_storeu_ps(o + j, _mm256_sub_ps(_mm256_loadu_ps(o + j), m0));
+        _mm256_storeu_ps(o + 32 + j, _mm256_sub_ps(_mm256_loadu_ps(o + 32 + j), m1));
+      }
+    }
+  }
+}
+
+// Q6_K codes (0..63) of 128-half h, quarter q (values 128h + 32q .. +32).
+inline __m256i q6_codes(const BlockQ6_K &b, int h, int q) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
+  const __m256i l = loadu(b.ql + 64 * h + 32 * (q & 1));
+  const __m256i low = q < 2 ? _mm256_and_si256(l, m4)
+                            : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+  const __m256i high = _mm256_and_si256(_mm256_srli_epi16(loadu(b.qh + 32 * h), 2 * q), m3);
+  return _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+}
+
+void dq_q6_k(const void *src, float *y, int64_t n) {
+  auto *b = static_cast<const BlockQ6_K *>(src);
+  for (int64_t i = 0; i < n / QKK; ++i, y += QKK) {
+    const float d = h2f(b[i].d);
+    for (int h = 0; h < 2; ++h)
+      for (int q = 0; q < 4; ++q) {
+        const __m256i c = _mm256_sub_epi8(q6_codes(b[i], h, q), _mm256_set1_epi8(32));
+        float *o = y + 128 * h + 32 * q;
+        const int g = 8 * h + 2 * q;
+        alignas(32) float tmp[32];
+        store_i8x32(c, 1.f, tmp);
+        const __m256 s0 = _mm256_set1_ps(d * b[i].scales[g]),
+                     s1 = _mm256_set1_ps(d * b[i].scales[g + 1]);
+        _mm256_storeu_ps(o, _mm256_mul_ps(s0, _mm256_load_ps(tmp)));
+        _mm256_storeu_ps(o + 8, _mm256_mul_ps(s0, _mm256_load_ps(tmp + 8)));
+        _mm256_storeu_ps(o + 16, _mm256_mul_ps(s1, _mm256_load_ps(tmp + 16)));
+        _mm256_storeu_ps(o + 24, _mm256_mul_ps(s1, _mm256_load_ps(tmp + 24)));
+      }
+  }
+}
+
+// ---- activation quantizers (same rounding as the scalar twin: x * (127/amax), to nearest even) --
+
+inline __m256 vabs(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), v); }
+
+inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// 32 floats times id -> 32 int8 (in order); sums of the 16-value halves in s0, s1.
+inline __m256i quant32(const float *x, __m256 id, int &s0, int &s1) {
+  __m256i q[4];
+  for (int j = 0; j < 4; ++j)
+    q[j] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * j), id));
+  s0 = hsum_i32(_mm256_add_epi32(q[0], q[1]));
+  s1 = hsum_i32(_mm256_add_epi32(q[2], q[3]));
+  const __m256i p16 = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+  const __m256i p8 = _mm256_packs_epi16(p16, p16b);
+  return _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+void quant_a8(const float *x, BlockA8 *y, int64_t n) {
+  for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+    __m256 mx = vabs(_mm256_loadu_ps(x));
+    for (int j = 8; j < QK; j += 8) mx = _mm256_max_ps(mx, vabs(_mm256_loadu_ps(x + j)));
+    const float amax = hmax(mx);
+    const float id = amax > 0.f ? 127.f / amax : 0.f;
+    int s0, s1;
+    _mm256_storeu_si256((__m256i *)y[i].qs, quant32(x, _mm256_set1_ps(id), s0, s1));
+    y[i].d = amax / 127.f;
+    y[i].s = y[i].d * float(s0 + s1);
+  }
+}
+
+void quant_a8k(const float *x, BlockA8K *y, int64_t n) {
+  for (int64_t i = 0; i < n / QKK; ++i, x += QKK) {
+    __m256 mx = vabs(_mm256_loadu_ps(x));
+    for (int j = 8; j < QKK; j += 8) mx = _mm256_max_ps(mx, vabs(_mm256_loadu_ps(x + j)));
+    const float amax = hmax(mx);
+    const __m256 id = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+    y[i].d = amax / 127.f;
+    for (int c = 0; c < QKK / 32; ++c) {
+      int s0, s1;
+      _mm256_storeu_si256((__m256i *)(y[i].qs + 32 * c), quant32(x + 32 * c, id, s0, s1));
+      y[i].bsums[2 * c] = int16_t(s0);
+      y[i].bsums[2 * c + 1] = int16_t(s1);
+    }
+  }
+}
+
+// ---- dot products ----
+
+template <int KIND>  // 0 f32, 1 f16, 2 bf16
+inline __m256 load8(const uint8_t *w, int64_t k) {
+  if constexpr (KIND == 0) return _mm256_loadu_ps(reinterpret_cast<const float *>(w) + k);
+  else if constexpr (KIND == 1)
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 2 * k)));
+  else return bf16x8(reinterpret_cast<const uint16_t *>(w) + k);
+}
+
+template <int KIND>
+float dot_float(const uint8_t *w, const float *a, int64_t n) {
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                   _mm256_setzero_ps()};
+  int64_t k = 0;
+  for (; k + 32 <= n; k += 32)
+    for (int j = 0; j < 4; ++j)
+      acc[j] = _mm256_fmadd_ps(load8<KIND>(w, k + 8 * j), _mm256_loadu_ps(a + k + 8 * j), acc[j]);
+  for (; k + 8 <= n; k += 8)
+    acc[0] = _mm256_fmadd_ps(load8<KIND>(w, k), _mm256_loadu_ps(a + k), acc[0]);
+  float s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+  for (; k < n; ++k) {
+    if constexpr (KIND == 0) s += reinterpret_cast<const float *>(w)[k] * a[k];
+    else if constexpr (KIND == 1) s += h2f(reinterpret_cast<const uint16_t *>(w)[k]) * a[k];
+    else s += bf16_to_f32(reinterpret_cast<const uint16_t *>(w)[k]) * a[k];
+  }
+  return s;
+}
+
+float dot_q8_0(const uint8_t *w, const BlockA8 *a, int64_t n) {
+  auto *b = reinterpret_cast<const BlockQ8_0 *>(w);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  const int64_t nb = n / QK;
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const __m256i w0 = loadu(b[i].qs), w1 = loadu(b[i + 1].qs);
+    const __m256 p0 = dot_u8s8(_mm256_abs_epi8(w0), _mm256_sign_epi8(loadu(a[i].qs), w0));
+    const __m256 p1 = dot_u8s8(_mm256_abs_epi8(w1), _mm256_sign_epi8(loadu(a[i + 1].qs), w1));
+    acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(h2f(b[i].d) * a[i].d), acc0);
+    acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(h2f(b[i + 1].d) * a[i + 1].d), acc1);
+  }
+  for (; i < nb; ++i) {
+    const __m256i w0 = loadu(b[i].qs);
+    const __m256 p0 = dot_u8s8(_mm256_abs_epi8(w0), _mm256_sign_epi8(loadu(a[i].qs), w0));
+    acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(h2f(b[i].d) * a[i].d), acc0);
+  }
+  return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+// Q4_0 / Q5_0: codes u = q + zero (0..15 / 0..31); sum d*(u - zero)*a = d*(sum u*a) - zero*d*s.
+template <bool Q5>
+float dot_q45_0(const uint8_t *w, const BlockA8 *a, int64_t n) {
+  using B = std::conditional_t<Q5, BlockQ5_0, BlockQ4_0>;
+  auto *b = reinterpret_cast<const B *>(w);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  float zsum = 0.f;
+  const int64_t nb = n / QK;
+  auto codes = [&](int64_t i) {
+    __m256i u = nibbles32(b[i].qs);
+    if constexpr (Q5) {
+      uint32_t qh;
+      std::memcpy(&qh, b[i].qh, 4);
+      u = _mm256_or_si256(u, bits_to_0x10(qh));
+    }
+    return u;
+  };
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const float d0 = h2f(b[i].d), d1 = h2f(b[i + 1].d);
+    const __m256 p0 = dot_u8s8(codes(i), loadu(a[i].qs));
+    const __m256 p1 = dot_u8s8(codes(i + 1), loadu(a[i + 1].qs));
+    acc0 = _mm256_fmadd_ps(p0, _mm256_set1_ps(d0 * a[i].d), acc0);
+    acc1 = _mm256_fmadd_ps(p1, _mm256_set1_ps(d1 * a[i + 1].d), acc1);
+    zsum += d0 * a[i].s + d1 * a[i + 1].s;
+  }
+  for (; i < nb; ++i) {
+    const float d0 = h2f(b[i].d);
+    acc0 = _mm256_fmadd_ps(dot_u8s8(codes(i), loadu(a[i].qs)), _mm256_set1_ps(d0 * a[i].d), acc0);
+    zsum += d0 * a[i].s;
+  }
+  return hsum(_mm256_add_ps(acc0, acc1)) - (Q5 ? 16.f : 8.f) * zsum;
+}
+
+// Q4_K / Q5_K: sum over sub-blocks j of d*sc_j*(u.a)_j - dmin*m_j*(sum a)_j.
+template <bool Q5>
+float dot_k45(const uint8_t *w, const BlockA8K *a, int64_t n) {
+  using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
+  auto *b = reinterpret_cast<const B *>(w);
+  const __m256i m4 = _mm256_set1_epi8(0x0f), one8 = _mm256_set1_epi8(1);
+  __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QKK; ++i) {
+    uint8_t sc[8], m[8];
+    k_scales(b[i].scales, sc, m);
+    const __m256i bs = _mm256_madd_epi16(loadu(a[i].bsums), _mm256_set1_epi16(1));  // 8 sums
+    int64_t m8;
+    std::memcpy(&m8, m, 8);
+    const __m256i mins = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m8));
+    accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_mullo_epi32(bs, mins)),
+                           _mm256_set1_ps(h2f(b[i].dmin) * a[i].d), accm);
+    __m256i hb = _mm256_setzero_si256();
+    if constexpr (Q5) hb = loadu(b[i].qh);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = loadu(b[i].qs + 32 * c);
+      __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      if constexpr (Q5) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one8), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(
+            _mm256_and_si256(_mm256_srli_epi16(hb, 1), one8), 4));
+        hb = _mm256_srli_epi16(hb, 2);
+      }
+      const __m256i p0 = _mm256_maddubs_epi16(lo, loadu(a[i].qs + 64 * c));
+      const __m256i p1 = _mm256_maddubs_epi16(hi, loadu(a[i].qs + 64 * c + 32));
+      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * c])));
+      sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * c + 1])));
+    }
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(b[i].d) * a[i].d), acc);
+  }
+  return hsum(acc) - hsum(accm);
+}
+
+// Q6_K: codes u = q + 32 (0..63), one int8 scale per 16 values.
+float dot_q6_k(const uint8_t *w, const BlockA8K *a, int64_t n) {
+  auto *b = reinterpret_cast<const BlockQ6_K *>(w);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n / QKK; ++i) {
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[i].scales));
+    const __m256i zero_terms = _mm256_madd_epi16(sc16, loadu(a[i].bsums));
+    __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(zero_terms, 5));
+    for (int h = 0; h < 2; ++h)
+      for (int q = 0; q < 4; ++q) {
+        const int g = 8 * h + 2 * q;
+        const __m256i p = _mm256_maddubs_epi16(q6_codes(b[i], h, q), loadu(a[i].qs + 32 * (g / 2)));
+        const __m256i s = _mm256_set_m128i(_mm_set1_epi16(b[i].scales[g + 1]),
+                                           _mm_set1_epi16(b[i].scales[g]));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+      }
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(b[i].d) * a[i].d), acc);
+  }
+  return hsum(acc);
+}
+
+template <class A, float (*F)(const uint8_t *, const A *, int64_t)>
+void rows(const uint8_t *w, size_t rb, int64_t nrows, const void *act, int64_t n, float *y,
+          bool acc) {
+  for (int64_t r = 0; r < nrows; ++r) {
+    const float v = F(w + r * rb, static_cast<const A *>(act), n);
+    y[r] = acc ? y[r] + v : v;
+  }
+}
+
+// ---- the f32 panel product: a 6-token x 16-row register tile, weights broadcast-free ----
+
+inline void transpose8(__m256 r[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  __m256 u[8];
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xee);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xee);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+void pack_panel(const float *rows, int64_t kc, float *wp) {
+  int64_t k = 0;
+  for (; k + 8 <= kc; k += 8)
+    for (int h = 0; h < 2; ++h) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(rows + (8 * h + i) * kKC + k);
+      transpose8(r);
+      for (int j = 0; j < 8; ++j) _mm256_storeu_ps(wp + (k + j) * kPanel + 8 * h, r[j]);
+    }
+  for (; k < kc; ++k)
+    for (int r = 0; r < kPanel; ++r) wp[k * kPanel + r] = rows[r * kKC + k];
+}
+
+inline void store_row(float *o, __m256 c0, __m256 c1, int nr, bool acc) {
+  if (nr == kPanel) {
+    if (acc) {
+      c0 = _mm256_add_ps(c0, _mm256_loadu_ps(o));
+      c1 = _mm256_add_ps(c1, _mm256_loadu_ps(o + 8));
+    }
+    _mm256_storeu_ps(o, c0);
+    _mm256_storeu_ps(o + 8, c1);
+    return;
+  }
+  alignas(32) float t[kPanel];
+  _mm256_store_ps(t, c0);
+  _mm256_store_ps(t + 8, c1);
+  for (int r = 0; r < nr; ++r) o[r] = acc ? o[r] + t[r] : t[r];
+}
+
+// Loops over m are unrolled fully so the accumulators stay in registers.
+template <int MR>
+void tile(const float *wp, int64_t kc, const float *x, int64_t ldx, float *y, int64_t ldy, int nr,
+          bool acc) {
+  __m256 c0[MR], c1[MR];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m) c0[m] = c1[m] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 w0 = _mm256_load_ps(wp + k * kPanel), w1 = _mm256_load_ps(wp + k * kPanel + 8);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const __m256 xb = _mm256_broadcast_ss(x + m * ldx + k);
+      c0[m] = _mm256_fmadd_ps(w0, xb, c0[m]);
+      c1[m] = _mm256_fmadd_ps(w1, xb, c1[m]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m) store_row(y + m * ldy, c0[m], c1[m], nr, acc);
+}
+
+void gemm_panel(const float *wp, int64_t kc, const float *x, int64_t ldx, float *y, int64_t ldy,
+                int T, int nr, bool acc) {
+  int t = 0;
+  for (; t + 6 <= T; t += 6) tile<6>(wp, kc, x + t * ldx, ldx, y + t * ldy, ldy, nr, acc);
+  switch (T - t) {
+    case 5: tile<5>(wp, kc, x + t * ldx, ldx, y + t * ldy, ldy, nr, acc); break;
+    case 4: tile<4>(wp, kc, x + t * ldx, ldx, y + t * ldy, ldy, nr, acc); break;
+    case 3: tile<3>(wp, kc, x + t * ldx, ldx, y + t * ldy, ldy, nr, acc); break;
+    case 2: tile<2>(wp, kc, x + t * ldx, ldx, y + t * ldy, ldy, nr, acc); break;
+    case 1: tile<1>(wp, kc, x + t * ldx, ldx, y + t * ldy, ldy, nr, acc); break;
+    default: break;
+  }
+}
+
+const KernelTable kAvx2 = {
+    quant_a8,
+    quant_a8k,
+    {rows<float, dot_float<0>>, rows<float, dot_float<1>>, rows<float, dot_float<2>>,
+     rows<BlockA8, dot_q8_0>, rows<BlockA8, dot_q45_0<false>>, rows<BlockA8, dot_q45_0<true>>,
+     rows<BlockA8K, dot_k45<false>>, rows<BlockA8K, dot_k45<true>>, rows<BlockA8K, dot_q6_k>},
+    {dq_f32, dq_f16, dq_bf16, dq_q8_0, dq_q4_0, dq_q5_0, dq_k45<false>, dq_k45<true>, dq_q6_k},
+    pack_panel,
+    gemm_panel,
+};
+
+}  // namespace
+
+const KernelTable &avx2_kernels() { return kAvx2; }
+
+}  // namespace edgenano::kern

@@ -1,0 +1,43 @@
+// Internal to the matmul kernels: the per-CPU kernel table filled by matmul.cpp (scalar) and
+// matmul_avx2.cpp (AVX2/FMA/F16C). Not for use outside kernels/.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/common.h"
+
+namespace edgenano::kern {
+
+// Dense index of the supported weight types (the table below is indexed by it).
+enum TypeIdx { I_F32, I_F16, I_BF16, I_Q8_0, I_Q4_0, I_Q5_0, I_Q4_K, I_Q5_K, I_Q6_K, I_COUNT };
+int type_index(int type);  // -1 when unsupported
+
+// What a type's dot product consumes: f32 activations, A8 blocks (32) or A8K blocks (256).
+enum ActKind { ACT_F32, ACT_A8, ACT_A8K };
+ActKind act_kind(int type);
+
+constexpr int kPanel = 16;   // weight rows per f32 panel (two 8-wide vectors)
+constexpr int kKC = 256;     // reduced-dimension chunk per panel (a multiple of every block)
+
+// y[r] (= or +=) dot(row r of w, act) for r < nrows; rows are row_bytes apart, n values long.
+using DotFn = void (*)(const uint8_t *w, size_t row_bytes, int64_t nrows, const void *act,
+                       int64_t n, float *y, bool acc);
+using DequantFn = void (*)(const void *src, float *dst, int64_t n);
+
+struct KernelTable {
+  void (*quant_a8)(const float *x, BlockA8 *y, int64_t n);
+  void (*quant_a8k)(const float *x, BlockA8K *y, int64_t n);
+  DotFn dot[I_COUNT];
+  DequantFn dequant[I_COUNT];
+  // rows: kPanel rows of kc floats (row-major, stride kKC) -> wp: kc x kPanel (k-major).
+  void (*pack_panel)(const float *rows, int64_t kc, float *wp);
+  // y[t, 0:nr] (= or +=) wp^T x[t, 0:kc] for t < T; wp is the packed panel.
+  void (*gemm_panel)(const float *wp, int64_t kc, const float *x, int64_t ldx, float *y,
+                     int64_t ldy, int T, int nr, bool acc);
+};
+
+const KernelTable &scalar_kernels();
+const KernelTable &avx2_kernels();  // only on x86-64 builds; call after use_avx2()
+const KernelTable &active_kernels();
+
+}  // namespace edgenano::kern

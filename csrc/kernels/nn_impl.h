@@ -1,0 +1,248 @@
+// Internal to kernels/: the non-matmul algorithms written once over a vector-primitive policy V,
+// instantiated with scalar primitives (nn.cpp) and AVX2 ones (nn_avx2.cpp). V provides:
+//   dot(a, b, n), sumsq(x, n), axpy(y, a, x, n): y += a*x, scale_axpy(y, s, a, x, n): y = s*y + a*x,
+//   exp_inplace(x, n), silu_inplace(x, n), f16_to_f32(h, y, n), f32_to_f16(x, h, n).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/common.h"
+#include "kernels/nn.h"
+
+namespace edgenano::kern {
+
+// Per-range entry points; the drivers in nn.cpp split work over the pool and call these.
+struct NnTable {
+  void (*rmsnorm_rows)(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy,
+                       int t0, int t1, int64_t n, float eps);
+  void (*gated_rows)(const float *y, int64_t ldy, const float *z, int64_t ldz, const float *w,
+                     float *out, int64_t ldo, int t0, int t1, int64_t D, int G, float eps,
+                     float *tmp);
+  void (*conv_channels)(const ConvParams &p, int64_t c0, int64_t c1);
+  void (*scan_head_recurrent)(const ScanParams &p, int h);
+  // cb[(t - c0) * ld + u - c0] = C[t] . B[u] of group g, u <= t, in the chunk [c0, c0 + L).
+  void (*chunk_cb)(const ScanParams &p, int g, int c0, int L, int ld, float *cb);
+  void (*scan_head_chunked)(const ScanParams &p, int h, int chunk, const float *cb_all,
+                            float *scratch);
+  void (*attn_block)(const AttnParams &p, int kvh, int t0, int t1, float *scratch);
+  void (*kv_row)(const float *x, int64_t n, int type, uint8_t *dst);
+};
+const NnTable &nn_scalar();
+const NnTable &nn_avx2();
+
+// Scratch floats scan_head_chunked needs for a chunk of L tokens, and attn_block for tb tokens.
+inline size_t scan_scratch_floats(int L, int P) { return size_t(L) * (2 + size_t(L)) + size_t(P); }
+inline size_t attn_scratch_floats(const AttnParams &p, int tb) {
+  const size_t rep = size_t(p.n_head / p.n_head_kv), S = size_t(p.n_past + p.T);
+  return size_t(tb) * rep * (S + 2 * size_t(p.head_dim)) + 2 * size_t(p.head_dim);
+}
+
+template <class V>
+struct NnImpl {
+  static void rmsnorm_rows(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy,
+                           int t0, int t1, int64_t n, float eps) {
+    for (int t = t0; t < t1; ++t) {
+      const float *xt = x + t * ldx;
+      float *yt = y + t * ldy;
+      const float s = 1.f / std::sqrt(V::sumsq(xt, n) / float(n) + eps);
+      for (int64_t i = 0; i < n; ++i) yt[i] = xt[i] * s * w[i];
+    }
+  }
+
+  static void gated_rows(const float *y, int64_t ldy, const float *z, int64_t ldz, const float *w,
+                         float *out, int64_t ldo, int t0, int t1, int64_t D, int G, float eps,
+                         float *tmp) {
+    const int64_t gs = D / G;
+    for (int t = t0; t < t1; ++t) {
+      std::memcpy(tmp, z + t * ldz, size_t(D) * sizeof(float));
+      V::silu_inplace(tmp, D);
+      const float *yt = y + t * ldy;
+      for (int64_t i = 0; i < D; ++i) tmp[i] *= yt[i];
+      float *ot = out + t * ldo;
+      for (int g = 0; g < G; ++g) {
+        const float *v = tmp + g * gs;
+        const float s = 1.f / std::sqrt(V::sumsq(v, gs) / float(gs) + eps);
+        for (int64_t i = 0; i < gs; ++i) ot[g * gs + i] = v[i] * s * w[g * gs + i];
+      }
+    }
+  }
+
+  // Channels [c0, c1): y[t] = b + sum_k w[:, k] * xp[t + k] over xp = [state; x], then silu;
+  // the state becomes the last K-1 rows of xp.
+  static void conv_channels(const ConvParams &p, int64_t c0, int64_t c1) {
+    constexpr int64_t kMax = 64;
+    const int K = p.K;
+    for (int64_t cb = c0; cb < c1; cb += kMax) {
+      const int64_t nc = std::min(kMax, c1 - cb);
+      float wt[8][kMax];  // K <= 8, transposed: wt[k][c]
+      for (int k = 0; k < K; ++k)
+        for (int64_t c = 0; c < nc; ++c) wt[k][c] = p.w[(cb + c) * K + k];
+      for (int t = 0; t < p.T; ++t) {
+        float *yt = p.y + t * p.ldy + cb;
+        for (int64_t c = 0; c < nc; ++c) yt[c] = p.b[cb + c];
+        for (int k = 0; k < K; ++k) {
+          const int r = t + k - (K - 1);  // row of x, or of the state when negative
+          const float *src = r < 0 ? p.state + (K - 1 + r) * p.C + cb : p.x + r * p.ldx + cb;
+          for (int64_t c = 0; c < nc; ++c) yt[c] += wt[k][c] * src[c];
+        }
+        if (p.silu) V::silu_inplace(yt, nc);
+      }
+      for (int j = 0; j < K - 1; ++j) {  // new state row j = xp row T + j
+        const int r = p.T + j - (K - 1);
+        float *dst = p.state + j * p.C + cb;
+        if (r < 0) std::memmove(dst, p.state + (K - 1 + r) * p.C + cb, size_t(nc) * 4);
+        else std::memcpy(dst, p.x + r * p.ldx + cb, size_t(nc) * 4);
+      }
+    }
+  }
+
+  static void scan_head_recurrent(const ScanParams &p, int h) {
+    const int g = h / (p.H / p.G);
+    float *S = p.state + int64_t(h) * p.P * p.N;
+    for (int t = 0; t < p.T; ++t) {
+      const float dt = p.dt[t * p.lddt + h], decay = std::exp(dt * p.A[h]);
+      const float *x = p.x + t * p.ldx + h * p.P;
+      const float *B = p.B + t * p.ldbc + g * p.N, *C = p.C + t * p.ldbc + g * p.N;
+      float *y = p.y + t * p.ldy + h * p.P;
+      for (int i = 0; i < p.P; ++i) {
+        float *Si = S + int64_t(i) * p.N;
+        V::scale_axpy(Si, decay, dt * x[i], B, p.N);
+        y[i] = V::dot(Si, C, p.N) + p.D[h] * x[i];
+      }
+    }
+  }
+
+  static void chunk_cb(const ScanParams &p, int g, int c0, int L, int ld, float *cb) {
+    for (int t = 0; t < L; ++t) {
+      const float *C = p.C + int64_t(c0 + t) * p.ldbc + g * p.N;
+      for (int u = 0; u <= t; ++u)
+        cb[t * ld + u] = V::dot(C, p.B + int64_t(c0 + u) * p.ldbc + g * p.N, p.N);
+    }
+  }
+
+  // One head over all chunks. cb_all holds chunk_cb for every (chunk, group): chunk c of group g
+  // at ((c * G) + g) * chunk * chunk. With s the cumulative log-decay inside a chunk:
+  //   y[t] = exp(s_t) S C_t + sum_{u<=t} exp(s_t - s_u) dt_u (C_t.B_u) x_u + D x_t
+  //   S'   = exp(s_end) S + sum_u exp(s_end - s_u) dt_u outer(x_u, B_u)
+  static void scan_head_chunked(const ScanParams &p, int h, int chunk, const float *cb_all,
+                                float *scratch) {
+    const int g = h / (p.H / p.G), P = p.P, N = p.N;
+    float *S = p.state + int64_t(h) * P * N;
+    float *wrow = scratch, *coef = scratch + chunk, *seg = coef + chunk;
+    double cs[1024];  // chunk <= 1024 (checked by the driver)
+    for (int c0 = 0, ci = 0; c0 < p.T; c0 += chunk, ++ci) {
+      const int L = std::min(chunk, p.T - c0);
+      const float *cb = cb_all + (int64_t(ci) * p.G + g) * chunk * chunk;
+      double acc = 0;
+      for (int t = 0; t < L; ++t) cs[t] = acc += double(p.dt[(c0 + t) * p.lddt + h]) * p.A[h];
+      for (int t = 0; t < L; ++t) {  // carried state and skip
+        const float e = float(std::exp(cs[t]));
+        const float *C = p.C + int64_t(c0 + t) * p.ldbc + g * N;
+        const float *x = p.x + int64_t(c0 + t) * p.ldx + h * P;
+        float *y = p.y + int64_t(c0 + t) * p.ldy + h * P;
+        for (int i = 0; i < P; ++i) y[i] = e * V::dot(S + int64_t(i) * N, C, N) + p.D[h] * x[i];
+      }
+      for (int t = 0; t < L; ++t) {  // within the chunk
+        for (int u = 0; u <= t; ++u) seg[u] = float(cs[t] - cs[u]);
+        V::exp_inplace(seg, t + 1);  // exp(s_t - s_u)
+        for (int u = 0; u <= t; ++u)
+          wrow[u] = seg[u] * cb[t * chunk + u] * p.dt[(c0 + u) * p.lddt + h];
+        float *y = p.y + int64_t(c0 + t) * p.ldy + h * P;
+        for (int u = 0; u <= t; ++u)
+          V::axpy(y, wrow[u], p.x + int64_t(c0 + u) * p.ldx + h * P, P);
+      }
+      for (int u = 0; u < L; ++u) coef[u] = float(cs[L - 1] - cs[u]);
+      V::exp_inplace(coef, L);  // exp(s_end - s_u)
+      for (int u = 0; u < L; ++u) coef[u] *= p.dt[(c0 + u) * p.lddt + h];
+      const float e_end = float(std::exp(cs[L - 1]));
+      for (int i = 0; i < P; ++i) {
+        float *Si = S + int64_t(i) * N;
+        for (int u = 0; u < L; ++u) {
+          const float xi = p.x[int64_t(c0 + u) * p.ldx + h * P + i];
+          V::scale_axpy(Si, u == 0 ? e_end : 1.f, coef[u] * xi,
+                        p.B + int64_t(c0 + u) * p.ldbc + g * N, N);
+        }
+      }
+    }
+  }
+
+  static void kv_to_f32(const uint8_t *row, int type, int64_t off, int64_t n, float *out) {
+    if (type == T_F16) {
+      V::f16_to_f32(reinterpret_cast<const uint16_t *>(row) + off, out, n);
+    } else {  // Q8_0: off and n are multiples of 32
+      auto *b = reinterpret_cast<const BlockQ8_0 *>(row) + off / QK;
+      for (int64_t i = 0; i < n / QK; ++i) {
+        const float d = fp16_to_f32(b[i].d);
+        for (int j = 0; j < QK; ++j) out[i * QK + j] = d * b[i].qs[j];
+      }
+    }
+  }
+
+  // Queries of tokens [t0, t1) on the query heads of KV head kvh: two-pass softmax.
+  static void attn_block(const AttnParams &p, int kvh, int t0, int t1, float *scratch) {
+    const int rep = p.n_head / p.n_head_kv, d = p.head_dim, nq = (t1 - t0) * rep;
+    const int S = p.n_past + t1;  // keys visible to the last token of the block
+    float *scores = scratch;                       // (nq, S)
+    float *qs = scores + int64_t(nq) * S;          // (nq, d) scaled queries
+    float *acc = qs + int64_t(nq) * d;             // (nq, d)
+    float *row = acc + int64_t(nq) * d;            // (d) one K or V row in f32
+    for (int t = t0; t < t1; ++t)
+      for (int r = 0; r < rep; ++r) {
+        const int qi = (t - t0) * rep + r;
+        const float *q = p.q + int64_t(t) * p.ldq + int64_t(kvh * rep + r) * d;
+        for (int i = 0; i < d; ++i) qs[qi * d + i] = q[i] * p.scale;
+      }
+    for (int s = 0; s < S; ++s) {
+      kv_to_f32(p.k + size_t(s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d, row);
+      const int first = std::max(0, s - p.n_past);  // first token of the block that sees s
+      for (int qi = (std::max(t0, first) - t0) * rep; qi < nq; ++qi)
+        scores[int64_t(qi) * S + s] = V::dot(qs + qi * d, row, d);
+    }
+    std::fill(acc, acc + int64_t(nq) * d, 0.f);
+    for (int qi = 0; qi < nq; ++qi) {
+      const int n = p.n_past + t0 + qi / rep + 1;
+      float *sc = scores + int64_t(qi) * S, mx = sc[0];
+      for (int s = 1; s < n; ++s) mx = std::max(mx, sc[s]);
+      for (int s = 0; s < n; ++s) sc[s] -= mx;
+      V::exp_inplace(sc, n);
+      float sum = 0.f;
+      for (int s = 0; s < n; ++s) sum += sc[s];
+      const float inv = 1.f / sum;
+      for (int s = 0; s < n; ++s) sc[s] *= inv;
+    }
+    for (int s = 0; s < S; ++s) {
+      kv_to_f32(p.v + size_t(s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d, row);
+      const int first = std::max(0, s - p.n_past);
+      for (int qi = (std::max(t0, first) - t0) * rep; qi < nq; ++qi)
+        V::axpy(acc + qi * d, scores[int64_t(qi) * S + s], row, d);
+    }
+    for (int qi = 0; qi < nq; ++qi) {
+      const int t = t0 + qi / rep, h = kvh * rep + qi % rep;
+      std::memcpy(p.out + int64_t(t) * p.ldo + int64_t(h) * d, acc + qi * d, size_t(d) * 4);
+    }
+  }
+
+  static void kv_row(const float *x, int64_t n, int type, uint8_t *dst) {
+    if (type == T_F16) {
+      V::f32_to_f16(x, reinterpret_cast<uint16_t *>(dst), n);
+      return;
+    }
+    auto *b = reinterpret_cast<BlockQ8_0 *>(dst);  // ggml Q8_0: d = amax/127, q = round(x/d)
+    for (int64_t i = 0; i < n / QK; ++i, x += QK) {
+      float amax = 0.f;
+      for (int j = 0; j < QK; ++j) amax = std::max(amax, std::fabs(x[j]));
+      const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+      b[i].d = f32_to_fp16(d);
+      for (int j = 0; j < QK; ++j) b[i].qs[j] = int8_t(std::round(x[j] * id));  // half away from zero, as ggml
+    }
+  }
+
+  static NnTable table() {
+    return {rmsnorm_rows, gated_rows, conv_channels, scan_head_recurrent, chunk_cb,
+            scan_head_chunked, attn_block, kv_row};
+  }
+};
+
+}  // namespace edgenano::kern

@@ -1,0 +1,246 @@
+"""The native CPU kernels (edgenano._C.kernels) against the NumPy reference, per weight type,
+on both the AVX2 and the forced-scalar path; bounds from tests/tolerances.py."""
+
+from __future__ import annotations
+
+import zlib
+
+import gguf
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as QT
+
+from edgenano import reference as R
+
+from .conftest import nmse
+from .tolerances import (
+    KERNEL_ATTENTION_Q8_CACHE_NMSE,
+    KERNEL_F32_ORACLE_FACTOR,
+    KERNEL_F32_ORACLE_FLOOR,
+    KERNEL_MATMUL_INT8_NMSE,
+    KERNEL_SCALAR_VS_AVX2_NMSE,
+    KERNEL_SCAN_CHUNKED_VS_RECURRENT_NMSE,
+)
+
+K = pytest.importorskip("edgenano._C").kernels
+
+WEIGHT_TYPES = [QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
+FLOAT_TYPES = {QT.F32, QT.F16, QT.BF16}
+# Byte offsets of the f16 scales (d, and dmin for Q4_K/Q5_K) inside each block.
+SCALE_OFFSETS = {QT.Q8_0: [0], QT.Q4_0: [0], QT.Q5_0: [0], QT.Q4_K: [0, 2], QT.Q5_K: [0, 2],
+                 QT.Q6_K: [208]}
+
+
+def random_rows(qtype, rows: int, cols: int, rng) -> np.ndarray:
+    """Raw GGUF rows (rows, bytes per row): random codes with sane f16 scales, any type."""
+    if qtype in FLOAT_TYPES:
+        x = rng.standard_normal((rows, cols)).astype(np.float32)
+        raw = x if qtype == QT.F32 else gguf.quants.quantize(x, qtype)
+        return np.ascontiguousarray(raw).view(np.uint8).reshape(rows, -1)
+    bs, bb = gguf.GGML_QUANT_SIZES[qtype]
+    data = rng.integers(0, 256, size=(rows, cols // bs, bb), dtype=np.uint8)
+    for off in SCALE_OFFSETS[qtype]:
+        d = (rng.uniform(0.5, 1.5, size=(rows, cols // bs)) * 0.01).astype(np.float16)
+        data[:, :, off:off + 2] = d.view(np.uint8).reshape(rows, cols // bs, 2)
+    return data.reshape(rows, -1)
+
+
+def dequant(raw: np.ndarray, qtype, cols: int) -> np.ndarray:
+    if qtype == QT.F32:
+        return raw.view(np.float32).reshape(-1, cols)
+    if qtype == QT.F16:
+        return raw.view(np.float16).astype(np.float32).reshape(-1, cols)
+    return gguf.quants.dequantize(raw, qtype).reshape(-1, cols)
+
+
+def f64(*arrays):
+    return [np.asarray(a, np.float64) for a in arrays]
+
+
+def assert_oracle(got, fn, *args):
+    """Flash-attention rule: error vs the float64 oracle within a factor of the reference's own
+    float32 error (plus a floor for ops the float32 reference computes exactly)."""
+    ref64 = fn(*f64(*args))
+    ref32 = fn(*[np.asarray(a, np.float32) for a in args])
+    bound = KERNEL_F32_ORACLE_FACTOR * nmse(ref32, ref64) + KERNEL_F32_ORACLE_FLOOR
+    assert nmse(got, ref64) <= bound
+
+
+@pytest.fixture(params=["avx2", "scalar"])
+def simd(request):
+    """Run the test on the AVX2 path and again with the scalar path forced."""
+    if request.param == "avx2" and not K.cpu_has_avx2():
+        pytest.skip("no AVX2 on this CPU")
+    K.set_force_scalar(request.param == "scalar")
+    yield request.param
+    K.set_force_scalar(False)
+
+
+def rng_for(*key) -> np.random.Generator:
+    """A generator seeded from the test's parameters (stable across runs)."""
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+# ------------------------------------------------------------------------------------ matmul
+
+
+def cols_for(qtype) -> int:
+    """Spans several 256-value panels with a short tail where the block size allows."""
+    return 768 if gguf.GGML_QUANT_SIZES[qtype][0] == 256 else 544
+
+
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda t: t.name)
+def test_dequantize_matches_gguf(qtype, simd):
+    cols = cols_for(qtype)
+    raw = random_rows(qtype, 7, cols, rng_for("dq", qtype))
+    assert np.array_equal(K.dequantize(raw, int(qtype), cols), dequant(raw, qtype, cols))
+
+
+@pytest.mark.parametrize("path", ["vec", "gemm"])
+@pytest.mark.parametrize("T", [1, 5, 19])
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda t: t.name)
+def test_matmul(qtype, T, path, simd):
+    rng, cols, rows = rng_for("mm", qtype, T, path), cols_for(qtype), 37  # 37: a partial panel
+    raw = random_rows(qtype, rows, cols, rng)
+    w = dequant(raw, qtype, cols)
+    x = rng.standard_normal((T, cols)).astype(np.float32)
+    y = K.matmul(raw, int(qtype), cols, x, path=path, n_threads=2)
+    if path == "gemm" or qtype in FLOAT_TYPES:  # f32 activations
+        assert_oracle(y, lambda a, b: a @ b.T, x, w)
+    else:  # activations quantized to int8 blocks on the fly
+        assert nmse(y, f64(x)[0] @ f64(w)[0].T) <= KERNEL_MATMUL_INT8_NMSE[qtype.name]
+
+
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda t: t.name)
+def test_matmul_scalar_matches_avx2(qtype):
+    if not K.cpu_has_avx2():
+        pytest.skip("no AVX2 on this CPU")
+    rng, cols = rng_for("sv", qtype), cols_for(qtype)
+    raw, x = random_rows(qtype, 40, cols, rng), rng.standard_normal((3, cols)).astype(np.float32)
+    out = {}
+    for scalar in (False, True):
+        K.set_force_scalar(scalar)
+        out[scalar] = [K.matmul(raw, int(qtype), cols, x, path=p) for p in ("vec", "gemm")]
+    K.set_force_scalar(False)
+    for a, b in zip(out[False], out[True], strict=True):
+        assert nmse(a, b) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
+def test_matmul_threads_bit_identical():
+    rng = rng_for("threads")
+    raw, x = random_rows(QT.Q4_0, 301, 512, rng), rng.standard_normal((9, 512)).astype(np.float32)
+    for path in ("vec", "gemm"):
+        a = K.matmul(raw, int(QT.Q4_0), 512, x, path=path, n_threads=1)
+        b = K.matmul(raw, int(QT.Q4_0), 512, x, path=path, n_threads=2)
+        assert np.array_equal(a, b)
+
+
+def test_matmul_rejects_bad_shapes():
+    raw = random_rows(QT.Q8_0, 4, 64, rng_for("bad"))
+    x = np.zeros((1, 64), np.float32)
+    with pytest.raises(ValueError):
+        K.matmul(raw, int(QT.Q8_0), 96, x)  # row bytes do not hold 96 values
+    with pytest.raises(ValueError):
+        K.matmul(raw, 99, 64, x)  # unknown type
+    with pytest.raises(ValueError):
+        K.matmul(raw, int(QT.Q8_0), 64, np.zeros((1, 32), np.float32))
+
+
+# ------------------------------------------------------------------------ norms, activations
+
+
+def test_rmsnorm(simd):
+    rng = rng_for("rms")
+    x, w = rng.standard_normal((6, 70)) * 3, rng.standard_normal(70)
+    assert_oracle(K.rmsnorm(x.astype(np.float32), w.astype(np.float32), 1e-5),
+                  lambda a, b: R.rmsnorm(a, b, 1e-5), x, w)
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_gated_rmsnorm(groups, simd):
+    rng = rng_for("gated", groups)
+    y, z = rng.standard_normal((5, 96)), 3 * rng.standard_normal((5, 96))
+    w = rng.standard_normal(96)
+    got = K.gated_rmsnorm(*[a.astype(np.float32) for a in (y, z, w)], groups, 1e-5)
+    assert_oracle(got, lambda a, b, c: R.gated_group_rmsnorm(a, b, c, groups, 1e-5), y, z, w)
+
+
+def test_relu2_softplus(simd):
+    rng = rng_for("act")
+    x = rng.standard_normal((7, 33)).astype(np.float32)
+    assert_oracle(K.relu2(x), R.relu2, x)
+    v, b = (rng.standard_normal((6, 9)) * 12).astype(np.float32), rng.standard_normal(9)
+    assert_oracle(K.softplus(v, b.astype(np.float32)), lambda a, c: R.softplus(a + c), v, b)
+
+
+# -------------------------------------------------------------------------------------- conv
+
+
+@pytest.mark.parametrize("T", [1, 2, 11])
+@pytest.mark.parametrize("k", [3, 4])
+def test_causal_conv(T, k, simd):
+    rng = rng_for("conv", T, k)
+    x, st = rng.standard_normal((T, 300)), rng.standard_normal((k - 1, 300))
+    w, b = rng.standard_normal((300, k)), rng.standard_normal(300)
+    y, new_state = K.causal_conv(*[a.astype(np.float32) for a in (x, st, w, b)], silu=True)
+    assert_oracle(y, lambda *a: R.silu(R.causal_conv(*a)[0]), x, st, w, b)
+    ref_state = R.causal_conv(*[a.astype(np.float32) for a in (x, st, w, b)])[1]
+    assert np.array_equal(new_state, ref_state)  # the state is a copy of inputs: exact
+
+
+# -------------------------------------------------------------------------------------- scan
+
+
+def scan_inputs(T, H=8, P=16, N=24, G=2, seed=0):
+    rng = rng_for("scan", T, H, P, N, G, seed)
+    st, x = rng.standard_normal((H, P, N)), rng.standard_normal((T, H, P))
+    dt = R.softplus(rng.standard_normal((T, H)) - 1)
+    A = -np.exp(rng.standard_normal(H))
+    B, C, D = rng.standard_normal((T, G, N)), rng.standard_normal((T, G, N)), rng.standard_normal(H)
+    return [np.asarray(a, np.float32) for a in (st, x, dt, A, B, C, D)]
+
+
+@pytest.mark.parametrize("T", [1, 5, 37])
+def test_scan_recurrent(T, simd):
+    args = scan_inputs(T)
+    y, st = K.ssm_scan(*args, chunk=0)
+    assert_oracle(y, lambda *a: R.ssm_scan_recurrent(*a)[0], *args)
+    assert_oracle(st, lambda *a: R.ssm_scan_recurrent(*a)[1], *args)
+
+
+@pytest.mark.parametrize("T,chunk", [(37, 8), (37, 16), (64, 64), (130, 64)])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_scan_chunked_equals_recurrent(T, chunk, groups, simd):
+    args = scan_inputs(T, G=groups)
+    y_rec, st_rec = K.ssm_scan(*args, chunk=0)
+    y_chk, st_chk = K.ssm_scan(*args, chunk=chunk)
+    assert nmse(y_chk, y_rec) <= KERNEL_SCAN_CHUNKED_VS_RECURRENT_NMSE
+    assert nmse(st_chk, st_rec) <= KERNEL_SCAN_CHUNKED_VS_RECURRENT_NMSE
+    assert_oracle(y_chk, lambda *a: R.ssm_scan_recurrent(*a)[0], *args)
+
+
+# --------------------------------------------------------------------------------- attention
+
+
+def cache_rows(x: np.ndarray, kv_type) -> np.ndarray:
+    return K.kv_store(np.ascontiguousarray(x.reshape(x.shape[0], -1), np.float32), int(kv_type))
+
+
+def test_kv_store_q8_0_matches_gguf():
+    x = rng_for("kv").standard_normal((9, 128)).astype(np.float32)
+    assert np.array_equal(cache_rows(x, QT.Q8_0), gguf.quants.quantize(x, QT.Q8_0))
+    assert np.array_equal(cache_rows(x, QT.F16).view(np.float16), x.astype(np.float16))
+
+
+@pytest.mark.parametrize("kv_type", [QT.F16, QT.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize("T,n_past", [(1, 0), (1, 37), (13, 0), (20, 9)])
+def test_attention(kv_type, T, n_past, simd):
+    rng, Hq, Hkv, d = rng_for("attn", kv_type, T, n_past), 6, 2, 64
+    q = rng.standard_normal((T, Hq, d)).astype(np.float32)
+    k, v = (rng.standard_normal((n_past + T, Hkv, d)).astype(np.float32) for _ in range(2))
+    kc, vc = cache_rows(k, kv_type), cache_rows(v, kv_type)
+    got = K.attention(q, kc, vc, n_past, Hkv, int(kv_type))
+    kd, vd = (dequant(c, kv_type, Hkv * d).reshape(k.shape) for c in (kc, vc))
+    assert_oracle(got, lambda a, b, c: R.attention(a, b, c, n_past), q, kd, vd)
+    if kv_type == QT.Q8_0:  # what the cache's quantization costs against exact K and V
+        assert nmse(got, R.attention(*f64(q, k, v), n_past)) <= KERNEL_ATTENTION_Q8_CACHE_NMSE
