@@ -41,8 +41,8 @@ OUTTYPES: dict[str, OutType] = {
 }
 
 # llama.cpp's tensor_type_fallback: a 256-block type whose block does not divide ne0. Q5_1 is
-# what llama.cpp picks for Q5_K; we write it too (gguf.quants quantizes it bit-exactly), so a
-# q5_k_m file has the same types as llama-quantize's.
+# what llama.cpp picks for Q5_K; we write it too (bit-exact with gguf.quants), so our q5_k and
+# q5_k_m files have the same types as llama-quantize's.
 FALLBACK = {T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
 
 

@@ -12,11 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import gguf
 import numpy as np
 from gguf import GGMLQuantizationType
 
-from . import gguf_file
+from . import gguf_file, quants
 from .config import HybridConfig, parse_config, read_config_json
 from .errors import ConversionError
 from .metadata import ARCH, model_kvs
@@ -25,7 +24,6 @@ from .safetensors_io import Checkpoint
 from .tensors import TensorSpec, load_small, plan_tensors
 from .tokenizer import KV, V, tokenizer_kvs
 
-T = GGMLQuantizationType
 CHUNK_BYTES = 32 << 20  # float32 bytes of rows converted at once
 
 
@@ -73,27 +71,10 @@ def _nbytes(s: TensorSpec, t: GGMLQuantizationType) -> int:
 
 def quantize_rows(x: np.ndarray, qtype: GGMLQuantizationType) -> np.ndarray:
     """(rows, ne0) float32 -> (rows, row bytes) uint8 in ggml's encoding of qtype."""
-    if qtype == T.F32:
-        return np.ascontiguousarray(x, dtype="<f4").view(np.uint8)
-    if qtype == T.F16:
-        return np.ascontiguousarray(x, dtype="<f2").view(np.uint8)
-    ours = _our_quantizer()
-    if ours is not None and qtype != T.Q5_1:  # Q5_1 (a llama.cpp fallback) is not in our set
-        return ours(x, qtype)
     try:
-        return gguf.quants.quantize(x, qtype)
-    except NotImplementedError:
-        raise ConversionError(
-            f"no quantizer for {qtype.name} is available (edgenano.convert.quants is missing)"
-        ) from None
-
-
-def _our_quantizer():
-    try:
-        from .quants import quantize
-    except ImportError:
-        return None
-    return quantize
+        return quants.quantize(x, qtype)
+    except NotImplementedError as e:  # K-quants without the compiled extension
+        raise ConversionError(str(e)) from None
 
 
 def _chunks(ckpt: Checkpoint, p: PlannedTensor) -> Iterator[np.ndarray]:

@@ -13,13 +13,14 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from gguf import GGMLQuantizationType as T
+from gguf import GGUFValueType as V
+
 from edgenano.convert import ConversionError, convert_checkpoint, plan_conversion, writer
 from edgenano.convert.cli import main
 from edgenano.convert.config import parse_config
 from edgenano.convert.presets import OUTTYPES, use_more_bits
 from edgenano.convert.tiny import TINY_CONFIGS, make_config
-from gguf import GGMLQuantizationType as T
-from gguf import GGUFValueType as V
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package (importlib mode)
 from tolerances import MAX_CONVERT_RSS_GROWTH_FRACTION  # noqa: E402
@@ -368,9 +369,10 @@ def test_file_type_matches_llama_ftype(mix_dir, outtype):
 
 
 def test_quantized_bytes_match_gguf_quants(mix_dir, tmp_path):
-    """Q8_0/Q4_0/Q5_0/BF16 data is exactly gguf.quants' encoding of the f32 weights."""
+    """Q8_0/Q4_0/Q5_0/BF16 (and Q5_1, q5_k's fallback on 64-wide rows) data is exactly
+    gguf.quants' encoding of the f32 weights."""
     ref = gguf_tensors(convert_checkpoint(mix_dir, tmp_path / "f32.gguf", "f32"))
-    for outtype in ("q8_0", "q4_0", "q5_0", "bf16"):
+    for outtype in ("q8_0", "q4_0", "q5_0", "bf16", "q5_k"):
         r = gguf.GGUFReader(convert_checkpoint(mix_dir, tmp_path / f"{outtype}.gguf", outtype))
         for t in r.tensors:
             want = gguf.quants.quantize(ref[t.name], t.tensor_type)

@@ -39,25 +39,34 @@ KQUANT_REL_RMSE_GAUSSIAN = {"Q4_K": 0.0705, "Q5_K": 0.0350, "Q6_K": 0.0172}
 # reference f32: the same tokens fed in different splits; measured ~1e-12.
 NMSE_SESSION_VS_FRESH = 1e-10
 
-# llama.cpp logits on our GGUFs vs transformers (owner: converter helper): measured maxima over
-# the tiny configs in the comments, pinned with ~3x headroom.
-NMSE_LLAMACPP_VS_HF = {t: 1.0 for t in ("f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m")}
-NMSE_LLAMACPP_VS_HF_DEQUANTIZED = dict(NMSE_LLAMACPP_VS_HF)
-
-# Native CPU kernels (owner: engine helper), tests/test_kernels.py; measured maxima in comments.
-# f32 kernels vs the float64 oracle: at most this factor times the NumPy float32 reference's own
-# error (the flash-attention rule), plus a floor for ops float32 NumPy computes exactly. Measured
-# ratio 2.75 (matmul gemm path, sequential sums over 256-value panels).
-KERNEL_F32_ORACLE_FACTOR = 4.0
-KERNEL_F32_ORACLE_FLOOR = 1e-13
-# Matmul with activations quantized to int8 blocks on the fly (the decode path) vs float64, N(0,1)
-# activations. Measured: Q8_0 4.2e-5, Q4_0 3.2e-5, Q5_0 3.5e-5 (32-value activation blocks);
-# Q4_K 8.3e-5, Q5_K 1.5e-4, Q6_K 6.9e-5 (256-value blocks, as llama.cpp's Q8_K).
-KERNEL_MATMUL_INT8_NMSE = {"Q8_0": 1e-4, "Q4_0": 1e-4, "Q5_0": 1e-4,
-                           "Q4_K": 2e-4, "Q5_K": 3e-4, "Q6_K": 2e-4}
-# The same integer dot products in another float summation order: measured 4.1e-14.
-KERNEL_SCALAR_VS_AVX2_NMSE = 1e-12
-# Chunked SSD scan vs the recurrence, float32: measured 2.6e-14.
-KERNEL_SCAN_CHUNKED_VS_RECURRENT_NMSE = 1e-12
-# Attention over a q8_0 KV cache vs exact float64 K and V: measured 7.1e-5.
-KERNEL_ATTENTION_Q8_CACHE_NMSE = 2e-4
+# llama.cpp logits on our GGUFs (owner: converter helper), tests/test_llamacpp.py: 37 tokens on
+# the tiny configs (mix, attn_first, groups4, kwide). Measured maxima in the comments, pinned with
+# ~3x headroom. Random tiny models amplify weight error, hence the large low-bit figures; the
+# second table (transformers run on the GGUF's dequantized weights) isolates llama.cpp's own
+# arithmetic (activations quantized to Q8_0 / Q8_K inside its matmuls) and is the sharp check.
+NMSE_LLAMACPP_VS_HF = {
+    "f32": 1e-6,  # 3.6e-7
+    "f16": 6e-6,  # 2.3e-6
+    "bf16": 4e-4,  # 1.4e-4
+    "q8_0": 5e-3,  # 1.6e-3
+    "q4_0": 0.6,  # 0.21
+    "q5_0": 0.15,  # 0.050
+    "q4_k": 0.3,  # 0.11
+    "q5_k": 0.1,  # 0.035
+    "q6_k": 3e-2,  # 9.9e-3
+    "q4_k_m": 0.3,  # 0.099
+    "q5_k_m": 0.1,  # 0.033
+}
+NMSE_LLAMACPP_VS_HF_DEQUANTIZED = {
+    "f32": 1e-6,  # 3.6e-7 (nothing to dequantize)
+    "f16": 4e-6,  # 1.3e-6
+    "bf16": 1.5e-4,  # 5.3e-5
+    "q8_0": 2.5e-3,  # 8.2e-4
+    "q4_0": 2.5e-3,  # 9.2e-4
+    "q5_0": 2.5e-3,  # 8.9e-4
+    "q4_k": 6e-3,  # 2.2e-3 (kwide; Q8_K activations), 7.5e-4 where rows fall back to Q5_0
+    "q5_k": 6e-3,  # 2.3e-3
+    "q6_k": 6e-3,  # 2.4e-3
+    "q4_k_m": 6e-3,  # 2.3e-3
+    "q5_k_m": 6e-3,  # 2.4e-3
+}
