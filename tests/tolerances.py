@@ -70,3 +70,21 @@ NMSE_LLAMACPP_VS_HF_DEQUANTIZED = {
     "q4_k_m": 6e-3,  # 2.3e-3
     "q5_k_m": 6e-3,  # 2.4e-3
 }
+
+# Native CPU kernels (owner: engine helper), tests/test_kernels.py; measured maxima in comments.
+# f32 kernels vs the float64 oracle: at most this factor times the NumPy float32 reference's own
+# error (the flash-attention rule), plus a floor for ops float32 NumPy computes exactly. Measured
+# ratio 2.75 (matmul gemm path, sequential sums over 256-value panels).
+KERNEL_F32_ORACLE_FACTOR = 4.0
+KERNEL_F32_ORACLE_FLOOR = 1e-13
+# Matmul with activations quantized to int8 blocks on the fly (the decode path) vs float64, N(0,1)
+# activations. Measured: Q8_0 4.2e-5, Q4_0 3.2e-5, Q5_0 3.5e-5 (32-value activation blocks);
+# Q4_K 8.3e-5, Q5_K 1.5e-4, Q6_K 6.9e-5 (256-value blocks, as llama.cpp's Q8_K).
+KERNEL_MATMUL_INT8_NMSE = {"Q8_0": 1e-4, "Q4_0": 1e-4, "Q5_0": 1e-4,
+                           "Q4_K": 2e-4, "Q5_K": 3e-4, "Q6_K": 2e-4}
+# The same integer dot products in another float summation order: measured 4.1e-14.
+KERNEL_SCALAR_VS_AVX2_NMSE = 1e-12
+# Chunked SSD scan vs the recurrence, float32: measured 2.6e-14.
+KERNEL_SCAN_CHUNKED_VS_RECURRENT_NMSE = 1e-12
+# Attention over a q8_0 KV cache vs exact float64 K and V: measured 7.1e-5.
+KERNEL_ATTENTION_Q8_CACHE_NMSE = 2e-4
