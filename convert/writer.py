@@ -100,7 +100,7 @@ def write_gguf(plan: Plan, path: Path, progress: bool = False) -> None:
         for t in plan.tensors:
             written = 0
             for chunk in _chunks(plan.checkpoint, t):
-                f.write(chunk.tobytes())
+                f.write(np.ascontiguousarray(chunk).data)
                 written += chunk.nbytes
                 bar.update(chunk.nbytes)
             if written != t.nbytes:

@@ -583,8 +583,17 @@ def test_console_script_exit_code(tmp_path):
 # streaming memory
 
 
-def write_big_checkpoint(d: Path, n_pairs: int, hidden: int, seed: int = 0) -> int:
-    """A random checkpoint written tensor by tensor (never whole in memory); returns its bytes."""
+NANO_9B_V2 = dict(  # SPEC section 1
+    hybrid_override_pattern="M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-",
+    hidden_size=4480, intermediate_size=15680, num_attention_heads=40, num_key_value_heads=8,
+    head_dim=128, mamba_num_heads=128, mamba_head_dim=80, n_groups=8, ssm_state_size=128,
+    conv_kernel=4, chunk_size=128, max_position_embeddings=131072)
+
+
+def write_raw_checkpoint(d: Path, fields: dict, vocab_size: int, *, dtype: str = "F32",
+                         sparse: bool = False, seed: int = 0) -> int:
+    """A checkpoint written straight from the name table, tensor by tensor (never whole in
+    memory); `sparse` leaves the data a hole (headers-only work). Returns the data bytes."""
     from edgenano.convert import tiny
     from edgenano.convert.tensors import (
         CONV_BIAS_ROW,
@@ -594,35 +603,75 @@ def write_big_checkpoint(d: Path, n_pairs: int, hidden: int, seed: int = 0) -> i
         OUTPUT_ROW,
     )
 
-    fields = dict(hybrid_override_pattern="M-" * n_pairs, hidden_size=hidden,
-                  intermediate_size=4 * hidden, num_attention_heads=8, num_key_value_heads=2,
-                  head_dim=hidden // 8, mamba_num_heads=hidden // 32, mamba_head_dim=64,
-                  n_groups=1, ssm_state_size=64, conv_kernel=4, chunk_size=64)
-    raw = tiny.make_config(fields, vocab_size=1024)
+    raw = tiny.make_config(fields, vocab_size=vocab_size) | fields
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps(raw))
-    tiny.save_tokenizer(tiny.build_tokenizer(vocab_size=1024), d)
+    tiny.save_tokenizer(tiny.build_tokenizer(vocab_size=min(vocab_size, 1024)), d)
     c = parse_config(raw)
     names = [("backbone." + r.hf, r.hf_shape(c)) for r in GLOBAL_ROWS]
     names.append((OUTPUT_ROW.hf, OUTPUT_ROW.hf_shape(c)))
     for i, kind in enumerate(c.layer_kinds):
         rows = (NORM_ROW, *LAYER_ROWS[kind], *((CONV_BIAS_ROW,) if kind == "mamba" else ()))
         names += [(f"backbone.layers.{i}.{r.hf}", r.hf_shape(c)) for r in rows]
+    width = {"F32": 4, "BF16": 2}[dtype]
     header, offset = {}, 0
     for name, shape in names:
-        n = 4 * math.prod(shape)
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + n]}
+        n = width * math.prod(shape)
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
     blob = json.dumps(header).encode()
     rng = np.random.default_rng(seed)
     with open(d / "model.safetensors", "wb") as f:
         f.write(len(blob).to_bytes(8, "little") + blob)
+        if sparse:
+            f.truncate(8 + len(blob) + offset)
+            return offset
         for name, shape in names:
             a = rng.standard_normal(shape, dtype=np.float32) * 0.05
-            if name.endswith("A_log"):
-                a = np.abs(a)
-            f.write(a.tobytes())
+            f.write((np.abs(a) if name.endswith("A_log") else a).tobytes())
     return offset
+
+
+def write_big_checkpoint(d: Path, n_pairs: int, hidden: int) -> int:
+    """n_pairs of (Mamba, MLP) layers at `hidden` width, f32, vocabulary 1024."""
+    fields = dict(hybrid_override_pattern="M-" * n_pairs, hidden_size=hidden,
+                  intermediate_size=4 * hidden, num_attention_heads=8, num_key_value_heads=2,
+                  head_dim=hidden // 8, mamba_num_heads=hidden // 32, mamba_head_dim=64,
+                  n_groups=1, ssm_state_size=64, conv_kernel=4, chunk_size=64)
+    return write_raw_checkpoint(d, fields, 1024)
+
+
+def test_nano_9b_v2_shapes_plan(tmp_path):
+    """9B-v2's real shapes (a sparse 17.8 GB bf16 file: headers only): SPEC 3's ggml shapes and
+    llama.cpp's q4_k_m choices, where 4480- and 15680-wide rows force the fallbacks."""
+    src = tmp_path / "nano9b"
+    size = write_raw_checkpoint(src, NANO_9B_V2, 131072, dtype="BF16", sparse=True)
+    assert size == 2 * 8_888_227_328  # 8.89 B parameters
+    plan = plan_conversion(src, "q4_k_m")
+    ne = {t.spec.name: t.spec.ne for t in plan.tensors}
+    assert ne["token_embd.weight"] == ne["output.weight"] == (4480, 131072)
+    assert ne["blk.0.ssm_in.weight"] == (4480, 22656)
+    assert ne["blk.0.ssm_conv1d.weight"] == (4, 12288)
+    assert ne["blk.0.ssm_a"] == ne["blk.0.ssm_d"] == (1, 128)
+    assert ne["blk.0.ssm_norm.weight"] == (1280, 8)
+    assert ne["blk.0.ssm_out.weight"] == (10240, 4480)
+    assert ne["blk.14.attn_q.weight"] == (4480, 5120) and ne["blk.14.attn_k.weight"] == (4480, 1024)
+    assert ne["blk.1.ffn_down.weight"] == (15680, 4480)
+    types = {t.spec.name: t.type for t in plan.tensors}
+    assert types["output.weight"] == T.Q8_0  # 4480 % 256 != 0: llama.cpp's Q8_0, not Q6_K
+    assert types["token_embd.weight"] == types["blk.0.ssm_in.weight"] == T.Q5_0  # Q4_K fallback
+    assert types["blk.0.ssm_out.weight"] == types["blk.14.attn_output.weight"] == T.Q4_K
+    assert [types[f"blk.{i}.attn_v.weight"] for i in (14, 21, 30, 39)] == [T.Q5_0, T.Q5_0,
+                                                                           T.Q8_0, T.Q8_0]
+    mlp = [i for i, k in enumerate(NANO_9B_V2["hybrid_override_pattern"]) if k == "-"]
+    downs = [types[f"blk.{i}.ffn_down.weight"] for i in mlp]
+    assert downs == [T.Q8_0 if use_more_bits(j, 56) else T.Q5_0 for j in range(25)]
+    kv = {k.key: k.value for k in plan.kvs}
+    assert kv["nemotron_h.attention.head_count_kv"].count(8) == 4
+    assert kv["nemotron_h.feed_forward_length"].count(15680) == 25
+    assert (kv["nemotron_h.ssm.inner_size"], kv["nemotron_h.ssm.time_step_rank"]) == (10240, 128)
+    assert len(kv["tokenizer.ggml.tokens"]) == 131072
+    print(f"9B-v2 q4_k_m: {plan.nbytes / 2**30:.2f} GiB of tensor data")
 
 
 def _peak_rss_child(src: Path, out: Path, outtype: str) -> dict:

@@ -25,7 +25,8 @@ NMSE_REFERENCE_VS_HF_BY_TYPE = {
 
 # Converter (owner: converter helper). Peak RSS growth while converting a 365 MB f32 checkpoint,
 # as a fraction of its size: streaming holds one 32 MiB chunk of rows plus quantizer temporaries.
-MAX_CONVERT_RSS_GROWTH_FRACTION = 0.25
+# Measured growth: 29 MB (q8_0), 36 MB (f32), 26 MB (q4_k_m); 25 MiB for a 1.08 GB checkpoint.
+MAX_CONVERT_RSS_GROWTH_FRACTION = 0.2
 
 # Quantizers (owner: quantizer helper). Q8_0/Q4_0/Q5_0/F16/BF16 are bit-exact with gguf.quants
 # (no tolerance). K-quants: weight RMSE ours / llama.cpp's quantize (llama-cpp-python 0.3.36, no
