@@ -136,6 +136,8 @@ def convert_checkpoint(hf_dir: str | Path, out_path: str | Path, outtype: str = 
                        dry_run: bool = False) -> Path:
     """Convert a HF Nemotron-H checkpoint to a GGUF llama.cpp loads as nemotron_h."""
     out_path = Path(out_path)
+    if not Path(hf_dir).is_dir():
+        raise ConversionError(f"{hf_dir} is not a directory")
     if not dry_run:
         _check_output(out_path, force)
     plan = plan_conversion(hf_dir, outtype)
