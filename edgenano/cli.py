@@ -11,7 +11,7 @@ from . import __version__
 def _cmd_convert(argv: list[str]) -> int:
     from .convert.cli import main
 
-    return main(argv)
+    return main(argv, prog="edgenano convert")
 
 
 def _cmd_eval(argv: list[str]) -> int:
