@@ -12,12 +12,7 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
-# The split regex of Mistral's tekken vocabulary, as written in its tokenizer.json.
-TEKKEN_REGEX = (
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
-    r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+from ..tokenizer import TEKKEN_REGEX
 
 # ids 0..15 are control tokens as in 9B-v2: <unk>, <s>, </s>, then <SPECIAL_n>.
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"] + [f"<SPECIAL_{i}>" for i in range(3, 16)]

@@ -13,20 +13,14 @@ from pathlib import Path
 
 from gguf import GGUFValueType, TokenType
 
+from ..tokenizer import PRE_TOKENIZERS as _RUNTIME_PRE_TOKENIZERS
 from .errors import ConversionError
 
 V = GGUFValueType
 
-# Split regex (exactly as tokenizer.json writes it) -> llama.cpp's pre-tokenizer name. Verified:
-# llama.cpp's llama-vocab.cpp quotes this regex as "original regex from tokenizer.json" for
-# LLAMA_VOCAB_PRE_TYPE_TEKKEN and sets ignore_merges for it, as Mistral's tokenizer.json does.
-PRE_TOKENIZERS = {
-    (
-        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
-        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
-        r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-    ): "tekken",
-}
+# Split regex (exactly as tokenizer.json writes it) -> llama.cpp's pre-tokenizer name; the one
+# table of verified pre-tokenizers lives beside the runtime tokenizer that reads them back.
+PRE_TOKENIZERS = {(regex,): name for name, (regex, _) in _RUNTIME_PRE_TOKENIZERS.items()}
 
 # tokenizer_config.json key -> GGUF special-id key
 SPECIAL_KEYS = {

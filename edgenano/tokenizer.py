@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+# The split regex of Mistral's tekken vocabulary (9B-v2's), exactly as its tokenizer.json writes
+# it; llama.cpp's llama-vocab.cpp quotes the same regex for LLAMA_VOCAB_PRE_TYPE_TEKKEN.
+TEKKEN_REGEX = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
+    r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
 # llama.cpp pre-tokenizer name -> (split regex, ignore_merges). Only names we have verified
-# against llama.cpp's tokenization are listed; anything else is refused.
+# against llama.cpp's tokenization are listed; anything else is refused (here and by the
+# converter, which maps a tokenizer.json's regex back to the name).
 PRE_TOKENIZERS: dict[str, tuple[str, bool]] = {
-    "tekken": (
-        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
-        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
-        r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-        True,
-    ),
+    "tekken": (TEKKEN_REGEX, True),
 }
 
 TOKEN_TYPE_NORMAL, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 1, 3, 4
