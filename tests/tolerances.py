@@ -90,10 +90,23 @@ KERNEL_SCAN_CHUNKED_VS_RECURRENT_NMSE = 1e-12
 # Attention over a q8_0 KV cache vs exact float64 K and V: measured 7.1e-5.
 KERNEL_ATTENTION_Q8_CACHE_NMSE = 2e-4
 
-# Native engine end to end (owner: engine helper), tests/test_engine.py; measured maxima in comments.
-ENGINE_PREFILL_VS_REFERENCE_NMSE = 1.0
-ENGINE_DECODE_VS_REFERENCE_NMSE = {t: 1.0 for t in ("f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q5_k", "q6_k", "q4_k_m")}
-ENGINE_KV_CACHE_VS_REFERENCE_NMSE = {"f16": 1.0, "q8_0": 1.0}
-ENGINE_SPLIT_VS_WHOLE_NMSE = 1.0
-ENGINE_SCALAR_VS_AVX2_NMSE = 1.0
-ENGINE_VS_LLAMACPP_NMSE = {t: 1.0 for t in ("f32", "q8_0", "q4_0", "q4_k", "q6_k")}
+# Native engine end to end (owner: engine helper), tests/test_engine.py; measured maxima in
+# comments. The reference is float64 on the same GGUF. Prefill keeps activations in f32 (any weight
+# type), so with an f32 KV cache it matches to rounding: measured 1.2e-12.
+ENGINE_PREFILL_VS_REFERENCE_NMSE = 1e-11
+# Decode quantizes activations to int8 blocks for quantized weights, as llama.cpp does everywhere
+# (its figures on the same files: q8_0 5.0e-4, q4_0 4.5e-4, q4_k 1.3e-3, q6_k 1.4e-3).
+ENGINE_DECODE_VS_REFERENCE_NMSE = {
+    "f32": 1e-11, "f16": 1e-11, "bf16": 1e-11,  # 2.1e-13
+    "q8_0": 1e-3, "q4_0": 1e-3, "q5_0": 1e-3,  # 4.4e-4, 4.2e-4, 4.3e-4
+    "q4_k": 3e-3, "q5_k": 3e-3, "q6_k": 3e-3, "q4_k_m": 3e-3,  # 1.2e-3, 1.3e-3, 1.4e-3, 1.2e-3
+}
+# KV cache stored f16 / q8_0 instead of f32 (f32 weights): measured 1.7e-7 / 1.3e-4 (attn_first).
+ENGINE_KV_CACHE_VS_REFERENCE_NMSE = {"f16": 5e-7, "q8_0": 4e-4}
+# Prefill then decode, or n_batch chunks, vs all at once (f32 weights and KV): measured 8.1e-13.
+ENGINE_SPLIT_VS_WHOLE_NMSE = 1e-11
+# Forced scalar kernels vs AVX2, whole model: measured 3.3e-11.
+ENGINE_SCALAR_VS_AVX2_NMSE = 1e-10
+# Ours vs llama.cpp on the same file (both f16 KV); the difference is llama.cpp's activation
+# quantization: measured f32 5.1e-9, q8_0 4.9e-4, q4_0 4.5e-4, q4_k 1.4e-3, q6_k 1.4e-3.
+ENGINE_VS_LLAMACPP_NMSE = {"f32": 2e-8, "q8_0": 1.5e-3, "q4_0": 1.5e-3, "q4_k": 4e-3, "q6_k": 4e-3}

@@ -152,8 +152,8 @@ void attention(const AttnParams &p, ThreadPool &pool, Workspace &) {
 
 void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type, uint8_t *dst) {
   const size_t rb = row_bytes(kv_type, width);
-  if (rb == 0 || (kv_type != T_F16 && kv_type != T_Q8_0))
-    throw std::invalid_argument("kv_store: cache type must be F16 or Q8_0 with whole blocks");
+  if (rb == 0 || (kv_type != T_F32 && kv_type != T_F16 && kv_type != T_Q8_0))
+    throw std::invalid_argument("kv_store: cache type must be F32, F16 or Q8_0 (whole blocks)");
   for (int t = 0; t < T; ++t) nn().kv_row(src + t * lds, width, kv_type, dst + size_t(t) * rb);
 }
 

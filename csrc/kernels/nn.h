@@ -1,6 +1,6 @@
 // The non-matmul kernels of nemotron_h: RMSNorm, grouped gated RMSNorm, causal depthwise conv,
 // the Mamba-2 selective scan (one-step recurrence and chunked SSD), GQA attention over an f16 or
-// q8_0 KV cache, relu^2 and softplus. Each splits its work over the pool itself.
+// q8_0 KV cache (or f32, for exact comparisons), relu^2 and softplus. Each splits its work over the pool itself.
 #pragma once
 #include <cstdint>
 
@@ -66,7 +66,7 @@ struct AttnParams {
   int64_t ldq = 0;
   const uint8_t *k = nullptr, *v = nullptr;  // cache rows of n_head_kv*head_dim values
   size_t kv_row_bytes = 0;
-  int kv_type = T_F16;       // T_F16 or T_Q8_0
+  int kv_type = T_F16;       // T_F16, T_Q8_0 or T_F32
   float scale = 1.f;
   float *out = nullptr;      // out[t*ldo + h*head_dim + i]
   int64_t ldo = 0;

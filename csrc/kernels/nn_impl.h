@@ -169,7 +169,9 @@ struct NnImpl {
   }
 
   static void kv_to_f32(const uint8_t *row, int type, int64_t off, int64_t n, float *out) {
-    if (type == T_F16) {
+    if (type == T_F32) {
+      std::memcpy(out, reinterpret_cast<const float *>(row) + off, size_t(n) * sizeof(float));
+    } else if (type == T_F16) {
       V::f16_to_f32(reinterpret_cast<const uint16_t *>(row) + off, out, n);
     } else {  // Q8_0: off and n are multiples of 32
       auto *b = reinterpret_cast<const BlockQ8_0 *>(row) + off / QK;
@@ -225,6 +227,10 @@ struct NnImpl {
   }
 
   static void kv_row(const float *x, int64_t n, int type, uint8_t *dst) {
+    if (type == T_F32) {
+      std::memcpy(dst, x, size_t(n) * sizeof(float));
+      return;
+    }
     if (type == T_F16) {
       V::f32_to_f16(x, reinterpret_cast<uint16_t *>(dst), n);
       return;

@@ -1,5 +1,7 @@
 // A persistent thread pool: workers spin briefly between jobs, then park on a condition variable.
-// parallel_for hands out items one by one (an atomic counter), the calling thread works too.
+// parallel_for hands out items one by one and the calling thread works too. A job ends when all
+// of its items are done, not when every worker has shown up: on a busy machine a worker that is
+// not scheduled in time simply misses the job, and the others (the caller at least) do its share.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -30,20 +32,22 @@ class ThreadPool {
  private:
   using Call = void (*)(void *, int64_t, int);
   void run(int64_t n, Call call, void *ctx);
+  void run_job(int64_t n, Call call, void *ctx);
+  bool claim_and_run(uint64_t job, int tid);
   void worker(int tid);
-  void work(int tid);
 
   int n_threads_;
   std::vector<std::thread> threads_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int64_t> next_{0};
-  std::atomic<int> pending_{0};
+  // The job word: generation (32 bits) | item count (16) | next item (16). Claiming an item is a
+  // CAS on the whole word, so a worker can never take an item of a job other than the one it saw.
+  std::atomic<uint64_t> job_{0};
+  std::atomic<int64_t> done_{0};
+  std::atomic<int> sleeping_{0};
   std::atomic<bool> stop_{false};
   Call call_ = nullptr;
   void *ctx_ = nullptr;
-  int64_t n_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
 };
 
 }  // namespace edgenano::kern

@@ -4,6 +4,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
@@ -153,8 +154,8 @@ std::pair<F32, F32> ssm_scan(In<float, 3> state, In<float, 3> x, In<float, 2> dt
 
 nb::ndarray<nb::numpy, uint8_t> kv_store(In<float, 2> x, int kv_type) {
   const size_t rb = kern::row_bytes(kv_type, int64_t(x.shape(1)));
-  need(rb != 0 && (kv_type == kern::T_F16 || kv_type == kern::T_Q8_0),
-       "kv_store: kv_type must be F16 or Q8_0 (whole blocks)");
+  need(rb != 0 && (kv_type == kern::T_F32 || kv_type == kern::T_F16 || kv_type == kern::T_Q8_0),
+       "kv_store: kv_type must be F32, F16 or Q8_0 (whole blocks)");
   auto out = new_array<uint8_t>({x.shape(0), rb});
   kern::kv_store(x.data(), int64_t(x.shape(1)), int(x.shape(0)), int64_t(x.shape(1)), kv_type,
                  out.data());
@@ -202,6 +203,22 @@ void bind_kernel_ops(nb::module_ &parent) {
   m.def("kv_store", &kv_store, nb::arg("x"), nb::arg("kv_type"), "rows -> KV cache rows");
   m.def("attention", &attention, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("n_past"),
         nb::arg("n_head_kv"), nb::arg("kv_type"));
+  m.def(
+      "pool_probe",
+      [](int64_t items, int64_t work, int n_threads, int reps) {
+        auto &tp = pool(n_threads);
+        std::vector<double> sink(size_t(items), 0.0);
+        nb::gil_scoped_release nogil;
+        for (int r = 0; r < reps; ++r)
+          tp.parallel_for(items, [&](int64_t i, int) {
+            double a = 1.0;
+            for (int64_t k = 0; k < work; ++k) a = a * 1.0000001 + 1e-9;
+            sink[size_t(i)] += a;
+          });
+        return sink[0];
+      },
+      nb::arg("items"), nb::arg("work"), nb::arg("n_threads"), nb::arg("reps"),
+      "Thread-pool probe: reps jobs of `items` items of `work` dependent multiply-adds each.");
   m.def(
       "read_bandwidth",
       [](size_t bytes, int n_threads, int reps) {

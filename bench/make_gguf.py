@@ -1,0 +1,192 @@
+"""Random-weight nemotron_h GGUFs with the Nemotron-Nano-9B-v2 layer pattern, written straight in
+the target type (random quantized blocks, no float copy of the weights), for benchmarks.
+
+    python bench/make_gguf.py 9b-v2/4 q8_0 /tmp/scaled.gguf   # every width / 4, ~0.59 GB
+    python bench/make_gguf.py 9b-v2 q4_0 /tmp/full.gguf       # full shapes, ~5.0 GB
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+
+PATTERN_9B_V2 = "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-"
+
+
+@dataclass(frozen=True)
+class Shape:
+    n_embd: int
+    n_ff: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    ssm_n_head: int
+    ssm_head_dim: int
+    ssm_n_group: int
+    ssm_d_state: int
+    n_vocab: int
+    ssm_d_conv: int = 4
+    pattern: str = PATTERN_9B_V2
+
+    @property
+    def d_inner(self) -> int:
+        return self.ssm_n_head * self.ssm_head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        return self.d_inner + 2 * self.ssm_n_group * self.ssm_d_state
+
+
+# "/4": every width divided by 4 (head, group and vocabulary counts; head widths and N kept),
+# the MLP width rounded up to whole 32-value blocks (15680 / 4 = 3920 is not).
+SHAPES = {
+    "9b-v2": Shape(4480, 15680, 40, 8, 128, 128, 80, 8, 128, 131072),
+    "9b-v2/4": Shape(1120, 3936, 10, 2, 128, 32, 80, 2, 128, 32768),
+}
+MATRICES = ("token_embd.weight", "output.weight", "ssm_in.weight", "ssm_out.weight",
+            "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+            "ffn_up.weight", "ffn_down.weight")
+# Byte offsets of the f16 scales inside each block, per type.
+SCALE_OFFSETS = {QT.Q8_0: [0], QT.Q4_0: [0], QT.Q5_0: [0], QT.Q4_K: [0, 2], QT.Q5_K: [0, 2],
+                 QT.Q6_K: [208]}
+# A typical code magnitude per type: scales are chosen so a row keeps activations near unit size.
+CODE_STD = {QT.Q8_0: 73.0, QT.Q4_0: 4.6, QT.Q5_0: 9.2, QT.Q4_K: 4.6 * 32, QT.Q5_K: 9.2 * 32,
+            QT.Q6_K: 18.0 * 64}
+
+
+def random_matrix(rng, qtype, n_in: int, n_out: int) -> np.ndarray:
+    """Raw GGUF rows (n_out, bytes per row) of random codes with sane scales."""
+    if qtype in (QT.F32, QT.F16):
+        w = (rng.standard_normal((n_out, n_in), dtype=np.float32) / np.sqrt(n_in))
+        return w.astype(np.float16 if qtype == QT.F16 else np.float32).view(np.uint8)
+    bs, bb = gguf.GGML_QUANT_SIZES[qtype]
+    nb = n_in // bs
+    data = np.frombuffer(rng.bytes(n_out * nb * bb), np.uint8).reshape(n_out, nb, bb).copy()
+    d = np.float16(1.0 / (CODE_STD[qtype] * np.sqrt(n_in)))
+    for off in SCALE_OFFSETS[qtype]:
+        data[:, :, off:off + 2] = np.frombuffer(d.tobytes(), np.uint8)
+    return data.reshape(n_out, nb * bb)
+
+
+def tensors(s: Shape, qtype, rng):
+    """(name, ggml shape ne, array) in file order; arrays made lazily (one in memory at a time)."""
+    E, V = s.n_embd, s.n_vocab
+    f32 = lambda *ne: lambda: np.ones(ne[::-1], np.float32)  # noqa: E731
+    mat = lambda n_in, n_out: lambda: random_matrix(rng, qtype, n_in, n_out)  # noqa: E731
+    yield "token_embd.weight", (E, V), mat(E, V)
+    for i, kind in enumerate(s.pattern):
+        p = f"blk.{i}."
+        yield p + "attn_norm.weight", (E,), f32(E)
+        if kind == "M":
+            H, D, C = s.ssm_n_head, s.d_inner, s.conv_dim
+            yield p + "ssm_in.weight", (E, D + C + H), mat(E, D + C + H)
+            yield p + "ssm_conv1d.weight", (s.ssm_d_conv, C), lambda C=C: (
+                rng.standard_normal((C, s.ssm_d_conv), dtype=np.float32) * 0.3)
+            yield p + "ssm_conv1d.bias", (C,), lambda C=C: np.zeros(C, np.float32)
+            yield p + "ssm_dt.bias", (H,), lambda H=H: rng.uniform(-3, -1, H).astype(np.float32)
+            yield p + "ssm_a", (1, H), lambda H=H: -rng.uniform(1, 16, (H, 1)).astype(np.float32)
+            yield p + "ssm_d", (1, H), lambda H=H: np.ones((H, 1), np.float32)
+            G = s.ssm_n_group
+            yield p + "ssm_norm.weight", (D // G, G), f32(D // G, G)
+            yield p + "ssm_out.weight", (D, E), mat(D, E)
+        elif kind == "*":
+            q, kv = s.n_head * s.head_dim, s.n_head_kv * s.head_dim
+            yield p + "attn_q.weight", (E, q), mat(E, q)
+            yield p + "attn_k.weight", (E, kv), mat(E, kv)
+            yield p + "attn_v.weight", (E, kv), mat(E, kv)
+            yield p + "attn_output.weight", (q, E), mat(q, E)
+        else:
+            yield p + "ffn_up.weight", (E, s.n_ff), mat(E, s.n_ff)
+            yield p + "ffn_down.weight", (s.n_ff, E), mat(s.n_ff, E)
+    yield "output_norm.weight", (E,), f32(E)
+    yield "output.weight", (E, V), mat(E, V)
+
+
+def add_metadata(w: gguf.GGUFWriter, s: Shape, qtype) -> None:
+    a, n = "nemotron_h.", len(s.pattern)
+    w.add_uint32(a + "block_count", n)
+    w.add_uint32(a + "context_length", 131072)
+    w.add_uint32(a + "embedding_length", s.n_embd)
+    w.add_array(a + "feed_forward_length", [s.n_ff if k == "-" else 0 for k in s.pattern])
+    w.add_uint32(a + "attention.head_count", s.n_head)
+    w.add_array(a + "attention.head_count_kv", [s.n_head_kv if k == "*" else 0 for k in s.pattern])
+    w.add_uint32(a + "attention.key_length", s.head_dim)
+    w.add_uint32(a + "attention.value_length", s.head_dim)
+    w.add_float32(a + "attention.layer_norm_epsilon", 1e-5)
+    w.add_float32(a + "attention.layer_norm_rms_epsilon", 1e-5)
+    w.add_uint32(a + "ssm.conv_kernel", s.ssm_d_conv)
+    w.add_uint32(a + "ssm.state_size", s.ssm_d_state)
+    w.add_uint32(a + "ssm.group_count", s.ssm_n_group)
+    w.add_uint32(a + "ssm.inner_size", s.d_inner)
+    w.add_uint32(a + "ssm.time_step_rank", s.ssm_n_head)
+    w.add_uint32(a + "vocab_size", s.n_vocab)
+    ftype = {QT.F32: 0, QT.F16: 1, QT.Q4_0: 2, QT.Q8_0: 7, QT.Q5_0: 8, QT.Q4_K: 14, QT.Q5_K: 16,
+             QT.Q6_K: 18}[qtype]
+    w.add_uint32("general.file_type", ftype)
+    w.add_uint32("general.quantization_version", 2)
+    add_vocab(w, s.n_vocab)
+
+
+def add_vocab(w: gguf.GGUFWriter, n_vocab: int) -> None:
+    """A placeholder vocabulary llama.cpp accepts: 16 control tokens, 256 byte tokens, fillers."""
+    specials = ["<unk>", "<s>", "</s>"] + [f"<SPECIAL_{i}>" for i in range(3, 16)]
+    byte_chars = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(161, 173)] + \
+        [chr(c) for c in range(174, 256)]
+    byte_chars += [chr(256 + i) for i in range(256 - len(byte_chars))]
+    fillers = [f"tok{i}" for i in range(n_vocab - len(specials) - 256)]
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("tekken")
+    w.add_token_list(specials + byte_chars + fillers)
+    w.add_token_types([3] * len(specials) + [1] * (n_vocab - len(specials)))
+    w.add_token_merges([f"{byte_chars[0]} {byte_chars[1]}"])  # llama.cpp needs the key
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(12)
+    w.add_add_bos_token(False)
+
+
+def write(shape: str, outtype: str, path: str | Path, seed: int = 0, verbose: bool = True) -> Path:
+    s, qtype = SHAPES[shape], QT[outtype.upper()]
+    rng = np.random.default_rng(seed)
+    path = Path(path)
+    w = gguf.GGUFWriter(path, "nemotron_h")
+    add_metadata(w, s, qtype)
+    items = list(tensors(s, qtype, rng))
+    for name, ne, _ in items:
+        tq = qtype if name.endswith(MATRICES) else QT.F32
+        nb = gguf.quants.quant_shape_to_byte_shape(ne[::-1], tq) if tq != QT.F32 else None
+        nbytes = int(np.prod(nb)) if nb is not None else int(np.prod(ne)) * 4
+        if tq == QT.F32:
+            w.add_tensor_info(name, ne[::-1], np.dtype(np.float32), nbytes)
+        else:
+            w.add_tensor_info(name, nb, np.dtype(np.uint8), nbytes, raw_dtype=tq)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    t0 = time.time()
+    for _, _, make in items:
+        w.write_tensor_data(np.ascontiguousarray(make()))
+    w.close()
+    if verbose:
+        print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.time() - t0:.0f} s")
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("shape", choices=sorted(SHAPES))
+    ap.add_argument("outtype", choices=["f32", "f16", "q8_0", "q4_0", "q5_0", "q4_k", "q5_k",
+                                        "q6_k"])
+    ap.add_argument("out")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    write(a.shape, a.outtype, a.out, a.seed)
+
+
+if __name__ == "__main__":
+    main()

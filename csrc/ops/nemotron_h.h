@@ -1,0 +1,123 @@
+// nemotron_h (Nemotron-H hybrid Mamba-2 / attention / MLP) on the native engine: config, weights
+// (pointers into a read-only mmap of the GGUF, no copy), per-sequence state, and the forward.
+// The layer kind is data (per-layer arrays from the file), as in llama.cpp's nemotron_h.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+
+namespace edgenano {
+
+enum class LayerKind : int { Mamba = 0, Attention = 1, Mlp = 2 };
+
+struct Config {
+  int n_vocab = 0, n_embd = 0, n_layer = 0;
+  std::vector<LayerKind> kind;  // (n_layer)
+  std::vector<int> n_ff;        // (n_layer) MLP width at MLP layers
+  std::vector<int> n_head_kv;   // (n_layer) KV heads at attention layers
+  int n_head = 0, head_dim = 0;
+  int ssm_d_conv = 0, ssm_d_state = 0, ssm_n_group = 0, ssm_d_inner = 0, ssm_n_head = 0;
+  float eps = 1e-5f;
+
+  int ssm_head_dim() const { return ssm_d_inner / ssm_n_head; }                     // P
+  int ssm_conv_dim() const { return ssm_d_inner + 2 * ssm_n_group * ssm_d_state; }  // C
+  int ssm_in_dim() const { return ssm_d_inner + ssm_conv_dim() + ssm_n_head; }      // 2D+2GN+H
+};
+
+// One tensor of the file as the Python loader described it.
+struct TensorInfo {
+  std::string name;
+  int type = 0;
+  std::vector<int64_t> ne;  // ggml order, ne0 first
+  uint64_t offset = 0;      // absolute byte offset in the file
+  uint64_t nbytes = 0;
+};
+
+struct Layer {
+  LayerKind kind = LayerKind::Mamba;
+  const float *attn_norm = nullptr;  // (E) pre-norm of every layer
+  // Mamba-2
+  kern::Weight ssm_in;                  // E -> 2D+2GN+H: z | xBC | dt
+  const float *conv_w = nullptr;        // (C, K), w[c, K-1] multiplies the current token
+  const float *conv_b = nullptr;        // (C)
+  const float *dt_bias = nullptr;       // (H)
+  const float *A = nullptr;             // (H) = -exp(A_log), as stored
+  const float *D = nullptr;             // (H)
+  const float *ssm_norm = nullptr;      // (D) grouped RMSNorm weight
+  kern::Weight ssm_out;                 // D -> E
+  // attention (no positional encoding)
+  kern::Weight wq, wk, wv, wo;          // E -> Hq*d, E -> Hkv*d (x2), Hq*d -> E
+  int n_head_kv = 0;
+  size_t kv_row_bytes = 0;              // one cached K (or V) row: Hkv*d values
+  // MLP (relu^2)
+  kern::Weight up, down;                // E -> F, F -> E
+};
+
+// What a sequence carries: conv + SSM state per Mamba layer, KV rows per attention layer.
+struct State {
+  const void *owner = nullptr;            // the Model that made it
+  int n_past = 0;
+  int kv_capacity = 0;                    // rows allocated in each k/v buffer
+  std::vector<std::vector<float>> conv;   // [layer] (K-1, C)
+  std::vector<std::vector<float>> ssm;    // [layer] (H, P, N)
+  std::vector<std::vector<uint8_t>> k, v; // [layer] (kv_capacity, kv row bytes)
+  std::vector<int32_t> tokens;            // every token fed, for diagnostics and resumption
+};
+
+class Model {
+ public:
+  // Maps `path`, checks every tensor against the config and the file, builds the layer table.
+  Model(const std::string &path, Config cfg, const std::vector<TensorInfo> &tensors, int n_ctx,
+        int n_threads, int n_batch, int kv_type);
+  ~Model();
+  Model(const Model &) = delete;
+  Model &operator=(const Model &) = delete;
+
+  const Config &config() const { return cfg_; }
+  int n_ctx() const { return n_ctx_; }
+  int n_batch() const { return n_batch_; }
+  int kv_type() const { return kv_type_; }
+  int n_threads() const { return backend_->n_threads(); }
+  size_t file_bytes() const { return map_bytes_; }
+
+  std::unique_ptr<State> new_state() const;
+  std::unique_ptr<State> copy_state(const State &s) const;
+
+  // Feeds ids (prefill in n_batch chunks) and writes logits: of the last token (n_vocab floats)
+  // or, when all_logits, of every token (n_ids x n_vocab).
+  void eval(State &s, const int32_t *ids, int n_ids, float *logits, bool all_logits);
+
+ private:
+  void map_file(const std::string &path);
+  const uint8_t *tensor_data(const TensorInfo &t, const std::vector<int64_t> &ne) const;
+  kern::Weight weight(const TensorInfo &t, int64_t n_in, int64_t n_out) const;
+  const float *vector(const TensorInfo &t, int64_t n);
+  void build(const std::vector<TensorInfo> &tensors);
+  void reserve_kv(State &s, int rows) const;
+  void ensure_scratch(int T);
+  void forward(State &s, const int32_t *ids, int T, float *logits, bool all_logits);
+  void mamba(const Layer &l, State &s, int il, int T);
+  void attention(const Layer &l, State &s, int il, int T);
+  void mlp(const Layer &l, int T);
+
+  Config cfg_;
+  int n_ctx_, n_batch_, kv_type_;
+  const uint8_t *map_ = nullptr;
+  size_t map_bytes_ = 0;
+  std::vector<std::vector<float>> owned_;  // small tensors not stored as F32, converted once
+  kern::Weight tok_embd_, output_;
+  const float *output_norm_ = nullptr;
+  std::vector<Layer> layers_;
+  std::unique_ptr<kern::Backend> backend_;
+  std::mutex mu_;  // one forward at a time: the scratch below is shared
+  int scratch_T_ = 0;
+  // Scratch, row-major (T rows): x residual (E), xn normed (E), big (widest projection),
+  // conv out (C), dt (H), y scan/attention out (max(D, Hq*d)), yn gated-norm out (D).
+  std::vector<float> x_, xn_, big_, conv_, dt_, y_, yn_;
+};
+
+}  // namespace edgenano

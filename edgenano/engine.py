@@ -1,0 +1,172 @@
+"""The native C++ engine (`edgenano._C`) behind the backend interface, and `Model`: a GGUF run by
+the native engine or the NumPy reference with one surface (new_state, eval, logits, state.copy).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType as QT
+
+from .gguf_model import GGUFError, GGUFModel, load_gguf
+
+KV_TYPES = {"f16": QT.F16, "q8_0": QT.Q8_0, "f32": QT.F32}  # f32: exact comparisons
+CONFIG_KEYS = ("n_vocab", "n_embd", "n_layer", "layer_kinds", "n_ff", "n_head", "n_head_kv",
+               "head_dim", "ssm_d_conv", "ssm_d_state", "ssm_n_group", "ssm_d_inner",
+               "ssm_n_head", "eps")
+
+
+class ContextOverflow(ValueError):
+    """More tokens than the context the model was opened with."""
+
+
+def default_threads() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_context(n_past: int, n_new: int, n_ctx: int) -> None:
+    if n_new < 1:
+        raise ValueError("no tokens to evaluate")
+    if n_past + n_new > n_ctx:
+        raise ContextOverflow(
+            f"context full: {n_past} tokens + {n_new} new > n_ctx={n_ctx}; open the model with a "
+            "larger n_ctx or start a new state")
+
+
+def as_ids(ids) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError("token ids must be a 1-D sequence of integers")
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+class NativeState:
+    """A sequence on the native engine: conv + SSM state per Mamba layer, KV per attention layer."""
+
+    def __init__(self, backend: NativeBackend, impl):
+        self.backend, self.impl = backend, impl
+
+    @property
+    def n_past(self) -> int:
+        return self.impl.n_past
+
+    @property
+    def nbytes(self) -> int:
+        return self.impl.nbytes
+
+    def copy(self) -> NativeState:
+        """An independent snapshot: continuing both gives identical results."""
+        return NativeState(self.backend, self.backend.impl.copy_state(self.impl))
+
+
+class NativeBackend:
+    """nemotron_h on edgenano's C++ engine: weights mmapped from the GGUF, never copied."""
+
+    name = "native"
+
+    def __init__(self, gguf_model: GGUFModel, path: str | Path | None = None, *,
+                 n_ctx: int = 8192, n_threads: int | None = None, n_batch: int = 512,
+                 kv_type: str = "f16"):
+        from . import _C
+
+        if kv_type not in KV_TYPES:
+            raise ValueError(f"kv_type must be one of {sorted(KV_TYPES)}, not {kv_type!r}")
+        self.gguf, self.path = gguf_model, str(path or gguf_model.path)
+        self.n_ctx, self.n_vocab = n_ctx, gguf_model.config.n_vocab
+        cfg = {k: v for k, v in asdict(gguf_model.config).items() if k in CONFIG_KEYS}
+        tensors = [(t.name, int(t.type), list(t.ne), int(t.offset), int(t.nbytes))
+                   for t in gguf_model.tensors.values()]
+        try:
+            self.impl = _C.Model(self.path, cfg, tensors, n_ctx, n_threads or default_threads(),
+                                 n_batch, int(KV_TYPES[kv_type]))
+        except ValueError as e:
+            raise GGUFError(f"{self.path}: {e}") from None
+
+    def new_state(self) -> NativeState:
+        return NativeState(self, self.impl.new_state())
+
+    def eval(self, state: NativeState, ids) -> np.ndarray:
+        """Feed ids (prefill in n_batch chunks); the last token's logits (n_vocab,) float32."""
+        ids = as_ids(ids)
+        check_context(state.n_past, ids.size, self.n_ctx)
+        if state.backend is not self:
+            raise ValueError("this state was made by another model")
+        return self.impl.eval(state.impl, ids, False)
+
+    def logits(self, ids) -> np.ndarray:
+        """Logits (T, n_vocab) of every position of ids, from an empty state."""
+        ids = as_ids(ids)
+        check_context(0, ids.size, self.n_ctx)
+        return self.impl.eval(self.impl.new_state(), ids, True)
+
+
+class ReferenceBackend:
+    """The NumPy reference (edgenano.reference) on the same surface: slow, exact, portable."""
+
+    name = "reference"
+
+    def __init__(self, gguf_model: GGUFModel, *, n_ctx: int = 8192, dtype=np.float32):
+        from .reference import ReferenceModel
+
+        self.impl = ReferenceModel(gguf_model, dtype=dtype)
+        self.n_ctx, self.n_vocab = n_ctx, gguf_model.config.n_vocab
+
+    def new_state(self):
+        return self.impl.new_state()
+
+    def eval(self, state, ids) -> np.ndarray:
+        ids = as_ids(ids)
+        check_context(state.n_past, ids.size, self.n_ctx)
+        return np.asarray(self.impl.eval(state, ids), dtype=np.float32)
+
+    def logits(self, ids) -> np.ndarray:
+        ids = as_ids(ids)
+        check_context(0, ids.size, self.n_ctx)
+        return np.asarray(self.impl.logits(ids), dtype=np.float32)
+
+
+class Model:
+    """A nemotron_h GGUF on the native engine ("native") or the NumPy reference ("reference").
+
+    >>> m = Model("model.gguf", n_threads=2, n_ctx=8192)
+    >>> s = m.new_state(); last = m.eval(s, ids); s2 = s.copy(); all_ = m.logits(ids)
+    """
+
+    def __init__(self, path: str | Path, backend: str = "native", n_threads: int | None = None,
+                 n_ctx: int = 8192, *, n_batch: int = 512, kv_type: str = "f16"):
+        self.path = str(path)
+        self.gguf = load_gguf(self.path)
+        self.config = self.gguf.config
+        self.n_ctx = n_ctx
+        if backend == "native":
+            self.backend = NativeBackend(self.gguf, self.path, n_ctx=n_ctx, n_threads=n_threads,
+                                         n_batch=n_batch, kv_type=kv_type)
+        elif backend == "reference":
+            self.backend = ReferenceBackend(self.gguf, n_ctx=n_ctx)
+        else:
+            raise ValueError(f"backend must be 'native' or 'reference', not {backend!r}")
+
+    @property
+    def n_vocab(self) -> int:
+        return self.config.n_vocab
+
+    def new_state(self):
+        """An empty sequence."""
+        return self.backend.new_state()
+
+    def eval(self, state, ids) -> np.ndarray:
+        """Feed ids into state; the last token's logits, float32 (n_vocab,)."""
+        return self.backend.eval(state, ids)
+
+    def logits(self, ids) -> np.ndarray:
+        """Logits of every position, float32 (T, n_vocab), from an empty state."""
+        return self.backend.logits(ids)

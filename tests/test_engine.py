@@ -1,0 +1,261 @@
+"""The native engine end to end (edgenano.engine): logits against the NumPy reference per weight
+type and KV-cache type, prefill/decode splits, snapshots, threads, the scalar path, bad input and
+bad files, and llama.cpp on the same GGUF."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edgenano.engine import ContextOverflow, Model, NativeBackend, ReferenceBackend
+from edgenano.gguf_model import GGUFError, load_gguf
+
+from .conftest import nmse
+from .tolerances import (
+    ENGINE_DECODE_VS_REFERENCE_NMSE,
+    ENGINE_KV_CACHE_VS_REFERENCE_NMSE,
+    ENGINE_PREFILL_VS_REFERENCE_NMSE,
+    ENGINE_SCALAR_VS_AVX2_NMSE,
+    ENGINE_SPLIT_VS_WHOLE_NMSE,
+    ENGINE_VS_LLAMACPP_NMSE,
+)
+
+_C = pytest.importorskip("edgenano._C")
+
+# "kwide": rows of 256 so the K-quants are K-quants (no Q5_0/Q8_0 fallbacks).
+CONFIGS = {
+    "mix": ("mix", {}),
+    "attn_first": ("attn_first", {}),
+    "groups4": ("groups4", {}),
+    "kwide": ("mix", dict(hybrid_override_pattern="M-*-M-", hidden_size=256,
+                          intermediate_size=512, num_attention_heads=4, num_key_value_heads=2,
+                          head_dim=64, mamba_num_heads=8, mamba_head_dim=32, n_groups=2,
+                          ssm_state_size=16)),
+}
+TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q5_k", "q6_k", "q4_k_m"]
+# Longer than the chunked-scan threshold (32) and every tiny chunk_size; not a multiple of them.
+PROMPT = np.random.default_rng(0).integers(16, 512, size=45).tolist()
+SPLIT = 30  # prefill PROMPT[:SPLIT], then decode the rest one token at a time
+
+
+@pytest.fixture(scope="module")
+def gguf_file(tiny_checkpoint, tmp_path_factory):
+    """gguf_file(config, outtype) -> path, converted once per module."""
+    from edgenano.convert import convert_checkpoint
+
+    cache: dict = {}
+
+    def get(config: str, outtype: str = "f32"):
+        if (config, outtype) not in cache:
+            base, overrides = CONFIGS[config]
+            out = tmp_path_factory.mktemp(f"{config}_{outtype}") / "model.gguf"
+            cache[config, outtype] = convert_checkpoint(tiny_checkpoint(base, **overrides), out,
+                                                        outtype)
+        return cache[config, outtype]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    """oracle(path) -> float64 reference logits of PROMPT (cached)."""
+    cache: dict = {}
+
+    def get(path):
+        if path not in cache:
+            cache[path] = ReferenceBackend(load_gguf(path), dtype=np.float64).logits(PROMPT)
+        return cache[path]
+
+    return get
+
+
+def native(path, **kw) -> Model:
+    kw.setdefault("n_threads", 2)
+    return Model(path, backend="native", **kw)
+
+
+def decode_split(m: Model, tokens=PROMPT, split=SPLIT) -> np.ndarray:
+    """Prefill tokens[:split], then one token at a time: logits (len(tokens) - split, V)."""
+    s = m.new_state()
+    m.eval(s, tokens[:split])
+    return np.stack([m.eval(s, [t]) for t in tokens[split:]])
+
+
+# ------------------------------------------------------------------------- against reference
+
+
+@pytest.mark.parametrize("config", ["mix", "attn_first", "groups4"])
+def test_prefill_matches_reference_f32(gguf_file, oracle, config):
+    path = gguf_file(config)
+    got = native(path, kv_type="f32").logits(PROMPT)
+    assert got.shape == (len(PROMPT), 512) and got.dtype == np.float32
+    assert nmse(got, oracle(path)) <= ENGINE_PREFILL_VS_REFERENCE_NMSE
+
+
+@pytest.mark.parametrize("outtype", TYPES)
+def test_prefill_matches_reference_per_type(gguf_file, oracle, outtype):
+    """Prefill keeps activations in f32: the file's weights give the reference's logits."""
+    path = gguf_file("kwide", outtype)
+    got = native(path, kv_type="f32").logits(PROMPT)
+    assert nmse(got, oracle(path)) <= ENGINE_PREFILL_VS_REFERENCE_NMSE
+
+
+@pytest.mark.parametrize("outtype", TYPES)
+def test_decode_matches_reference_per_type(gguf_file, oracle, outtype):
+    """Decode quantizes activations to int8 blocks for the quantized weight types."""
+    path = gguf_file("kwide", outtype)
+    got = decode_split(native(path, kv_type="f32"))
+    assert nmse(got, oracle(path)[SPLIT:]) <= ENGINE_DECODE_VS_REFERENCE_NMSE[outtype]
+
+
+@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
+@pytest.mark.parametrize("config", ["mix", "attn_first"])
+def test_kv_cache_types(gguf_file, oracle, config, kv_type):
+    path = gguf_file(config)
+    got = native(path, kv_type=kv_type).logits(PROMPT)
+    assert nmse(got, oracle(path)) <= ENGINE_KV_CACHE_VS_REFERENCE_NMSE[kv_type]
+
+
+# --------------------------------------------------------------------- splits and snapshots
+
+
+@pytest.mark.parametrize("config", ["mix", "groups4"])
+def test_prefill_then_decode_equals_all_at_once(gguf_file, config):
+    m = native(gguf_file(config), kv_type="f32")
+    assert nmse(decode_split(m), m.logits(PROMPT)[SPLIT:]) <= ENGINE_SPLIT_VS_WHOLE_NMSE
+
+
+def test_n_batch_chunks_equal_one_batch(gguf_file):
+    path = gguf_file("mix")
+    whole = native(path, kv_type="f32").logits(PROMPT)
+    chunks = native(path, kv_type="f32", n_batch=7).logits(PROMPT)
+    assert nmse(chunks, whole) <= ENGINE_SPLIT_VS_WHOLE_NMSE
+    m = native(path, n_batch=7)
+    assert np.array_equal(m.eval(m.new_state(), PROMPT), m.logits(PROMPT)[-1])
+
+
+@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
+def test_snapshot_continuations_bit_identical(gguf_file, kv_type):
+    m = native(gguf_file("mix", "q8_0"), kv_type=kv_type)
+    s = m.new_state()
+    m.eval(s, PROMPT[:20])
+    snap = s.copy()
+    assert snap.n_past == s.n_past == 20
+    a = [m.eval(s, PROMPT[20:33]), m.eval(s, [PROMPT[33]])]
+    m.eval(s, PROMPT[34:])  # advancing the original must not touch the snapshot
+    b = [m.eval(snap, PROMPT[20:33]), m.eval(snap, [PROMPT[33]])]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    fresh = m.new_state()
+    m.eval(fresh, PROMPT[:20])
+    assert np.array_equal(m.eval(fresh, PROMPT[20:33]), a[0])
+
+
+def test_threads_bit_identical(gguf_file):
+    path = gguf_file("kwide", "q4_0")
+    one, two = native(path, n_threads=1), native(path, n_threads=2)
+    assert np.array_equal(one.logits(PROMPT), two.logits(PROMPT))
+    assert np.array_equal(decode_split(one), decode_split(two))
+
+
+@pytest.mark.parametrize("outtype", ["f32", "q4_k"])
+def test_scalar_path_matches_avx2(gguf_file, outtype):
+    if not _C.kernels.cpu_has_avx2():
+        pytest.skip("no AVX2 on this CPU")
+    m = native(gguf_file("kwide", outtype))
+    fast = [m.logits(PROMPT), decode_split(m)]
+    _C.kernels.set_force_scalar(True)
+    try:
+        slow = [m.logits(PROMPT), decode_split(m)]
+    finally:
+        _C.kernels.set_force_scalar(False)
+    for a, b in zip(fast, slow, strict=True):
+        assert nmse(b, a) <= ENGINE_SCALAR_VS_AVX2_NMSE
+
+
+# ------------------------------------------------------------------------ errors, bad files
+
+
+def test_context_overflow_and_bad_ids(gguf_file):
+    m = native(gguf_file("mix"), n_ctx=16)
+    s = m.new_state()
+    m.eval(s, PROMPT[:10])
+    with pytest.raises(ContextOverflow, match="n_ctx=16"):
+        m.eval(s, PROMPT[10:17])
+    assert s.n_past == 10  # nothing was fed
+    m.eval(s, PROMPT[10:16])
+    with pytest.raises(ContextOverflow):
+        m.eval(s, [1])
+    with pytest.raises(ValueError):
+        m.eval(m.new_state(), [512])  # n_vocab is 512
+    with pytest.raises(ValueError):
+        m.eval(m.new_state(), [-1])
+    with pytest.raises(ValueError):
+        m.eval(m.new_state(), [])
+    with pytest.raises(ValueError):
+        m.logits([[1, 2]])
+    with pytest.raises(ValueError):
+        Model(gguf_file("mix"), backend="nonesuch")
+
+
+def test_state_of_another_model_rejected(gguf_file):
+    a, b = native(gguf_file("mix")), native(gguf_file("mix"))
+    with pytest.raises(ValueError, match="another model"):
+        a.eval(b.new_state(), [1])
+
+
+def test_truncated_file_raises(gguf_file, tmp_path):
+    data = gguf_file("mix").read_bytes()
+    bad = tmp_path / "cut.gguf"
+    bad.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(GGUFError):
+        native(bad)
+
+
+def tampered(path, name: str, **changes):
+    """The loader's description of `path` with one tensor's entry changed."""
+    gm = load_gguf(path)
+    gm.tensors[name] = dataclasses.replace(gm.tensors[name], **changes)
+    return gm
+
+
+@pytest.mark.parametrize("change", [
+    dict(offset=1 << 40),                 # outside the file
+    dict(nbytes=12),                      # size does not match the shape
+    dict(ne=(64, 80)),                    # shape does not match the config (64, 96)
+    dict(type=3),                         # Q4_1: not a type the engine runs
+])
+def test_bad_tensor_entries_raise(gguf_file, change):
+    path = gguf_file("mix", "q8_0")
+    with pytest.raises(GGUFError, match="blk.1.ffn_up.weight"):
+        NativeBackend(tampered(path, "blk.1.ffn_up.weight", **change), path)
+
+
+def test_missing_tensor_raises(gguf_file):
+    path = gguf_file("mix")
+    gm = load_gguf(path)
+    del gm.tensors["blk.0.ssm_a"]
+    with pytest.raises(GGUFError, match="blk.0.ssm_a"):
+        NativeBackend(gm, path)
+
+
+# ---------------------------------------------------------------------------------- llama.cpp
+
+
+@pytest.mark.parametrize("outtype", ["f32", "q8_0", "q4_0", "q4_k", "q6_k"])
+def test_against_llama_cpp(gguf_file, oracle, outtype):
+    """Same file through llama.cpp: close to it, and at least as close to the reference."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    path = gguf_file("kwide", outtype)
+    llm = llama_cpp.Llama(str(path), n_ctx=128, n_batch=128, logits_all=True, n_threads=2,
+                          verbose=False)
+    try:
+        llm.eval(PROMPT)
+        theirs = np.array(llm.scores[: len(PROMPT)], dtype=np.float64)
+    finally:
+        llm.close()
+    ours = native(path).logits(PROMPT)
+    ref = oracle(path)
+    assert nmse(ours, theirs) <= ENGINE_VS_LLAMACPP_NMSE[outtype]
+    assert nmse(ours, ref) <= nmse(theirs, ref)
