@@ -6,7 +6,37 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace edgenano::kern {
+
+namespace {
+
+// Sum of n words with 16-byte loads (SSE2 is baseline on x86-64) and four independent chains.
+uint64_t sum_words(const uint64_t *p, size_t n) {
+#if defined(__SSE2__)
+  __m128i a = _mm_setzero_si128(), b = a, c = a, d = a;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    a = _mm_add_epi64(a, _mm_load_si128(reinterpret_cast<const __m128i *>(p + i)));
+    b = _mm_add_epi64(b, _mm_load_si128(reinterpret_cast<const __m128i *>(p + i + 2)));
+    c = _mm_add_epi64(c, _mm_load_si128(reinterpret_cast<const __m128i *>(p + i + 4)));
+    d = _mm_add_epi64(d, _mm_load_si128(reinterpret_cast<const __m128i *>(p + i + 6)));
+  }
+  alignas(16) uint64_t t[2];
+  _mm_store_si128(reinterpret_cast<__m128i *>(t), _mm_add_epi64(_mm_add_epi64(a, b), _mm_add_epi64(c, d)));
+  uint64_t s = t[0] + t[1];
+#else
+  uint64_t s = 0;
+  size_t i = 0;
+#endif
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+
+}  // namespace
 
 double read_bandwidth(ThreadPool &pool, size_t bytes, int reps) {
   const size_t n = bytes / sizeof(uint64_t);
@@ -23,14 +53,7 @@ double read_bandwidth(ThreadPool &pool, size_t bytes, int reps) {
     const auto t0 = std::chrono::steady_clock::now();
     pool.parallel_for(items, [&](int64_t it, int) {
       const size_t lo = size_t(it) * kChunk, hi = std::min(n, lo + kChunk);
-      uint64_t a = 0, b = 0, c = 0, d = 0;
-      for (size_t i = lo; i + 4 <= hi; i += 4) {
-        a += buf[i];
-        b ^= buf[i + 1];
-        c += buf[i + 2];
-        d ^= buf[i + 3];
-      }
-      sink[size_t(it)] = a + b + c + d;
+      sink[size_t(it)] = sum_words(buf.data() + lo, hi - lo);
     });
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     best = std::max(best, double(n * sizeof(uint64_t)) / s);

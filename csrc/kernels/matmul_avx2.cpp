@@ -28,6 +28,9 @@ inline int hsum_i32(__m256i v) {
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
+// Weight rows stream from memory once per token: prefetch this far ahead of the loads.
+constexpr int kPrefetch = 2048;
+
 // 16 bytes of nibbles -> 32 bytes: low nibbles in bytes 0..15, high nibbles in bytes 16..31.
 inline __m256i nibbles32(const uint8_t *p) {
   const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
@@ -276,6 +279,7 @@ float dot_q8_0(const uint8_t *w, const BlockA8 *a, int64_t n) {
   const int64_t nb = n / QK;
   int64_t i = 0;
   for (; i + 2 <= nb; i += 2) {
+    _mm_prefetch(reinterpret_cast<const char *>(b + i) + kPrefetch, _MM_HINT_T0);
     const __m256i w0 = loadu(b[i].qs), w1 = loadu(b[i + 1].qs);
     const __m256 p0 = dot_u8s8(_mm256_abs_epi8(w0), _mm256_sign_epi8(loadu(a[i].qs), w0));
     const __m256 p1 = dot_u8s8(_mm256_abs_epi8(w1), _mm256_sign_epi8(loadu(a[i + 1].qs), w1));
@@ -309,6 +313,7 @@ float dot_q45_0(const uint8_t *w, const BlockA8 *a, int64_t n) {
   };
   int64_t i = 0;
   for (; i + 2 <= nb; i += 2) {
+    _mm_prefetch(reinterpret_cast<const char *>(b + i) + kPrefetch, _MM_HINT_T0);
     const float d0 = h2f(b[i].d), d1 = h2f(b[i + 1].d);
     const __m256 p0 = dot_u8s8(codes(i), loadu(a[i].qs));
     const __m256 p1 = dot_u8s8(codes(i + 1), loadu(a[i + 1].qs));
@@ -450,7 +455,7 @@ void tile(const float *wp, int64_t kc, const float *x, int64_t ldx, float *y, in
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) c0[m] = c1[m] = _mm256_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
-    const __m256 w0 = _mm256_load_ps(wp + k * kPanel), w1 = _mm256_load_ps(wp + k * kPanel + 8);
+    const __m256 w0 = _mm256_loadu_ps(wp + k * kPanel), w1 = _mm256_loadu_ps(wp + k * kPanel + 8);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
       const __m256 xb = _mm256_broadcast_ss(x + m * ldx + k);

@@ -44,6 +44,18 @@ struct ScalarV {
   static void f32_to_f16(const float *x, uint16_t *h, int64_t n) {
     for (int64_t i = 0; i < n; ++i) h[i] = f32_to_fp16(x[i]);
   }
+  static void relu2_inplace(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.f ? x[i] * x[i] : 0.f;
+  }
+  static float update_dot(float *s, float decay, float a, const float *b, const float *c,
+                          int64_t n) {
+    scale_axpy(s, decay, a, b, n);
+    return dot(s, c, n);
+  }
+  static void gemm_panel(const float *wp, int64_t kc, const float *x, int64_t ldx, float *y,
+                         int64_t ldy, int T, int nr, bool acc) {
+    scalar_kernels().gemm_panel(wp, kc, x, ldx, y, ldy, T, nr, acc);
+  }
 };
 
 const NnTable kScalarNn = NnImpl<ScalarV>::table();
@@ -89,15 +101,9 @@ void gated_rmsnorm(const float *y, int64_t ldy, const float *z, int64_t ldz, con
 }
 
 void relu2(float *x, int64_t ldx, int T, int64_t n, ThreadPool &pool) {
-  auto body = [&](int64_t a, int64_t b) {
-    for (int64_t t = a; t < b; ++t)
-      for (int64_t i = 0; i < n; ++i) {
-        const float v = std::max(x[t * ldx + i], 0.f);
-        x[t * ldx + i] = v * v;
-      }
-  };
-  if (T < 8) return body(0, T);
-  for_ranges(pool, T, 8, body);
+  const auto f = nn().relu2_rows;
+  if (T < 8) return f(x, ldx, 0, T, n);
+  for_ranges(pool, T, 8, [&](int64_t a, int64_t b) { f(x, ldx, int(a), int(b), n); });
 }
 
 void softplus_bias(const float *x, int64_t ldx, const float *bias, float *out, int64_t ldo, int T,
@@ -131,7 +137,7 @@ void ssm_scan(const ScanParams &p, int chunk, ThreadPool &pool, Workspace &ws) {
     k.chunk_cb(p, g, c0, std::min(chunk, p.T - c0), chunk, cb + size_t(i) * chunk * chunk);
   });
   pool.parallel_for(p.H, [&](int64_t h, int) {
-    k.scan_head_chunked(p, int(h), chunk, cb, thread_buffer(scan_scratch_floats(chunk, p.P)));
+    k.scan_head_chunked(p, int(h), chunk, cb, thread_buffer(scan_scratch_floats(chunk, p.P, p.N)));
   });
 }
 

@@ -101,6 +101,36 @@ struct Avx2V {
       _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
     for (; i < n; ++i) y[i] = _cvtsh_ss(h[i]);
   }
+  static void relu2_inplace(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v = _mm256_max_ps(_mm256_loadu_ps(x + i), _mm256_setzero_ps());
+      _mm256_storeu_ps(x + i, _mm256_mul_ps(v, v));
+    }
+    for (; i < n; ++i) x[i] = x[i] > 0.f ? x[i] * x[i] : 0.f;
+  }
+  static float update_dot(float *s, float decay, float a, const float *b, const float *c,
+                          int64_t n) {
+    const __m256 vd = _mm256_set1_ps(decay), va = _mm256_set1_ps(a);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v = _mm256_fmadd_ps(vd, _mm256_loadu_ps(s + i),
+                                       _mm256_mul_ps(va, _mm256_loadu_ps(b + i)));
+      _mm256_storeu_ps(s + i, v);
+      acc = _mm256_fmadd_ps(v, _mm256_loadu_ps(c + i), acc);
+    }
+    float r = hsum(acc);
+    for (; i < n; ++i) {
+      s[i] = decay * s[i] + a * b[i];
+      r += s[i] * c[i];
+    }
+    return r;
+  }
+  static void gemm_panel(const float *wp, int64_t kc, const float *x, int64_t ldx, float *y,
+                         int64_t ldy, int T, int nr, bool acc) {
+    avx2_kernels().gemm_panel(wp, kc, x, ldx, y, ldy, T, nr, acc);
+  }
   static void f32_to_f16(const float *x, uint16_t *h, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)

@@ -1,7 +1,9 @@
 // Internal to kernels/: the non-matmul algorithms written once over a vector-primitive policy V,
 // instantiated with scalar primitives (nn.cpp) and AVX2 ones (nn_avx2.cpp). V provides:
 //   dot(a, b, n), sumsq(x, n), axpy(y, a, x, n): y += a*x, scale_axpy(y, s, a, x, n): y = s*y + a*x,
-//   exp_inplace(x, n), silu_inplace(x, n), f16_to_f32(h, y, n), f32_to_f16(x, h, n).
+//   exp_inplace(x, n), silu_inplace(x, n), f16_to_f32(h, y, n), f32_to_f16(x, h, n),
+//   relu2_inplace(x, n), update_dot(s, decay, a, b, c, n): s = decay*s + a*b, returns s.c (one pass),
+//   gemm_panel(...): the matmul kernels' f32 panel product (matmul_impl.h).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -9,6 +11,7 @@
 #include <cstring>
 
 #include "kernels/common.h"
+#include "kernels/matmul_impl.h"
 #include "kernels/nn.h"
 
 namespace edgenano::kern {
@@ -28,12 +31,17 @@ struct NnTable {
                             float *scratch);
   void (*attn_block)(const AttnParams &p, int kvh, int t0, int t1, float *scratch);
   void (*kv_row)(const float *x, int64_t n, int type, uint8_t *dst);
+  void (*relu2_rows)(float *x, int64_t ldx, int t0, int t1, int64_t n);
 };
 const NnTable &nn_scalar();
 const NnTable &nn_avx2();
 
 // Scratch floats scan_head_chunked needs for a chunk of L tokens, and attn_block for tb tokens.
-inline size_t scan_scratch_floats(int L, int P) { return size_t(L) * (2 + size_t(L)) + size_t(P); }
+inline size_t panels(int n) { return size_t(n + kPanel - 1) / kPanel; }
+inline size_t scan_scratch_floats(int L, int P, int N) {
+  const size_t l = size_t(L), p16 = panels(P) * kPanel, n16 = panels(N) * kPanel;
+  return 3 * l + l * l + p16 * size_t(N) + l * p16 + size_t(P) * l + l * n16;
+}
 inline size_t attn_scratch_floats(const AttnParams &p, int tb) {
   const size_t rep = size_t(p.n_head / p.n_head_kv), S = size_t(p.n_past + p.T);
   return size_t(tb) * rep * (S + 2 * size_t(p.head_dim)) + 2 * size_t(p.head_dim);
@@ -106,65 +114,105 @@ struct NnImpl {
       const float *x = p.x + t * p.ldx + h * p.P;
       const float *B = p.B + t * p.ldbc + g * p.N, *C = p.C + t * p.ldbc + g * p.N;
       float *y = p.y + t * p.ldy + h * p.P;
-      for (int i = 0; i < p.P; ++i) {
-        float *Si = S + int64_t(i) * p.N;
-        V::scale_axpy(Si, decay, dt * x[i], B, p.N);
-        y[i] = V::dot(Si, C, p.N) + p.D[h] * x[i];
-      }
+      for (int i = 0; i < p.P; ++i)
+        y[i] = V::update_dot(S + int64_t(i) * p.N, decay, dt * x[i], B, C, p.N) + p.D[h] * x[i];
     }
   }
 
   static void chunk_cb(const ScanParams &p, int g, int c0, int L, int ld, float *cb) {
-    for (int t = 0; t < L; ++t) {
-      const float *C = p.C + int64_t(c0 + t) * p.ldbc + g * p.N;
-      for (int u = 0; u <= t; ++u)
-        cb[t * ld + u] = V::dot(C, p.B + int64_t(c0 + u) * p.ldbc + g * p.N, p.N);
+    float bt[64 * kPanel];  // B rows of one panel of u, transposed in N slices of 64
+    for (int u0 = 0; u0 < L; u0 += kPanel) {
+      const int nu = std::min(kPanel, L - u0);
+      for (int t = 0; t < L; ++t)
+        for (int u = u0; u < u0 + nu; ++u) cb[t * ld + u] = 0.f;
+      for (int n0 = 0; n0 < p.N; n0 += 64) {
+        const int nn = std::min(64, p.N - n0);
+        pack_rows(p.B + int64_t(c0 + u0) * p.ldbc + g * p.N + n0, p.ldbc, nu, nn, nullptr, bt);
+        V::gemm_panel(bt, nn, p.C + int64_t(c0) * p.ldbc + g * p.N + n0, p.ldbc, cb + u0, ld, L,
+                      nu, true);
+      }
     }
   }
 
-  // One head over all chunks. cb_all holds chunk_cb for every (chunk, group): chunk c of group g
-  // at ((c * G) + g) * chunk * chunk. With s the cumulative log-decay inside a chunk:
+  // rows (n_rows x n, row stride ld) -> k-major panels of kPanel rows: out[j][k][r] =
+  // rows[16j + r][k] * (scale ? scale[16j + r] : 1), zero past n_rows.
+  static void pack_rows(const float *rows, int64_t ld, int n_rows, int n, const float *scale,
+                        float *out) {
+    for (size_t j = 0; j < panels(n_rows); ++j)
+      for (int k = 0; k < n; ++k)
+        for (int r = 0; r < kPanel; ++r) {
+          const int row = int(j) * kPanel + r;
+          out[(j * size_t(n) + size_t(k)) * kPanel + r] =
+              row < n_rows ? rows[row * ld + k] * (scale ? scale[row] : 1.f) : 0.f;
+        }
+  }
+  // cols [c0, c0 + n_cols) of n rows (row stride ld) -> panels out[j][k][r] = rows[k][c0 + 16j + r].
+  static void pack_cols(const float *rows, int64_t ld, int n, int n_cols, float *out) {
+    for (size_t j = 0; j < panels(n_cols); ++j)
+      for (int k = 0; k < n; ++k)
+        for (int r = 0; r < kPanel; ++r) {
+          const int col = int(j) * kPanel + r;
+          out[(j * size_t(n) + size_t(k)) * kPanel + r] = col < n_cols ? rows[k * ld + col] : 0.f;
+        }
+  }
+  // y[t, 0:n_out] (= or +=) sum_k x[t, k] * w[k, 0:n_out] for t < T, w given as panels.
+  static void panel_product(const float *wp, int kc, int n_out, const float *x, int64_t ldx,
+                            float *y, int64_t ldy, int T, bool acc) {
+    for (size_t j = 0; j < panels(n_out); ++j)
+      V::gemm_panel(wp + j * size_t(kc) * kPanel, kc, x, ldx, y + j * kPanel, ldy, T,
+                    std::min<int>(kPanel, n_out - int(j) * kPanel), acc);
+  }
+
+  // One head over all chunks, as four small matrix products per chunk. cb_all holds chunk_cb for
+  // every (chunk, group): chunk c of group g at ((c * G) + g) * chunk * chunk. With s the
+  // cumulative log-decay inside a chunk:
   //   y[t] = exp(s_t) S C_t + sum_{u<=t} exp(s_t - s_u) dt_u (C_t.B_u) x_u + D x_t
   //   S'   = exp(s_end) S + sum_u exp(s_end - s_u) dt_u outer(x_u, B_u)
   static void scan_head_chunked(const ScanParams &p, int h, int chunk, const float *cb_all,
                                 float *scratch) {
-    const int g = h / (p.H / p.G), P = p.P, N = p.N;
+    const int g = h / (p.H / p.G), P = p.P, N = p.N, Lc = chunk;
     float *S = p.state + int64_t(h) * P * N;
-    float *wrow = scratch, *coef = scratch + chunk, *seg = coef + chunk;
+    float *e = scratch, *coef = e + Lc, *seg = coef + Lc, *W = seg + Lc;  // W (L, L)
+    float *Sp = W + size_t(Lc) * Lc;                  // S as panels over P: (N, 16) each
+    float *Xp = Sp + panels(P) * kPanel * size_t(N);  // x as panels over P: (L, 16) each
+    float *XcT = Xp + size_t(Lc) * panels(P) * kPanel; // (P, L): coef[u] x[u, p]
+    float *Bp = XcT + size_t(P) * Lc;                  // B as panels over N: (L, 16) each
     double cs[1024];  // chunk <= 1024 (checked by the driver)
     for (int c0 = 0, ci = 0; c0 < p.T; c0 += chunk, ++ci) {
       const int L = std::min(chunk, p.T - c0);
       const float *cb = cb_all + (int64_t(ci) * p.G + g) * chunk * chunk;
+      const float *x = p.x + int64_t(c0) * p.ldx + h * P, *dt = p.dt + int64_t(c0) * p.lddt + h;
+      const float *B = p.B + int64_t(c0) * p.ldbc + g * N, *C = p.C + int64_t(c0) * p.ldbc + g * N;
+      float *y = p.y + int64_t(c0) * p.ldy + h * P;
       double acc = 0;
-      for (int t = 0; t < L; ++t) cs[t] = acc += double(p.dt[(c0 + t) * p.lddt + h]) * p.A[h];
-      for (int t = 0; t < L; ++t) {  // carried state and skip
-        const float e = float(std::exp(cs[t]));
-        const float *C = p.C + int64_t(c0 + t) * p.ldbc + g * N;
-        const float *x = p.x + int64_t(c0 + t) * p.ldx + h * P;
-        float *y = p.y + int64_t(c0 + t) * p.ldy + h * P;
-        for (int i = 0; i < P; ++i) y[i] = e * V::dot(S + int64_t(i) * N, C, N) + p.D[h] * x[i];
-      }
-      for (int t = 0; t < L; ++t) {  // within the chunk
+      for (int t = 0; t < L; ++t) cs[t] = acc += double(dt[t * p.lddt]) * p.A[h];
+      // 1. carried state: y = exp(s_t) (C S^T), plus the skip D x
+      pack_rows(S, N, P, N, nullptr, Sp);
+      panel_product(Sp, N, P, C, p.ldbc, y, p.ldy, L, false);
+      for (int t = 0; t < L; ++t) e[t] = float(cs[t]);
+      V::exp_inplace(e, L);
+      for (int t = 0; t < L; ++t)
+        for (int i = 0; i < P; ++i) y[t * p.ldy + i] = e[t] * y[t * p.ldy + i] + p.D[h] * x[t * p.ldx + i];
+      // 2. within the chunk: y += W x, W[t, u] = exp(s_t - s_u) dt_u (C_t.B_u) for u <= t
+      for (int t = 0; t < L; ++t) {
         for (int u = 0; u <= t; ++u) seg[u] = float(cs[t] - cs[u]);
-        V::exp_inplace(seg, t + 1);  // exp(s_t - s_u)
-        for (int u = 0; u <= t; ++u)
-          wrow[u] = seg[u] * cb[t * chunk + u] * p.dt[(c0 + u) * p.lddt + h];
-        float *y = p.y + int64_t(c0 + t) * p.ldy + h * P;
-        for (int u = 0; u <= t; ++u)
-          V::axpy(y, wrow[u], p.x + int64_t(c0 + u) * p.ldx + h * P, P);
+        V::exp_inplace(seg, t + 1);
+        float *wt = W + size_t(t) * L;
+        for (int u = 0; u <= t; ++u) wt[u] = seg[u] * cb[t * chunk + u] * dt[u * p.lddt];
+        std::fill(wt + t + 1, wt + L, 0.f);
       }
+      pack_cols(x, p.ldx, L, P, Xp);
+      panel_product(Xp, L, P, W, L, y, p.ldy, L, true);
+      // 3. next state: S = exp(s_end) S + (coef x)^T B, coef[u] = exp(s_end - s_u) dt_u
       for (int u = 0; u < L; ++u) coef[u] = float(cs[L - 1] - cs[u]);
-      V::exp_inplace(coef, L);  // exp(s_end - s_u)
-      for (int u = 0; u < L; ++u) coef[u] *= p.dt[(c0 + u) * p.lddt + h];
+      V::exp_inplace(coef, L);
+      for (int u = 0; u < L; ++u) coef[u] *= dt[u * p.lddt];
+      for (int i = 0; i < P; ++i)
+        for (int u = 0; u < L; ++u) XcT[i * L + u] = coef[u] * x[u * p.ldx + i];
       const float e_end = float(std::exp(cs[L - 1]));
-      for (int i = 0; i < P; ++i) {
-        float *Si = S + int64_t(i) * N;
-        for (int u = 0; u < L; ++u) {
-          const float xi = p.x[int64_t(c0 + u) * p.ldx + h * P + i];
-          V::scale_axpy(Si, u == 0 ? e_end : 1.f, coef[u] * xi,
-                        p.B + int64_t(c0 + u) * p.ldbc + g * N, N);
-        }
-      }
+      for (int64_t i = 0; i < int64_t(P) * N; ++i) S[i] *= e_end;
+      pack_cols(B, p.ldbc, L, N, Bp);
+      panel_product(Bp, L, N, XcT, L, S, N, P, true);
     }
   }
 
@@ -245,9 +293,13 @@ struct NnImpl {
     }
   }
 
+  static void relu2_rows(float *x, int64_t ldx, int t0, int t1, int64_t n) {
+    for (int t = t0; t < t1; ++t) V::relu2_inplace(x + t * ldx, n);
+  }
+
   static NnTable table() {
     return {rmsnorm_rows, gated_rows, conv_channels, scan_head_recurrent, chunk_cb,
-            scan_head_chunked, attn_block, kv_row};
+            scan_head_chunked, attn_block, kv_row, relu2_rows};
   }
 };
 
