@@ -4,6 +4,8 @@ llama-cpp-python on the same file (so users can switch engines and we can compar
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 
@@ -65,9 +67,10 @@ class _LlamaState:
         return len(self.tokens)
 
     def copy(self) -> _LlamaState:
-        if self.backend._current is self:
-            self.saved = self.backend.llm.save_state()
-        return _LlamaState(self.backend, self.tokens, self.saved)
+        with self.backend.lock:
+            if self.backend._current is self:
+                self.saved = self.backend.llm.save_state()
+            return _LlamaState(self.backend, self.tokens, self.saved)
 
 
 class LlamaCppBackend:
@@ -84,6 +87,7 @@ class LlamaCppBackend:
                                    n_batch=512, verbose=False)
         self.n_ctx = n_ctx
         self._current: _LlamaState | None = None
+        self.lock = threading.RLock()  # one llama.cpp context, shared by every state
 
     def new_state(self) -> _LlamaState:
         return _LlamaState(self)
@@ -102,12 +106,13 @@ class LlamaCppBackend:
 
     def eval(self, state: _LlamaState, ids) -> np.ndarray:
         _check_ctx(state.n_past, len(ids), self.n_ctx)
-        self._activate(state)
-        self.llm.eval(list(ids))
-        state.tokens.extend(ids)
-        state.saved = None
-        n_vocab = self.llm.n_vocab()
-        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(n_vocab,)).copy()
+        with self.lock:
+            self._activate(state)
+            self.llm.eval(list(ids))
+            state.tokens.extend(ids)
+            state.saved = None
+            n_vocab = self.llm.n_vocab()
+            return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(n_vocab,)).copy()
 
     def export_state(self, state: _LlamaState) -> dict[str, np.ndarray]:
         saved = state.copy().saved if state.n_past else None

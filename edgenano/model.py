@@ -6,6 +6,7 @@ and Hugging Face's (`apply_chat_template`, `enable_thinking`).
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -41,6 +42,9 @@ class Model:
         self.backend = make_backend(backend, self.gguf, self.path, n_ctx=n_ctx,
                                     n_threads=n_threads)
         self.stop_ids = self._stop_ids()
+        # Weights are shared and every state is its own, but a backend runs one forward at a time
+        # (the native engine's thread pool already uses every core; llama.cpp has one context).
+        self._lock = threading.Lock()
 
     def _stop_ids(self) -> frozenset[int]:
         """End of turn: eos, </s> and the turn markers <SPECIAL_11>/<SPECIAL_12> (9B-v2 stops
@@ -66,12 +70,14 @@ class Model:
 
     def eval(self, state, token_ids: Sequence[int]) -> np.ndarray:
         """Feed tokens into `state`; the logits after the last one (float32, n_vocab)."""
-        return self.backend.eval(state, list(token_ids))
+        with self._lock:
+            return self.backend.eval(state, list(token_ids))
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Logits at every position of `token_ids`, from an empty state: (T, n_vocab)."""
         if hasattr(self.backend, "logits"):
-            return self.backend.logits(list(token_ids))
+            with self._lock:
+                return self.backend.logits(list(token_ids))
         st = self.new_state()
         return np.stack([self.eval(st, [t]) for t in token_ids])
 

@@ -154,3 +154,23 @@ def test_save_load_roundtrip_and_refusals(model, tmp_path, tiny_checkpoint):
         ChatSession.load(bad, model)
     with pytest.raises(StateFileError, match="not an edgenano state file"):
         ChatSession.load(model.path, model)
+
+
+@pytest.mark.parametrize("backend", ["reference", "native", "llama.cpp"])
+def test_concurrent_sessions_match_solo(model, backend):
+    """Several sessions on one model from several threads give what each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if backend == "llama.cpp":
+        pytest.importorskip("llama_cpp")
+    m = Model(model.path, backend=backend, n_ctx=1024, n_threads=2)
+    prompts = [f"question number {i}" for i in range(4)]
+
+    def run(p):
+        s = m.chat(thinking_budget=3, grace=1, temperature=0.7, seed=5)
+        return [s.send(p, max_tokens=10).text, s.send("and then", max_tokens=6).text]
+
+    solo = [run(p) for p in prompts]
+    with ThreadPoolExecutor(4) as ex:
+        together = list(ex.map(run, prompts))
+    assert together == solo
