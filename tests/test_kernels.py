@@ -233,8 +233,9 @@ def test_kv_store_q8_0_matches_gguf():
 
 
 @pytest.mark.parametrize("kv_type", [QT.F16, QT.Q8_0], ids=lambda t: t.name)
-@pytest.mark.parametrize("T,n_past", [(1, 0), (1, 37), (13, 0), (20, 9)])
+@pytest.mark.parametrize("T,n_past", [(1, 0), (1, 37), (13, 0), (20, 9), (19, 300)])
 def test_attention(kv_type, T, n_past, simd):
+    """(19, 300): several blocks of keys and of query tokens."""
     rng, Hq, Hkv, d = rng_for("attn", kv_type, T, n_past), 6, 2, 64
     q = rng.standard_normal((T, Hq, d)).astype(np.float32)
     k, v = (rng.standard_normal((n_past + T, Hkv, d)).astype(np.float32) for _ in range(2))

@@ -146,7 +146,7 @@ void attention(const AttnParams &p, ThreadPool &pool, Workspace &) {
     throw std::invalid_argument("attention: n_head must be a multiple of n_head_kv");
   if (p.kv_type == T_Q8_0 && p.head_dim % QK)
     throw std::invalid_argument("attention: a q8_0 cache needs head_dim % 32 == 0");
-  const int tb = p.T >= 8 ? 8 : p.T;  // tokens per item: K/V rows are converted once per item
+  const int tb = std::min(p.T, 16);  // tokens per item: K/V rows are converted once per item
   const int blocks = (p.T + tb - 1) / tb;
   const size_t scratch = attn_scratch_floats(p, tb);
   const auto f = nn().attn_block;

@@ -42,9 +42,11 @@ inline size_t scan_scratch_floats(int L, int P, int N) {
   const size_t l = size_t(L), p16 = panels(P) * kPanel, n16 = panels(N) * kPanel;
   return 3 * l + l * l + p16 * size_t(N) + l * p16 + size_t(P) * l + l * n16;
 }
+constexpr int kAttnKeys = 256;  // keys per block in attn_block
 inline size_t attn_scratch_floats(const AttnParams &p, int tb) {
-  const size_t rep = size_t(p.n_head / p.n_head_kv), S = size_t(p.n_past + p.T);
-  return size_t(tb) * rep * (S + 2 * size_t(p.head_dim)) + 2 * size_t(p.head_dim);
+  const size_t nq = size_t(tb) * size_t(p.n_head / p.n_head_kv), S = size_t(p.n_past + p.T);
+  const size_t d = size_t(p.head_dim), d16 = (d + 15) / 16 * 16;
+  return nq * (2 * d + S) + size_t(kAttnKeys) * (d + d16);
 }
 
 template <class V>
@@ -230,30 +232,32 @@ struct NnImpl {
     }
   }
 
-  // Queries of tokens [t0, t1) on the query heads of KV head kvh: two-pass softmax.
+  // Queries of tokens [t0, t1) on the query heads of KV head kvh, as panel products over blocks
+  // of kAttnKeys keys (each K/V row converted to f32 once per item): scores = Q K^T, a causal
+  // softmax per row, out = P V.
   static void attn_block(const AttnParams &p, int kvh, int t0, int t1, float *scratch) {
     const int rep = p.n_head / p.n_head_kv, d = p.head_dim, nq = (t1 - t0) * rep;
     const int S = p.n_past + t1;  // keys visible to the last token of the block
-    float *scores = scratch;                       // (nq, S)
-    float *qs = scores + int64_t(nq) * S;          // (nq, d) scaled queries
-    float *acc = qs + int64_t(nq) * d;             // (nq, d)
-    float *row = acc + int64_t(nq) * d;            // (d) one K or V row in f32
-    for (int t = t0; t < t1; ++t)
-      for (int r = 0; r < rep; ++r) {
-        const int qi = (t - t0) * rep + r;
-        const float *q = p.q + int64_t(t) * p.ldq + int64_t(kvh * rep + r) * d;
-        for (int i = 0; i < d; ++i) qs[qi * d + i] = q[i] * p.scale;
-      }
-    for (int s = 0; s < S; ++s) {
-      kv_to_f32(p.k + size_t(s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d, row);
-      const int first = std::max(0, s - p.n_past);  // first token of the block that sees s
-      for (int qi = (std::max(t0, first) - t0) * rep; qi < nq; ++qi)
-        scores[int64_t(qi) * S + s] = V::dot(qs + qi * d, row, d);
-    }
-    std::fill(acc, acc + int64_t(nq) * d, 0.f);
+    float *qs = scratch;                                // (nq, d) scaled queries
+    float *scores = qs + size_t(nq) * d;                // (nq, S)
+    float *acc = scores + size_t(nq) * S;               // (nq, d)
+    float *rows = acc + size_t(nq) * d;                 // (kAttnKeys, d) K or V rows in f32
+    float *packed = rows + size_t(kAttnKeys) * d;       // the same as panels
     for (int qi = 0; qi < nq; ++qi) {
-      const int n = p.n_past + t0 + qi / rep + 1;
-      float *sc = scores + int64_t(qi) * S, mx = sc[0];
+      const int t = t0 + qi / rep, h = kvh * rep + qi % rep;
+      const float *q = p.q + int64_t(t) * p.ldq + int64_t(h) * d;
+      for (int i = 0; i < d; ++i) qs[qi * d + i] = q[i] * p.scale;
+    }
+    for (int s0 = 0; s0 < S; s0 += kAttnKeys) {
+      const int ns = std::min(kAttnKeys, S - s0);
+      for (int s = 0; s < ns; ++s)
+        kv_to_f32(p.k + size_t(s0 + s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d, rows + s * d);
+      pack_rows(rows, d, ns, d, nullptr, packed);
+      panel_product(packed, d, ns, qs, d, scores + s0, S, nq, false);
+    }
+    for (int qi = 0; qi < nq; ++qi) {
+      const int n = p.n_past + t0 + qi / rep + 1;  // causal: keys [0, n)
+      float *sc = scores + size_t(qi) * S, mx = sc[0];
       for (int s = 1; s < n; ++s) mx = std::max(mx, sc[s]);
       for (int s = 0; s < n; ++s) sc[s] -= mx;
       V::exp_inplace(sc, n);
@@ -261,16 +265,18 @@ struct NnImpl {
       for (int s = 0; s < n; ++s) sum += sc[s];
       const float inv = 1.f / sum;
       for (int s = 0; s < n; ++s) sc[s] *= inv;
+      std::fill(sc + n, sc + S, 0.f);
     }
-    for (int s = 0; s < S; ++s) {
-      kv_to_f32(p.v + size_t(s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d, row);
-      const int first = std::max(0, s - p.n_past);
-      for (int qi = (std::max(t0, first) - t0) * rep; qi < nq; ++qi)
-        V::axpy(acc + qi * d, scores[int64_t(qi) * S + s], row, d);
+    for (int s0 = 0; s0 < S; s0 += kAttnKeys) {
+      const int ns = std::min(kAttnKeys, S - s0);
+      for (int s = 0; s < ns; ++s)
+        kv_to_f32(p.v + size_t(s0 + s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d, rows + s * d);
+      pack_cols(rows, d, ns, d, packed);
+      panel_product(packed, ns, d, scores + s0, S, acc, d, nq, s0 > 0);
     }
     for (int qi = 0; qi < nq; ++qi) {
       const int t = t0 + qi / rep, h = kvh * rep + qi % rep;
-      std::memcpy(p.out + int64_t(t) * p.ldo + int64_t(h) * d, acc + qi * d, size_t(d) * 4);
+      std::memcpy(p.out + int64_t(t) * p.ldo + int64_t(h) * d, acc + size_t(qi) * d, size_t(d) * 4);
     }
   }
 

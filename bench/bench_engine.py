@@ -1,0 +1,200 @@
+"""edgenano's native engine against llama.cpp (llama-cpp-python) on the same GGUF, same threads,
+in one run: prefill and decode speed, peak RSS, and decode's share of the memory-bandwidth limit.
+
+    python bench/bench_engine.py --model scaled            # 9B-v2 pattern, widths / 4, Q8_0
+    python bench/bench_engine.py --model full --prompts 64,512 --long 0   # 9B-v2 shapes, Q4_0
+
+Each engine runs in its own subprocess (so peak RSS is its own), engines alternate for --reps
+rounds and the best figure of each is kept: on a shared machine the ratios of one run are more
+trustworthy than any absolute number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MODELS = {"scaled": ("9b-v2/4", "q8_0"), "full": ("9b-v2", "q4_0")}
+SHORT_PROMPT = 16  # tokens before the short-context decode
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+class Native:
+    def __init__(self, path: str, threads: int, n_ctx: int):
+        from edgenano.engine import Model
+
+        self.m = Model(path, n_threads=threads, n_ctx=n_ctx)
+        self.s = None
+
+    def reset(self):
+        self.s = self.m.new_state()
+
+    def feed(self, ids):
+        self.m.eval(self.s, ids)
+
+
+class LlamaCpp:
+    def __init__(self, path: str, threads: int, n_ctx: int):
+        import llama_cpp
+
+        self.llm = llama_cpp.Llama(path, n_ctx=n_ctx, n_batch=512, n_threads=threads,
+                                   n_threads_batch=threads, verbose=False)
+
+    def reset(self):
+        self.llm.reset()
+        mem = getattr(self.llm._ctx, "memory_clear", None)
+        if mem:
+            mem(True)
+
+    def feed(self, ids):
+        self.llm.eval(list(ids))
+
+
+def peak_rss_mb() -> float:
+    """This process's resident-set high-water mark (VmHWM: per address space, so unlike
+    ru_maxrss it does not inherit the parent's figure across fork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(a) -> None:
+    prompts = [int(p) for p in a.prompts.split(",") if int(p) > 0]
+    longest = max(prompts + [a.long, SHORT_PROMPT])
+    n_ctx = longest + a.decode + 8
+    ids = np.random.default_rng(0).integers(300, 30000, n_ctx).tolist()
+    t0 = time.perf_counter()
+    eng = (Native if a.worker == "edgenano" else LlamaCpp)(a.path, a.threads, n_ctx)
+    out = {"load_s": time.perf_counter() - t0}
+    eng.reset()
+    eng.feed(ids[:8])  # warm-up: page in, start threads
+    for n in prompts:
+        eng.reset()
+        t0 = time.perf_counter()
+        eng.feed(ids[:n])
+        out[f"prefill_{n}"] = n / (time.perf_counter() - t0)
+    for name, ctx in (("short", SHORT_PROMPT), ("long", a.long)):
+        if ctx <= 0:
+            continue
+        eng.reset()
+        eng.feed(ids[:ctx])
+        t0 = time.perf_counter()
+        for t in ids[ctx:ctx + a.decode]:
+            eng.feed([t])
+        out[f"decode_{name}"] = a.decode / (time.perf_counter() - t0)
+    out["peak_rss_mb"] = peak_rss_mb()
+    print(json.dumps(out), flush=True)
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+def model_path(a) -> Path:
+    if a.model not in MODELS:
+        return Path(a.model)
+    shape, qtype = MODELS[a.model]
+    path = Path(a.dir) / f"nemotron_h_{a.model}_{qtype}.gguf"
+    if not path.exists():
+        sys.path.insert(0, str(HERE))
+        from make_gguf import write
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(shape, qtype, path)
+    return path
+
+
+def bytes_per_token(path: Path) -> int:
+    """Bytes a decode step reads from the weights: every tensor but the embedding table, plus one
+    embedding row (SSM state and KV traffic come on top)."""
+    from edgenano.gguf_model import load_gguf
+
+    g = load_gguf(path)
+    emb = g.tensors["token_embd.weight"]
+    rest = sum(t.nbytes for name, t in g.tensors.items() if name != "token_embd.weight")
+    return rest + emb.nbytes // emb.ne[1]
+
+
+def run_worker(engine: str, path: Path, a) -> dict:
+    cmd = [sys.executable, __file__, "--worker", engine, "--path", str(path),
+           "--threads", str(a.threads), "--prompts", a.prompts, "--decode", str(a.decode),
+           "--long", str(a.long)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if res.returncode or not lines:
+        raise RuntimeError(f"{engine} worker failed:\n{res.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def bandwidth(threads: int) -> float:
+    from edgenano._C import kernels
+
+    return kernels.read_bandwidth(1 << 30, threads, 5)
+
+
+def report(results: dict, bw: list[float], bpt: int, a) -> None:
+    engines = list(results)
+    keys = sorted({k for r in results.values() for k in r}, key=lambda k: (k.split("_")[0], k))
+    higher_better = lambda k: k.startswith(("prefill", "decode"))  # noqa: E731
+    print(f"\nmodel {a.path_used} | threads {a.threads} | read bandwidth "
+          f"{min(bw) / 1e9:.1f}-{max(bw) / 1e9:.1f} GB/s | {bpt / 1e6:.0f} MB of weights per token")
+    print(f"{'metric':16s}" + "".join(f"{e:>14s}" for e in engines) + f"{'ratio':>10s}")
+    for k in keys:
+        vals = [results[e].get(k, float("nan")) for e in engines]
+        ratio = vals[0] / vals[1] if len(vals) == 2 else float("nan")
+        unit = " tok/s" if higher_better(k) else ""
+        print(f"{k + unit:16s}" + "".join(f"{v:14.2f}" for v in vals) + f"{ratio:10.2f}x")
+    for e in engines:
+        for k in ("decode_short", "decode_long"):
+            if k in results[e]:
+                frac = results[e][k] * bpt / max(bw)
+                print(f"{e} {k}: {frac:.0%} of the bandwidth limit "
+                      f"({max(bw) / bpt:.1f} tok/s at {max(bw) / 1e9:.1f} GB/s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="scaled", help="scaled, full, or a GGUF path")
+    ap.add_argument("--dir", default="/tmp/edgenano-bench", help="where generated GGUFs go")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--prompts", default="512,4096", help="prefill lengths (comma-separated)")
+    ap.add_argument("--decode", type=int, default=32, help="decode steps per measurement")
+    ap.add_argument("--long", type=int, default=4096, help="context before the long decode")
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--engines", default="edgenano,llama.cpp")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--path", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        return worker(a)
+    path = model_path(a)
+    a.path_used = path
+    bpt = bytes_per_token(path)
+    results: dict[str, dict] = {e: {} for e in a.engines.split(",")}
+    bw = [bandwidth(a.threads)]
+    for rep in range(a.reps):
+        for e in results:
+            r = run_worker(e, path, a)
+            print(f"rep {rep} {e}: {json.dumps({k: round(v, 2) for k, v in r.items()})}",
+                  flush=True)
+            for k, v in r.items():
+                best = max if k.startswith(("prefill", "decode")) else min
+                results[e][k] = best(results[e].get(k, v), v) if k != "peak_rss_mb" else \
+                    max(results[e].get(k, v), v)
+        bw.append(bandwidth(a.threads))
+    report(results, bw, bpt, a)
+
+
+if __name__ == "__main__":
+    main()
