@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import gguf
 import numpy as np
 import pytest
+from gguf import GGMLQuantizationType as QT
 
 from edgenano.engine import ContextOverflow, Model, NativeBackend, ReferenceBackend
 from edgenano.gguf_model import GGUFError, load_gguf
@@ -238,6 +240,60 @@ def test_missing_tensor_raises(gguf_file):
     del gm.tensors["blk.0.ssm_a"]
     with pytest.raises(GGUFError, match="blk.0.ssm_a"):
         NativeBackend(gm, path)
+
+
+# --------------------------------------------------------------- layouts of other writers
+
+
+def rewrite_gguf(src, dst, transform):
+    """Copy a GGUF, passing its (name, type, data) tensor list through transform."""
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, r.fields["general.architecture"].contents())
+    for key, f in r.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        sub = f.types[1] if f.types[0] == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(key, f.contents(), f.types[0], sub)
+    for name, qtype, data in transform([(t.name, t.tensor_type, t.data) for t in r.tensors]):
+        raw = qtype if qtype not in (QT.F32, QT.F16) else None
+        w.add_tensor(name, np.ascontiguousarray(data), raw_dtype=raw)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+def fuse_qkv(tensors):
+    """attn_q/k/v rows concatenated into one attn_qkv tensor, as some writers store them."""
+    by_name = {n: (q, d) for n, q, d in tensors}
+    out = []
+    for name, qtype, data in tensors:
+        if name.endswith(("attn_k.weight", "attn_v.weight")):
+            continue
+        if name.endswith("attn_q.weight"):
+            p = name[: -len("attn_q.weight")]
+            parts = [by_name[p + f"attn_{x}.weight"] for x in "qkv"]
+            assert len({q for q, _ in parts}) == 1
+            name, data = p + "attn_qkv.weight", np.concatenate([d for _, d in parts], axis=0)
+        out.append((name, qtype, data))
+    return out
+
+
+def test_fused_qkv_file(gguf_file, tmp_path):
+    path = gguf_file("attn_first", "q8_0")
+    fused = rewrite_gguf(path, tmp_path / "fused.gguf", fuse_qkv)
+    assert "blk.0.attn_qkv.weight" in {t.name for t in gguf.GGUFReader(fused).tensors}
+    assert np.array_equal(native(fused).logits(PROMPT), native(path).logits(PROMPT))
+
+
+def test_tied_output_file(gguf_file, oracle, tmp_path):
+    path = gguf_file("mix", "q8_0")
+    tied = rewrite_gguf(path, tmp_path / "tied.gguf",
+                        lambda ts: [t for t in ts if t[0] != "output.weight"])
+    assert load_gguf(tied).tied_output
+    got = native(tied, kv_type="f32").logits(PROMPT)
+    assert nmse(got, oracle(tied)) <= ENGINE_PREFILL_VS_REFERENCE_NMSE
 
 
 # ---------------------------------------------------------------------------------- llama.cpp

@@ -135,6 +135,12 @@ def test_matmul_threads_bit_identical():
         assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("items", [1, 3, 64, 70000])  # 70000: more than one job word holds
+def test_pool_runs_every_item_once(items):
+    reps = 200 if items < 1000 else 3
+    assert np.all(K.pool_probe(items, 10, 2, reps) == reps)
+
+
 def test_matmul_rejects_bad_shapes():
     raw = random_rows(QT.Q8_0, 4, 64, rng_for("bad"))
     x = np.zeros((1, 64), np.float32)

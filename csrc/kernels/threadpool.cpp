@@ -78,11 +78,11 @@ void ThreadPool::run(int64_t n, Call call, void *ctx) {
   if (n <= kMaxItems) return run_job(n, call, ctx);
   // More items than a job word holds: hand out contiguous runs of them instead.
   struct Runs { int64_t n, per; Call call; void *ctx; };
-  Runs r{n, (n + kMaxItems - 1) / kMaxItems, call, ctx};
-  run_job((n + r.per - 1) / r.per, [](void *c, int64_t i, int tid) {
+  Runs runs{n, (n + kMaxItems - 1) / kMaxItems, call, ctx};
+  run_job((n + runs.per - 1) / runs.per, [](void *c, int64_t i, int tid) {
     auto *r = static_cast<Runs *>(c);
     for (int64_t j = i * r->per; j < r->n && j < (i + 1) * r->per; ++j) r->call(r->ctx, j, tid);
-  }, &r);
+  }, &runs);
 }
 
 void ThreadPool::worker(int tid) {
