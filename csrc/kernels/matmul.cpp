@@ -52,7 +52,13 @@ float *Workspace::get_thread(int tid, size_t n) {
   return v.data() + ((64 - addr % 64) % 64) / sizeof(float);  // 64-byte aligned
 }
 
-int gemm_min_batch() { return 8; }
+int gemm_min_batch(int type) {
+  switch (act_kind(type)) {
+    case ACT_A8: return 32;
+    case ACT_A8K: return 12;
+    default: return 4;
+  }
+}
 
 void dequantize_row(int type, const void *src, float *dst, int64_t n) {
   const int ti = type_index(type);
@@ -90,10 +96,9 @@ void matmul_vec(const KernelTable &kt, int ti, const Weight &w, const float *x, 
   const int64_t items = (w.n_out + per - 1) / per;
   const DotFn dot = kt.dot[ti];
   pool.parallel_for(items, [&](int64_t it, int) {
-    const int64_t r0 = it * per, nr = std::min(per, w.n_out - r0);
-    for (int t = 0; t < T; ++t)
-      dot(w.data + r0 * w.row_bytes, w.row_bytes, nr, act + t * stride, w.n_in, y + t * ldy + r0,
-          acc);
+    const int64_t r0 = it * per;
+    dot({w.data + r0 * w.row_bytes, w.row_bytes, std::min(per, w.n_out - r0), w.n_in, act, stride,
+         T, y + r0, ldy, acc});
   });
 }
 
@@ -131,7 +136,7 @@ void matmul(const Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy,
     throw std::invalid_argument("matmul: row size does not match the type and n_in");
   if (T <= 0 || w.n_out <= 0) return;
   const KernelTable &kt = active_kernels();
-  const bool gemm = path == MatmulPath::Gemm || (path == MatmulPath::Auto && T >= gemm_min_batch());
+  const bool gemm = path == MatmulPath::Gemm || (path == MatmulPath::Auto && T >= gemm_min_batch(w.type));
   if (gemm) matmul_gemm(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);
   else matmul_vec(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);
 }

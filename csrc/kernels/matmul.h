@@ -36,7 +36,9 @@ void matmul(const Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy,
 // One row of n values of any supported type to f32 (n a multiple of the block size).
 void dequantize_row(int type, const void *src, float *dst, int64_t n);
 
-// The batch size from which matmul's Auto path uses the f32 panel kernel.
-int gemm_min_batch();
+// The batch size from which matmul's Auto path uses the f32 panel kernel for this weight type
+// (measured crossovers: below it the int8 dots, which load each block once per 6 tokens for the
+// *_0 types, are faster than dequantizing panels).
+int gemm_min_batch(int type);
 
 }  // namespace edgenano::kern

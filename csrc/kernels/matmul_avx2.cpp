@@ -389,11 +389,98 @@ float dot_q6_k(const uint8_t *w, const BlockA8K *a, int64_t n) {
 }
 
 template <class A, float (*F)(const uint8_t *, const A *, int64_t)>
-void rows(const uint8_t *w, size_t rb, int64_t nrows, const void *act, int64_t n, float *y,
-          bool acc) {
-  for (int64_t r = 0; r < nrows; ++r) {
-    const float v = F(w + r * rb, static_cast<const A *>(act), n);
-    y[r] = acc ? y[r] + v : v;
+void rows(const DotArgs &a) {
+  for (int t = 0; t < a.T; ++t) {
+    auto *act = reinterpret_cast<const A *>(a.act + size_t(t) * a.act_stride);
+    float *y = a.y + t * a.ldy;
+    for (int64_t r = 0; r < a.nrows; ++r) {
+      const float v = F(a.w + r * a.row_bytes, act, a.n);
+      y[r] = a.acc ? y[r] + v : v;
+    }
+  }
+}
+
+// ---- several tokens per weight block (the *_0 types): each block is loaded and unpacked once,
+// then dotted with up to kTok tokens' activation blocks held in as many accumulators ----
+
+constexpr int kTok = 6;
+
+template <int KIND>  // 0 Q8_0, 1 Q4_0, 2 Q5_0
+struct Q0 {
+  using B = std::conditional_t<KIND == 0, BlockQ8_0, std::conditional_t<KIND == 1, BlockQ4_0,
+                                                                        BlockQ5_0>>;
+  static constexpr float kZero = KIND == 0 ? 0.f : KIND == 1 ? 8.f : 16.f;
+  // Unsigned codes (Q4_0/Q5_0), or |q| with the signs kept for the activations (Q8_0).
+  static __m256i codes(const B &b) {
+    if constexpr (KIND == 0) {
+      return _mm256_abs_epi8(loadu(b.qs));
+    } else if constexpr (KIND == 1) {
+      return nibbles32(b.qs);
+    } else {
+      uint32_t qh;
+      std::memcpy(&qh, b.qh, 4);
+      return _mm256_or_si256(nibbles32(b.qs), bits_to_0x10(qh));
+    }
+  }
+  static __m256 dot(const B &b, __m256i u, const BlockA8 &a) {
+    if constexpr (KIND == 0) return dot_u8s8(u, _mm256_sign_epi8(loadu(a.qs), loadu(b.qs)));
+    else return dot_u8s8(u, loadu(a.qs));
+  }
+};
+
+template <int KIND, int NT>
+void q0_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t nb, float *y,
+                   int64_t ldy, bool acc) {
+  using Q = Q0<KIND>;
+  auto *b = reinterpret_cast<const typename Q::B *>(w);
+  const BlockA8 *a[NT];
+  __m256 sum[NT];
+  float z[NT];  // sum_i d_i * s_t,i: the zero-point terms
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) {
+    a[t] = reinterpret_cast<const BlockA8 *>(act + size_t(t) * stride);
+    sum[t] = _mm256_setzero_ps();
+    z[t] = 0.f;
+  }
+  for (int64_t i = 0; i < nb; ++i) {
+    _mm_prefetch(reinterpret_cast<const char *>(b + i) + kPrefetch, _MM_HINT_T0);
+    const __m256i u = Q::codes(b[i]);
+    const float d = h2f(b[i].d);
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+      sum[t] = _mm256_fmadd_ps(Q::dot(b[i], u, a[t][i]), _mm256_set1_ps(d * a[t][i].d), sum[t]);
+      if constexpr (KIND != 0) z[t] += d * a[t][i].s;
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) {
+    const float v = hsum(sum[t]) - Q::kZero * z[t];
+    y[t * ldy] = acc ? y[t * ldy] + v : v;
+  }
+}
+
+// One token: the two-accumulator single-row kernels above; more: q0_row_tokens.
+template <int KIND>
+void q0_rows(const DotArgs &a) {
+  if (a.T == 1) {
+    if constexpr (KIND == 0) return rows<BlockA8, dot_q8_0>(a);
+    else return rows<BlockA8, dot_q45_0<KIND == 2>>(a);
+  }
+  const int64_t nb = a.n / QK;
+  for (int t0 = 0; t0 < a.T; t0 += kTok) {
+    const uint8_t *act = a.act + size_t(t0) * a.act_stride;
+    float *y = a.y + t0 * a.ldy;
+    for (int64_t r = 0; r < a.nrows; ++r) {
+      const uint8_t *w = a.w + r * a.row_bytes;
+      switch (a.T - t0 < kTok ? a.T - t0 : kTok) {
+        case 1: q0_row_tokens<KIND, 1>(w, act, a.act_stride, nb, y + r, a.ldy, a.acc); break;
+        case 2: q0_row_tokens<KIND, 2>(w, act, a.act_stride, nb, y + r, a.ldy, a.acc); break;
+        case 3: q0_row_tokens<KIND, 3>(w, act, a.act_stride, nb, y + r, a.ldy, a.acc); break;
+        case 4: q0_row_tokens<KIND, 4>(w, act, a.act_stride, nb, y + r, a.ldy, a.acc); break;
+        case 5: q0_row_tokens<KIND, 5>(w, act, a.act_stride, nb, y + r, a.ldy, a.acc); break;
+        default: q0_row_tokens<KIND, 6>(w, act, a.act_stride, nb, y + r, a.ldy, a.acc); break;
+      }
+    }
   }
 }
 
@@ -485,7 +572,7 @@ const KernelTable kAvx2 = {
     quant_a8,
     quant_a8k,
     {rows<float, dot_float<0>>, rows<float, dot_float<1>>, rows<float, dot_float<2>>,
-     rows<BlockA8, dot_q8_0>, rows<BlockA8, dot_q45_0<false>>, rows<BlockA8, dot_q45_0<true>>,
+     q0_rows<0>, q0_rows<1>, q0_rows<2>,
      rows<BlockA8K, dot_k45<false>>, rows<BlockA8K, dot_k45<true>>, rows<BlockA8K, dot_q6_k>},
     {dq_f32, dq_f16, dq_bf16, dq_q8_0, dq_q4_0, dq_q5_0, dq_k45<false>, dq_k45<true>, dq_q6_k},
     pack_panel,

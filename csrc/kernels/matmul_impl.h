@@ -19,9 +19,21 @@ ActKind act_kind(int type);
 constexpr int kPanel = 16;   // weight rows per f32 panel (two 8-wide vectors)
 constexpr int kKC = 256;     // reduced-dimension chunk per panel (a multiple of every block)
 
-// y[r] (= or +=) dot(row r of w, act) for r < nrows; rows are row_bytes apart, n values long.
-using DotFn = void (*)(const uint8_t *w, size_t row_bytes, int64_t nrows, const void *act,
-                       int64_t n, float *y, bool acc);
+// For T tokens: y[t*ldy + r] (= or +=) dot(row r of w, activations of token t) for r < nrows.
+// Rows are row_bytes apart and n values long; token t's activations start act_stride bytes after
+// token t-1's. Kernels that can load each weight block once for several tokens do so.
+struct DotArgs {
+  const uint8_t *w;
+  size_t row_bytes;
+  int64_t nrows, n;
+  const uint8_t *act;
+  size_t act_stride;
+  int T;
+  float *y;
+  int64_t ldy;
+  bool acc;
+};
+using DotFn = void (*)(const DotArgs &a);
 using DequantFn = void (*)(const void *src, float *dst, int64_t n);
 
 struct KernelTable {

@@ -247,11 +247,14 @@ float dot_q6_k(const uint8_t *w, const BlockA8K *a, int64_t n) {
 }
 
 template <class A, float (*F)(const uint8_t *, const A *, int64_t)>
-void rows(const uint8_t *w, size_t rb, int64_t nrows, const void *act, int64_t n, float *y,
-          bool acc) {
-  for (int64_t r = 0; r < nrows; ++r) {
-    const float v = F(w + r * rb, static_cast<const A *>(act), n);
-    y[r] = acc ? y[r] + v : v;
+void rows(const DotArgs &a) {
+  for (int t = 0; t < a.T; ++t) {
+    auto *act = reinterpret_cast<const A *>(a.act + size_t(t) * a.act_stride);
+    float *y = a.y + t * a.ldy;
+    for (int64_t r = 0; r < a.nrows; ++r) {
+      const float v = F(a.w + r * a.row_bytes, act, a.n);
+      y[r] = a.acc ? y[r] + v : v;
+    }
   }
 }
 
