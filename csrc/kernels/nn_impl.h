@@ -42,7 +42,8 @@ inline size_t scan_scratch_floats(int L, int P, int N) {
   const size_t l = size_t(L), p16 = panels(P) * kPanel, n16 = panels(N) * kPanel;
   return 3 * l + l * l + p16 * size_t(N) + l * p16 + size_t(P) * l + l * n16;
 }
-constexpr int kAttnKeys = 256;  // keys per block in attn_block
+constexpr int kAttnKeys = 256;     // keys per block in attn_block
+constexpr int kAttnPanelRows = 12;  // query rows from which attn_block uses panel products
 inline size_t attn_scratch_floats(const AttnParams &p, int tb) {
   const size_t nq = size_t(tb) * size_t(p.n_head / p.n_head_kv), S = size_t(p.n_past + p.T);
   const size_t d = size_t(p.head_dim), d16 = (d + 15) / 16 * 16;
@@ -248,12 +249,18 @@ struct NnImpl {
       const float *q = p.q + int64_t(t) * p.ldq + int64_t(h) * d;
       for (int i = 0; i < d; ++i) qs[qi * d + i] = q[i] * p.scale;
     }
+    const bool panel = nq >= kAttnPanelRows;  // few queries (decode): plain dots, no packing
     for (int s0 = 0; s0 < S; s0 += kAttnKeys) {
       const int ns = std::min(kAttnKeys, S - s0);
       for (int s = 0; s < ns; ++s)
         kv_to_f32(p.k + size_t(s0 + s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d, rows + s * d);
-      pack_rows(rows, d, ns, d, nullptr, packed);
-      panel_product(packed, d, ns, qs, d, scores + s0, S, nq, false);
+      if (panel) {
+        pack_rows(rows, d, ns, d, nullptr, packed);
+        panel_product(packed, d, ns, qs, d, scores + s0, S, nq, false);
+      } else {
+        for (int qi = 0; qi < nq; ++qi)
+          for (int s = 0; s < ns; ++s) scores[size_t(qi) * S + s0 + s] = V::dot(qs + qi * d, rows + s * d, d);
+      }
     }
     for (int qi = 0; qi < nq; ++qi) {
       const int n = p.n_past + t0 + qi / rep + 1;  // causal: keys [0, n)
@@ -267,12 +274,19 @@ struct NnImpl {
       for (int s = 0; s < n; ++s) sc[s] *= inv;
       std::fill(sc + n, sc + S, 0.f);
     }
+    if (!panel) std::fill(acc, acc + size_t(nq) * d, 0.f);
     for (int s0 = 0; s0 < S; s0 += kAttnKeys) {
       const int ns = std::min(kAttnKeys, S - s0);
       for (int s = 0; s < ns; ++s)
         kv_to_f32(p.v + size_t(s0 + s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d, rows + s * d);
-      pack_cols(rows, d, ns, d, packed);
-      panel_product(packed, ns, d, scores + s0, S, acc, d, nq, s0 > 0);
+      if (panel) {
+        pack_cols(rows, d, ns, d, packed);
+        panel_product(packed, ns, d, scores + s0, S, acc, d, nq, s0 > 0);
+      } else {
+        for (int qi = 0; qi < nq; ++qi)
+          for (int s = 0; s < ns; ++s)
+            V::axpy(acc + size_t(qi) * d, scores[size_t(qi) * S + s0 + s], rows + s * d, d);
+      }
     }
     for (int qi = 0; qi < nq; ++qi) {
       const int t = t0 + qi / rep, h = kvh * rep + qi % rep;
