@@ -32,7 +32,7 @@ SHORT_PROMPT = 16  # tokens before the short-context decode
 
 class Native:
     def __init__(self, path: str, threads: int, n_ctx: int):
-        from edgenano.engine import Model
+        from edgenano import Model
 
         self.m = Model(path, n_threads=threads, n_ctx=n_ctx)
         self.s = None

@@ -13,7 +13,9 @@ class ContextOverflow(ValueError):
     """More tokens than the context the model was opened with."""
 
 
-def _check_ctx(n_past: int, n_new: int, n_ctx: int) -> None:
+def check_context(n_past: int, n_new: int, n_ctx: int) -> None:
+    if n_new < 1:
+        raise ValueError("no tokens to evaluate")
     if n_past + n_new > n_ctx:
         raise ContextOverflow(
             f"context full: {n_past} tokens + {n_new} new > n_ctx={n_ctx}; open the model with a "
@@ -23,7 +25,9 @@ def _check_ctx(n_past: int, n_new: int, n_ctx: int) -> None:
 class ReferenceBackend:
     """The NumPy reference (edgenano.reference): slow, exact, portable."""
 
-    def __init__(self, gguf_model, n_ctx: int, dtype=np.float32):
+    name = "reference"
+
+    def __init__(self, gguf_model, n_ctx: int = 8192, dtype=np.float32):
         from .reference import ReferenceModel
 
         self.impl = ReferenceModel(gguf_model, dtype=dtype)
@@ -33,12 +37,12 @@ class ReferenceBackend:
         return self.impl.new_state()
 
     def eval(self, state, ids) -> np.ndarray:
-        _check_ctx(state.n_past, len(ids), self.n_ctx)
+        check_context(state.n_past, len(ids), self.n_ctx)
         run = self.impl.step if len(ids) == 1 else self.impl.eval  # decode is the recurrence
         return np.asarray(run(state, ids[0] if len(ids) == 1 else list(ids)), dtype=np.float32)
 
     def logits(self, ids) -> np.ndarray:
-        _check_ctx(0, len(ids), self.n_ctx)
+        check_context(0, len(ids), self.n_ctx)
         return np.asarray(self.impl.logits(list(ids)), dtype=np.float32)
 
     def export_state(self, state) -> dict[str, np.ndarray]:
@@ -105,7 +109,7 @@ class LlamaCppBackend:
         self._current = state
 
     def eval(self, state: _LlamaState, ids) -> np.ndarray:
-        _check_ctx(state.n_past, len(ids), self.n_ctx)
+        check_context(state.n_past, len(ids), self.n_ctx)
         with self.lock:
             self._activate(state)
             self.llm.eval(list(ids))
@@ -117,7 +121,7 @@ class LlamaCppBackend:
     def export_state(self, state: _LlamaState) -> dict[str, np.ndarray]:
         saved = state.copy().saved if state.n_past else None
         blob = b"" if saved is None else bytes(saved.llama_state)
-        return {"llama_cpp.state": np.frombuffer(blob, dtype=np.uint8).copy()}
+        return {"llama_cpp.state": np.frombuffer(blob, dtype=np.int8).copy()}  # GGUF has I8, not U8
 
     def import_state(self, tensors: dict[str, np.ndarray], tokens: list[int]) -> _LlamaState:
         import llama_cpp
@@ -134,7 +138,11 @@ class LlamaCppBackend:
         return _LlamaState(self, tokens, saved)
 
 
-def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int | None):
+def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int | None,
+                 **native_options):
+    """native_options (n_batch, kv_type) tune the native engine; other backends refuse them."""
+    if native_options and kind != "native":
+        raise ValueError(f"{sorted(native_options)} only apply to backend='native'")
     if kind == "reference":
         return ReferenceBackend(gguf_model, n_ctx)
     if kind == "llama.cpp":
@@ -142,5 +150,5 @@ def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int
     if kind == "native":
         from .engine import NativeBackend
 
-        return NativeBackend(gguf_model, path, n_ctx=n_ctx, n_threads=n_threads)
+        return NativeBackend(gguf_model, path, n_ctx=n_ctx, n_threads=n_threads, **native_options)
     raise ValueError(f"unknown backend {kind!r}: use 'native', 'reference' or 'llama.cpp'")

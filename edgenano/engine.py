@@ -1,6 +1,6 @@
-"""The native C++ engine (`edgenano._C`) behind the backend interface, and `Model`: a GGUF run by
-the native engine or the NumPy reference with one surface (new_state, eval, logits, state.copy).
-"""
+"""The native C++ engine (`edgenano._C`) behind the backend interface of edgenano.backends:
+new_state, eval, logits, state.copy, export_state / import_state. `edgenano.Model(path,
+backend="native")` is the way in; this module is the thin layer over the extension."""
 
 from __future__ import annotations
 
@@ -11,16 +11,13 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-from .gguf_model import GGUFError, GGUFModel, load_gguf
+from .backends import check_context
+from .gguf_model import GGUFError, GGUFModel
 
 KV_TYPES = {"f16": QT.F16, "q8_0": QT.Q8_0, "f32": QT.F32}  # f32: exact comparisons
 CONFIG_KEYS = ("n_vocab", "n_embd", "n_layer", "layer_kinds", "n_ff", "n_head", "n_head_kv",
                "head_dim", "ssm_d_conv", "ssm_d_state", "ssm_n_group", "ssm_d_inner",
                "ssm_n_head", "eps")
-
-
-class ContextOverflow(ValueError):
-    """More tokens than the context the model was opened with."""
 
 
 def default_threads() -> int:
@@ -29,15 +26,6 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def check_context(n_past: int, n_new: int, n_ctx: int) -> None:
-    if n_new < 1:
-        raise ValueError("no tokens to evaluate")
-    if n_past + n_new > n_ctx:
-        raise ContextOverflow(
-            f"context full: {n_past} tokens + {n_new} new > n_ctx={n_ctx}; open the model with a "
-            "larger n_ctx or start a new state")
 
 
 def as_ids(ids) -> np.ndarray:
@@ -108,65 +96,17 @@ class NativeBackend:
         check_context(0, ids.size, self.n_ctx)
         return self.impl.eval(self.impl.new_state(), ids, True)
 
+    def export_state(self, state: NativeState) -> dict[str, np.ndarray]:
+        """The state as named arrays for a state file (conv.i, ssm.i, k.i, v.i, kv_type)."""
+        if state.backend is not self:
+            raise ValueError("this state was made by another model")
+        return dict(self.impl.export_state(state.impl))
 
-class ReferenceBackend:
-    """The NumPy reference (edgenano.reference) on the same surface: slow, exact, portable."""
-
-    name = "reference"
-
-    def __init__(self, gguf_model: GGUFModel, *, n_ctx: int = 8192, dtype=np.float32):
-        from .reference import ReferenceModel
-
-        self.impl = ReferenceModel(gguf_model, dtype=dtype)
-        self.n_ctx, self.n_vocab = n_ctx, gguf_model.config.n_vocab
-
-    def new_state(self):
-        return self.impl.new_state()
-
-    def eval(self, state, ids) -> np.ndarray:
-        ids = as_ids(ids)
-        check_context(state.n_past, ids.size, self.n_ctx)
-        return np.asarray(self.impl.eval(state, ids), dtype=np.float32)
-
-    def logits(self, ids) -> np.ndarray:
-        ids = as_ids(ids)
-        check_context(0, ids.size, self.n_ctx)
-        return np.asarray(self.impl.logits(ids), dtype=np.float32)
-
-
-class Model:
-    """A nemotron_h GGUF on the native engine ("native") or the NumPy reference ("reference").
-
-    >>> m = Model("model.gguf", n_threads=2, n_ctx=8192)
-    >>> s = m.new_state(); last = m.eval(s, ids); s2 = s.copy(); all_ = m.logits(ids)
-    """
-
-    def __init__(self, path: str | Path, backend: str = "native", n_threads: int | None = None,
-                 n_ctx: int = 8192, *, n_batch: int = 512, kv_type: str = "f16"):
-        self.path = str(path)
-        self.gguf = load_gguf(self.path)
-        self.config = self.gguf.config
-        self.n_ctx = n_ctx
-        if backend == "native":
-            self.backend = NativeBackend(self.gguf, self.path, n_ctx=n_ctx, n_threads=n_threads,
-                                         n_batch=n_batch, kv_type=kv_type)
-        elif backend == "reference":
-            self.backend = ReferenceBackend(self.gguf, n_ctx=n_ctx)
-        else:
-            raise ValueError(f"backend must be 'native' or 'reference', not {backend!r}")
-
-    @property
-    def n_vocab(self) -> int:
-        return self.config.n_vocab
-
-    def new_state(self):
-        """An empty sequence."""
-        return self.backend.new_state()
-
-    def eval(self, state, ids) -> np.ndarray:
-        """Feed ids into state; the last token's logits, float32 (n_vocab,)."""
-        return self.backend.eval(state, ids)
-
-    def logits(self, ids) -> np.ndarray:
-        """Logits of every position, float32 (T, n_vocab), from an empty state."""
-        return self.backend.logits(ids)
+    def import_state(self, tensors: dict[str, np.ndarray], tokens: list[int]) -> NativeState:
+        """A state rebuilt from export_state's arrays; misshapen or missing ones are refused."""
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        try:
+            impl = self.impl.import_state(arrays, [int(t) for t in tokens])
+        except ValueError as e:
+            raise ValueError(f"cannot restore this state: {e}") from None
+        return NativeState(self, impl)

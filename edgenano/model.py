@@ -22,10 +22,18 @@ from .tokenizer import Tokenizer
 
 
 class Model:
-    """Load a nemotron_h GGUF. `path=None` opens the built-in tiny reasoner."""
+    """Load a nemotron_h GGUF. `path=None` opens the built-in tiny reasoner.
+
+    backend: "native" (edgenano's C++ engine), "reference" (NumPy, slow and exact) or "llama.cpp"
+    (llama-cpp-python on the same file). n_batch (prefill chunk, default 512) and kv_type ("f16",
+    "q8_0" or "f32") tune the native engine.
+
+    >>> m = Model("model.gguf", n_threads=2, n_ctx=8192)
+    >>> s = m.new_state(); last = m.eval(s, ids); s2 = s.copy(); every = m.logits(ids)
+    """
 
     def __init__(self, path: str | Path | None = None, backend: str = "native", *,
-                 n_ctx: int = 8192, n_threads: int | None = None):
+                 n_ctx: int = 8192, n_threads: int | None = None, **native_options):
         from .gguf_model import load_gguf
 
         if path is None:
@@ -40,7 +48,7 @@ class Model:
         self.backend_name = backend
         self.n_ctx = n_ctx
         self.backend = make_backend(backend, self.gguf, self.path, n_ctx=n_ctx,
-                                    n_threads=n_threads)
+                                    n_threads=n_threads, **native_options)
         self.stop_ids = self._stop_ids()
         # Weights are shared and every state is its own, but a backend runs one forward at a time
         # (the native engine's thread pool already uses every core; llama.cpp has one context).

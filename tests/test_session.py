@@ -156,6 +156,27 @@ def test_save_load_roundtrip_and_refusals(model, tmp_path, tiny_checkpoint):
         ChatSession.load(model.path, model)
 
 
+@pytest.mark.parametrize("backend", ["native", "llama.cpp"])
+def test_save_load_on_other_backends(model, tmp_path, backend):
+    """A chat saved on the native engine (or llama.cpp) resumes there, identically; loading it
+    into a model opened with another backend is refused."""
+    from edgenano.session import ChatSession
+    from edgenano.state_file import StateFileError
+
+    if backend == "llama.cpp":
+        pytest.importorskip("llama_cpp")
+    m = Model(model.path, backend=backend, n_ctx=1024, n_threads=2)
+    s = m.chat(system="sys", thinking=False, temperature=0.0)
+    s.send("remember this", max_tokens=6)
+    s.save(tmp_path / "chat.gguf")
+    loaded = ChatSession.load(tmp_path / "chat.gguf", m)
+    assert s.send("and now", max_tokens=8).text == loaded.send("and now", max_tokens=8).text
+    assert loaded.prefill_tokens == s.prefill_tokens
+    with pytest.raises(StateFileError, match=f"backend={backend!r}"):
+        ChatSession.load(tmp_path / "chat.gguf", model)  # the reference backend
+
+
+
 @pytest.mark.parametrize("backend", ["reference", "native", "llama.cpp"])
 def test_concurrent_sessions_match_solo(model, backend):
     """Several sessions on one model from several threads give what each gives alone."""

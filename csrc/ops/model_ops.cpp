@@ -4,7 +4,9 @@
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstring>
 #include <stdexcept>
+#include <unordered_map>
 
 #include "ops/engine.h"
 #include "ops/nemotron_h.h"
@@ -76,6 +78,62 @@ size_t state_bytes(const State &s) {
   return b;
 }
 
+// The state as named arrays (copies): conv.i (K-1, C) and ssm.i (H, P, N) float32 per Mamba layer,
+// k.i / v.i (n_past, row bytes) int8 holding the KV rows in the model's KV type, and kv_type.
+nb::dict export_state(const Model &m, const State &s) {
+  if (s.owner != &m) throw std::invalid_argument("this state was made by another model");
+  const Config &c = m.config();
+  nb::dict out;
+  auto put = [&](const std::string &name, const void *src, std::initializer_list<size_t> shape,
+                 auto tag) {
+    using T = decltype(tag);
+    auto a = new_array<T>(shape);
+    std::memcpy(a.data(), src, a.nbytes());
+    out[name.c_str()] = a;
+  };
+  const size_t H = size_t(c.ssm_n_head), P = size_t(c.ssm_head_dim()), N = size_t(c.ssm_d_state);
+  for (int i = 0; i < c.n_layer; ++i) {
+    const std::string il = "." + std::to_string(i);
+    const Layer &l = m.layer(i);
+    if (l.kind == LayerKind::Mamba) {
+      put("conv" + il, s.conv[size_t(i)].data(),
+          {size_t(c.ssm_d_conv - 1), size_t(c.ssm_conv_dim())}, float{});
+      put("ssm" + il, s.ssm[size_t(i)].data(), {H, P, N}, float{});
+    } else if (l.kind == LayerKind::Attention && s.n_past > 0) {
+      put("k" + il, s.k[size_t(i)].data(), {size_t(s.n_past), l.kv_row_bytes}, int8_t{});
+      put("v" + il, s.v[size_t(i)].data(), {size_t(s.n_past), l.kv_row_bytes}, int8_t{});
+    }
+  }
+  const int32_t kv = m.kv_type();
+  put("kv_type", &kv, {1}, int32_t{});
+  return out;
+}
+
+using Bytes = nb::ndarray<nb::c_contig, nb::device::cpu>;
+
+std::unique_ptr<State> import_state(const Model &m, const nb::dict &tensors,
+                                    const std::vector<int32_t> &tokens) {
+  std::unordered_map<std::string, Bytes> arrays;
+  for (auto [k, v] : tensors) arrays.emplace(nb::cast<std::string>(k), nb::cast<Bytes>(v));
+  auto kv = arrays.find("kv_type");
+  if (kv == arrays.end() || kv->second.nbytes() != 4)
+    throw std::invalid_argument("state has no kv_type: not a native-engine state");
+  const int32_t saved_kv = *static_cast<const int32_t *>(kv->second.data());
+  if (saved_kv != m.kv_type())
+    throw std::invalid_argument("state was saved with KV cache type " + std::to_string(saved_kv) +
+                                " (ggml type id), this model runs " +
+                                std::to_string(m.kv_type()) + ": open it with the same kv_type");
+  auto buffer = [&](const std::string &name, size_t nbytes) -> const void * {
+    auto it = arrays.find(name);
+    if (it == arrays.end()) throw std::invalid_argument("state is missing " + name);
+    if (it->second.nbytes() != nbytes)
+      throw std::invalid_argument(name + " holds " + std::to_string(it->second.nbytes()) +
+                                  " bytes, this model expects " + std::to_string(nbytes));
+    return it->second.data();
+  };
+  return m.restore_state(tokens, buffer);
+}
+
 }  // namespace
 
 void bind_model(nb::module_ &m) {
@@ -90,6 +148,10 @@ void bind_model(nb::module_ &m) {
            "tensors: (name, ggml type, ne, file offset, nbytes) for every tensor.")
       .def("new_state", &Model::new_state)
       .def("copy_state", &Model::copy_state, nb::arg("state"))
+      .def("export_state", &export_state, nb::arg("state"),
+           "The state as named arrays (conv.i, ssm.i, k.i, v.i, kv_type), copied.")
+      .def("import_state", &import_state, nb::arg("tensors"), nb::arg("tokens"),
+           "A new state from export_state's arrays and the tokens they hold.")
       .def("eval", &eval, nb::arg("state"), nb::arg("ids"), nb::arg("all_logits") = false,
            "Feed int32 ids; last logits (n_vocab) or all logits (n, n_vocab).")
       .def_prop_ro("n_ctx", &Model::n_ctx)

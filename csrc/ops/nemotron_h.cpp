@@ -211,6 +211,33 @@ std::unique_ptr<State> Model::copy_state(const State &src) const {
   return s;
 }
 
+std::unique_ptr<State> Model::restore_state(
+    const std::vector<int32_t> &tokens,
+    const std::function<const void *(const std::string &, size_t)> &buffer) const {
+  if (tokens.size() > size_t(n_ctx_))
+    throw std::invalid_argument("state holds " + std::to_string(tokens.size()) +
+                                " tokens, more than n_ctx=" + std::to_string(n_ctx_));
+  auto s = new_state();
+  s->n_past = int(tokens.size());
+  s->tokens = tokens;
+  reserve_kv(*s, s->n_past);
+  auto fill = [&](const std::string &name, void *dst, size_t nbytes) {
+    if (nbytes) std::memcpy(dst, buffer(name, nbytes), nbytes);
+  };
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string il = "." + std::to_string(i);
+    if (layers_[i].kind == LayerKind::Mamba) {
+      fill("conv" + il, s->conv[i].data(), s->conv[i].size() * sizeof(float));
+      fill("ssm" + il, s->ssm[i].data(), s->ssm[i].size() * sizeof(float));
+    } else if (layers_[i].kind == LayerKind::Attention) {
+      const size_t used = size_t(s->n_past) * layers_[i].kv_row_bytes;
+      fill("k" + il, s->k[i].data(), used);
+      fill("v" + il, s->v[i].data(), used);
+    }
+  }
+  return s;
+}
+
 void Model::ensure_scratch(int T) {
   if (T <= scratch_T_) return;
   const Config &c = cfg_;

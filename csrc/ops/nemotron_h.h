@@ -3,6 +3,7 @@
 // The layer kind is data (per-layer arrays from the file), as in llama.cpp's nemotron_h.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -86,6 +87,13 @@ class Model {
 
   std::unique_ptr<State> new_state() const;
   std::unique_ptr<State> copy_state(const State &s) const;
+  // A state rebuilt from exported buffers (see model_ops.cpp): conv and SSM per Mamba layer,
+  // n_past KV rows per attention layer in this model's KV type. Throws std::invalid_argument on
+  // any missing or misshapen buffer.
+  std::unique_ptr<State> restore_state(
+      const std::vector<int32_t> &tokens,
+      const std::function<const void *(const std::string &name, size_t nbytes)> &buffer) const;
+  const Layer &layer(int il) const { return layers_[size_t(il)]; }
 
   // Feeds ids (prefill in n_batch chunks) and writes logits: of the last token (n_vocab floats)
   // or, when all_logits, of every token (n_ids x n_vocab).
