@@ -114,6 +114,18 @@ def test_decode_matches_reference_per_type(gguf_file, oracle, outtype):
     assert nmse(got, oracle(path)[SPLIT:]) <= ENGINE_DECODE_VS_REFERENCE_NMSE[outtype]
 
 
+@pytest.mark.parametrize("outtype", ["q4_k", "q5_k_m"])
+def test_fallback_types_match_reference(gguf_file, oracle, outtype):
+    """Rows not a multiple of 256 fall back as llama.cpp does (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K
+    -> Q8_0), as in 9B-v2 whose width 4480 is not: the engine runs those files too."""
+    path = gguf_file("mix", outtype)
+    types = {t.type for t in load_gguf(path).tensors.values()}
+    assert {"q4_k": QT.Q5_0, "q5_k_m": QT.Q5_1}[outtype] in types
+    m = native(path, kv_type="f32")
+    assert nmse(m.logits(PROMPT), oracle(path)) <= ENGINE_PREFILL_VS_REFERENCE_NMSE
+    assert nmse(decode_split(m), oracle(path)[SPLIT:]) <= ENGINE_DECODE_VS_REFERENCE_NMSE[outtype]
+
+
 @pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
 @pytest.mark.parametrize("config", ["mix", "attn_first"])
 def test_kv_cache_types(gguf_file, oracle, config, kv_type):
@@ -251,7 +263,7 @@ def tampered(path, name: str, **changes):
     dict(offset=1 << 40),                 # outside the file
     dict(nbytes=12),                      # size does not match the shape
     dict(ne=(64, 80)),                    # shape does not match the config (64, 96)
-    dict(type=3),                         # Q4_1: not a type the engine runs
+    dict(type=16),                        # IQ2_XXS: not a type the engine runs
 ])
 def test_bad_tensor_entries_raise(gguf_file, change):
     path = gguf_file("mix", "q8_0")

@@ -24,10 +24,12 @@ from .tolerances import (
 
 K = pytest.importorskip("edgenano._C").kernels
 
-WEIGHT_TYPES = [QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
+WEIGHT_TYPES = [QT.F32, QT.F16, QT.BF16, QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_1, QT.Q5_1, QT.Q4_K,
+                QT.Q5_K, QT.Q6_K]
 FLOAT_TYPES = {QT.F32, QT.F16, QT.BF16}
-# Byte offsets of the f16 scales (d, and dmin for Q4_K/Q5_K) inside each block.
-SCALE_OFFSETS = {QT.Q8_0: [0], QT.Q4_0: [0], QT.Q5_0: [0], QT.Q4_K: [0, 2], QT.Q5_K: [0, 2],
+# Byte offsets of the f16 scales (d, and m / dmin for Q4_1/Q5_1/Q4_K/Q5_K) inside each block.
+SCALE_OFFSETS = {QT.Q8_0: [0], QT.Q4_0: [0], QT.Q5_0: [0], QT.Q4_1: [0, 2], QT.Q5_1: [0, 2],
+                 QT.Q4_K: [0, 2], QT.Q5_K: [0, 2],
                  QT.Q6_K: [208]}
 
 

@@ -80,8 +80,9 @@ KERNEL_F32_ORACLE_FACTOR = 4.0
 KERNEL_F32_ORACLE_FLOOR = 1e-13
 # Matmul with activations quantized to int8 blocks on the fly (the decode path) vs float64, N(0,1)
 # activations. Measured: Q8_0 4.2e-5, Q4_0 3.2e-5, Q5_0 3.5e-5 (32-value activation blocks);
-# Q4_K 8.3e-5, Q5_K 1.5e-4, Q6_K 6.9e-5 (256-value blocks, as llama.cpp's Q8_K).
-KERNEL_MATMUL_INT8_NMSE = {"Q8_0": 1e-4, "Q4_0": 1e-4, "Q5_0": 1e-4,
+# Q4_K 8.3e-5, Q5_K 1.5e-4, Q6_K 6.9e-5 (256-value blocks, as llama.cpp's Q8_K); Q4_1 1.3e-4 and
+# Q5_1 3.8e-5 (worst of six seeds; the minimum m gives the rows a mean, so less cancellation).
+KERNEL_MATMUL_INT8_NMSE = {"Q8_0": 1e-4, "Q4_0": 1e-4, "Q5_0": 1e-4, "Q4_1": 3e-4, "Q5_1": 1e-4,
                            "Q4_K": 2e-4, "Q5_K": 3e-4, "Q6_K": 2e-4}
 # The same integer dot products in another float summation order: measured 4.1e-14.
 KERNEL_SCALAR_VS_AVX2_NMSE = 1e-12
@@ -100,6 +101,7 @@ ENGINE_DECODE_VS_REFERENCE_NMSE = {
     "f32": 1e-11, "f16": 1e-11, "bf16": 1e-11,  # 2.1e-13
     "q8_0": 1e-3, "q4_0": 1e-3, "q5_0": 1e-3,  # 4.4e-4, 4.2e-4, 4.3e-4
     "q4_k": 3e-3, "q5_k": 3e-3, "q6_k": 3e-3, "q4_k_m": 3e-3,  # 1.2e-3, 1.3e-3, 1.4e-3, 1.2e-3
+    "q5_k_m": 3e-3,  # tiny "mix": Q5_1 and Q8_0 fallbacks; measured 7.4e-4 (q4_k there 7.2e-4)
 }
 # KV cache stored f16 / q8_0 instead of f32 (f32 weights): measured 1.7e-7 / 1.3e-4 (attn_first).
 ENGINE_KV_CACHE_VS_REFERENCE_NMSE = {"f16": 5e-7, "q8_0": 4e-4}

@@ -11,6 +11,7 @@ struct TypeInfo { int type; int block; size_t bytes; const char *name; };
 constexpr TypeInfo kTypes[] = {
     {T_F32, 1, 4, "F32"},          {T_F16, 1, 2, "F16"},          {T_BF16, 1, 2, "BF16"},
     {T_Q8_0, QK, 34, "Q8_0"},      {T_Q4_0, QK, 18, "Q4_0"},      {T_Q5_0, QK, 22, "Q5_0"},
+    {T_Q4_1, QK, 20, "Q4_1"},      {T_Q5_1, QK, 24, "Q5_1"},
     {T_Q4_K, QKK, 144, "Q4_K"},    {T_Q5_K, QKK, 176, "Q5_K"},    {T_Q6_K, QKK, 210, "Q6_K"},
 };
 const TypeInfo *find(int type) {

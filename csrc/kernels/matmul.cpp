@@ -17,6 +17,8 @@ int type_index(int type) {
     case T_Q8_0: return I_Q8_0;
     case T_Q4_0: return I_Q4_0;
     case T_Q5_0: return I_Q5_0;
+    case T_Q4_1: return I_Q4_1;
+    case T_Q5_1: return I_Q5_1;
     case T_Q4_K: return I_Q4_K;
     case T_Q5_K: return I_Q5_K;
     case T_Q6_K: return I_Q6_K;
@@ -26,7 +28,7 @@ int type_index(int type) {
 
 ActKind act_kind(int type) {
   switch (type) {
-    case T_Q8_0: case T_Q4_0: case T_Q5_0: return ACT_A8;
+    case T_Q8_0: case T_Q4_0: case T_Q5_0: case T_Q4_1: case T_Q5_1: return ACT_A8;
     case T_Q4_K: case T_Q5_K: case T_Q6_K: return ACT_A8K;
     default: return ACT_F32;
   }

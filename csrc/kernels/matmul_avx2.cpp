@@ -4,6 +4,7 @@
 // into per-block activation sums.
 #include <immintrin.h>
 
+#include <tuple>
 #include <type_traits>
 
 #include "kernels/matmul_impl.h"
@@ -117,6 +118,27 @@ void dq_q5_0(const void *src, float *y, int64_t n) {
     __m256i q = _mm256_or_si256(nibbles32(b[i].qs), bits_to_0x10(qh));
     q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
     store_i8x32(q, h2f(b[i].d), y + i * QK);
+  }
+}
+
+template <bool Q5>
+void dq_q45_1(const void *src, float *y, int64_t n) {
+  using B = std::conditional_t<Q5, BlockQ5_1, BlockQ4_1>;
+  auto *b = static_cast<const B *>(src);
+  for (int64_t i = 0; i < n / QK; ++i) {
+    __m256i q = nibbles32(b[i].qs);
+    if constexpr (Q5) {
+      uint32_t qh;
+      std::memcpy(&qh, b[i].qh, 4);
+      q = _mm256_or_si256(q, bits_to_0x10(qh));
+    }
+    const __m256 vd = _mm256_set1_ps(h2f(b[i].d)), vm = _mm256_set1_ps(h2f(b[i].m));
+    for (int k = 0; k < 4; ++k) {  // codes are 0..31: zero-extend 8 at a time
+      const __m128i part = k < 2 ? _mm256_castsi256_si128(q) : _mm256_extracti128_si256(q, 1);
+      const __m128i eight = k % 2 ? _mm_unpackhi_epi64(part, part) : part;
+      const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(eight));
+      _mm256_storeu_ps(y + i * QK + 8 * k, _mm256_fmadd_ps(f, vd, vm));
+    }
   }
 }
 
@@ -405,16 +427,23 @@ void rows(const DotArgs &a) {
 
 constexpr int kTok = 6;
 
-template <int KIND>  // 0 Q8_0, 1 Q4_0, 2 Q5_0
+template <int KIND>  // 0 Q8_0, 1 Q4_0, 2 Q5_0, 3 Q4_1, 4 Q5_1
 struct Q0 {
-  using B = std::conditional_t<KIND == 0, BlockQ8_0, std::conditional_t<KIND == 1, BlockQ4_0,
-                                                                        BlockQ5_0>>;
-  static constexpr float kZero = KIND == 0 ? 0.f : KIND == 1 ? 8.f : 16.f;
+  using B = std::tuple_element_t<KIND, std::tuple<BlockQ8_0, BlockQ4_0, BlockQ5_0, BlockQ4_1,
+                                                  BlockQ5_1>>;
+  static constexpr bool kFive = KIND == 2 || KIND == 4;
+  // Coefficient of the activation block's s = d_a * sum(q_a): -zero * d for *_0, m for *_1.
+  static float s_coef(const B &b, float d) {
+    if constexpr (KIND == 0) return 0.f;
+    else if constexpr (KIND == 1) return -8.f * d;
+    else if constexpr (KIND == 2) return -16.f * d;
+    else return h2f(b.m);
+  }
   // Unsigned codes (Q4_0/Q5_0), or |q| with the signs kept for the activations (Q8_0).
   static __m256i codes(const B &b) {
     if constexpr (KIND == 0) {
       return _mm256_abs_epi8(loadu(b.qs));
-    } else if constexpr (KIND == 1) {
+    } else if constexpr (!kFive) {
       return nibbles32(b.qs);
     } else {
       uint32_t qh;
@@ -435,7 +464,7 @@ void q0_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t 
   auto *b = reinterpret_cast<const typename Q::B *>(w);
   const BlockA8 *a[NT];
   __m256 sum[NT];
-  float z[NT];  // sum_i d_i * s_t,i: the zero-point terms
+  float z[NT];  // sum_i coef_i * s_t,i: the zero-point (*_0) or minimum (*_1) terms
 #pragma GCC unroll 8
   for (int t = 0; t < NT; ++t) {
     a[t] = reinterpret_cast<const BlockA8 *>(act + size_t(t) * stride);
@@ -445,16 +474,16 @@ void q0_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t 
   for (int64_t i = 0; i < nb; ++i) {
     _mm_prefetch(reinterpret_cast<const char *>(b + i) + kPrefetch, _MM_HINT_T0);
     const __m256i u = Q::codes(b[i]);
-    const float d = h2f(b[i].d);
+    const float d = h2f(b[i].d), c = Q::s_coef(b[i], d);
 #pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
       sum[t] = _mm256_fmadd_ps(Q::dot(b[i], u, a[t][i]), _mm256_set1_ps(d * a[t][i].d), sum[t]);
-      if constexpr (KIND != 0) z[t] += d * a[t][i].s;
+      if constexpr (KIND != 0) z[t] += c * a[t][i].s;
     }
   }
 #pragma GCC unroll 8
   for (int t = 0; t < NT; ++t) {
-    const float v = hsum(sum[t]) - Q::kZero * z[t];
+    const float v = hsum(sum[t]) + z[t];
     y[t * ldy] = acc ? y[t * ldy] + v : v;
   }
 }
@@ -464,7 +493,7 @@ template <int KIND>
 void q0_rows(const DotArgs &a) {
   if (a.T == 1) {
     if constexpr (KIND == 0) return rows<BlockA8, dot_q8_0>(a);
-    else return rows<BlockA8, dot_q45_0<KIND == 2>>(a);
+    else if constexpr (KIND <= 2) return rows<BlockA8, dot_q45_0<KIND == 2>>(a);
   }
   const int64_t nb = a.n / QK;
   for (int t0 = 0; t0 < a.T; t0 += kTok) {
@@ -572,9 +601,10 @@ const KernelTable kAvx2 = {
     quant_a8,
     quant_a8k,
     {rows<float, dot_float<0>>, rows<float, dot_float<1>>, rows<float, dot_float<2>>,
-     q0_rows<0>, q0_rows<1>, q0_rows<2>,
+     q0_rows<0>, q0_rows<1>, q0_rows<2>, q0_rows<3>, q0_rows<4>,
      rows<BlockA8K, dot_k45<false>>, rows<BlockA8K, dot_k45<true>>, rows<BlockA8K, dot_q6_k>},
-    {dq_f32, dq_f16, dq_bf16, dq_q8_0, dq_q4_0, dq_q5_0, dq_k45<false>, dq_k45<true>, dq_q6_k},
+    {dq_f32, dq_f16, dq_bf16, dq_q8_0, dq_q4_0, dq_q5_0, dq_q45_1<false>, dq_q45_1<true>,
+     dq_k45<false>, dq_k45<true>, dq_q6_k},
     pack_panel,
     gemm_panel,
 };

@@ -9,7 +9,9 @@
 namespace edgenano::kern {
 
 // Dense index of the supported weight types (the table below is indexed by it).
-enum TypeIdx { I_F32, I_F16, I_BF16, I_Q8_0, I_Q4_0, I_Q5_0, I_Q4_K, I_Q5_K, I_Q6_K, I_COUNT };
+enum TypeIdx {
+  I_F32, I_F16, I_BF16, I_Q8_0, I_Q4_0, I_Q5_0, I_Q4_1, I_Q5_1, I_Q4_K, I_Q5_K, I_Q6_K, I_COUNT
+};
 int type_index(int type);  // -1 when unsupported
 
 // What a type's dot product consumes: f32 activations, A8 blocks (32) or A8K blocks (256).

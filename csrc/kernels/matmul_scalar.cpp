@@ -59,6 +59,24 @@ void dq_q5_0(const void *src, float *y, int64_t n) {
   }
 }
 
+// Q4_1 / Q5_1: x = d*q + m with unsigned codes q (4 or 5 bits).
+template <bool Q5>
+void dq_q45_1(const void *src, float *y, int64_t n) {
+  using B = std::conditional_t<Q5, BlockQ5_1, BlockQ4_1>;
+  auto *b = static_cast<const B *>(src);
+  for (int64_t i = 0; i < n / QK; ++i, y += QK) {
+    const float d = fp16_to_f32(b[i].d), m = fp16_to_f32(b[i].m);
+    uint32_t qh = 0;
+    if constexpr (Q5) qh = load_u32(b[i].qh);
+    for (int j = 0; j < QK / 2; ++j) {
+      const int lo = (b[i].qs[j] & 0xf) | int((qh >> j) & 1) << 4;
+      const int hi = (b[i].qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
+      y[j] = d * float(lo) + m;
+      y[j + QK / 2] = d * float(hi) + m;
+    }
+  }
+}
+
 // The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block.
 void k_scale_min(const uint8_t *s, int j, int &sc, int &m) {
   if (j < 4) {
@@ -205,6 +223,26 @@ float dot_q5_0(const uint8_t *w, const BlockA8 *a, int64_t n) {
   return acc;
 }
 
+// sum (d*q + m)*a = d*a.d*(q.qa) + m*a.s
+template <bool Q5>
+float dot_q45_1(const uint8_t *w, const BlockA8 *a, int64_t n) {
+  using B = std::conditional_t<Q5, BlockQ5_1, BlockQ4_1>;
+  auto *b = reinterpret_cast<const B *>(w);
+  float acc = 0.f;
+  for (int64_t i = 0; i < n / QK; ++i) {
+    uint32_t qh = 0;
+    if constexpr (Q5) qh = load_u32(b[i].qh);
+    int s = 0;
+    for (int j = 0; j < QK / 2; ++j) {
+      const int lo = (b[i].qs[j] & 0xf) | int((qh >> j) & 1) << 4;
+      const int hi = (b[i].qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
+      s += lo * a[i].qs[j] + hi * a[i].qs[j + 16];
+    }
+    acc += fp16_to_f32(b[i].d) * a[i].d * float(s) + fp16_to_f32(b[i].m) * a[i].s;
+  }
+  return acc;
+}
+
 template <bool Q5>
 float dot_k45(const uint8_t *w, const BlockA8K *a, int64_t n) {
   using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
@@ -283,9 +321,11 @@ const KernelTable kScalar = {
     quant_a8k,
     {rows<float, dot_float<dq_f32>>, rows<float, dot_float<dq_f16>>,
      rows<float, dot_float<dq_bf16>>, rows<BlockA8, dot_q8_0>, rows<BlockA8, dot_q4_0>,
-     rows<BlockA8, dot_q5_0>, rows<BlockA8K, dot_k45<false>>, rows<BlockA8K, dot_k45<true>>,
+     rows<BlockA8, dot_q5_0>, rows<BlockA8, dot_q45_1<false>>, rows<BlockA8, dot_q45_1<true>>,
+     rows<BlockA8K, dot_k45<false>>, rows<BlockA8K, dot_k45<true>>,
      rows<BlockA8K, dot_q6_k>},
-    {dq_f32, dq_f16, dq_bf16, dq_q8_0, dq_q4_0, dq_q5_0, dq_k45<false>, dq_k45<true>, dq_q6_k},
+    {dq_f32, dq_f16, dq_bf16, dq_q8_0, dq_q4_0, dq_q5_0, dq_q45_1<false>, dq_q45_1<true>,
+     dq_k45<false>, dq_k45<true>, dq_q6_k},
     pack_panel,
     gemm_panel,
 };
