@@ -32,6 +32,12 @@ def _cmd_generate(argv: list[str]) -> int:
     return generate_main(argv)
 
 
+def _cmd_bench(argv: list[str]) -> int:
+    from .bench import main
+
+    return main(argv)
+
+
 def _cmd_info(argv: list[str]) -> int:
     from .info import main
 
@@ -44,6 +50,7 @@ COMMANDS = {
     "chat": (_cmd_chat, "chat with a model: streaming, /think, /no_think, /budget, /save"),
     "generate": (_cmd_generate, "continue a raw prompt"),
     "convert": (_cmd_convert, "convert a Hugging Face Nemotron-H checkpoint to GGUF"),
+    "bench": (_cmd_bench, "prefill and decode speed: edgenano against llama.cpp, same file"),
     "info": (_cmd_info, "describe a GGUF: layer pattern, tensor types, session memory"),
     "eval": (_cmd_eval, "accuracy of a GGUF of the built-in reasoner, think on/off/budget"),
 }

@@ -25,7 +25,7 @@ def gguf_path(tiny_checkpoint, tmp_path_factory):
 def test_help_lists_commands():
     r = _run("--help")
     assert r.returncode == 0
-    for cmd in ("chat", "generate", "convert", "info", "eval"):
+    for cmd in ("chat", "generate", "convert", "info", "eval", "bench"):
         assert f"  {cmd}" in r.stdout
     assert _run("chat", "--help").returncode == 0
     assert _run("nonsense").returncode == 2
@@ -50,3 +50,13 @@ def test_chat_scripted(gguf_path, tmp_path):
     assert "reasoning off" in out and "thinking budget 3" in out
     assert "4 reasoning" in out  # budget 3 + grace 1: the forced close at token 4
     assert f"saved to {state}" in out and "loaded" in out
+
+
+def test_bench_compares_backends(gguf_path):
+    r = _run("bench", str(gguf_path), "--backends", "native,reference", "-p", "40", "-n", "4",
+             "--reps", "1", "-t", "2")
+    assert r.returncode == 0, r.stderr
+    rows = {ln.split()[0]: ln.split() for ln in r.stdout.splitlines()[2:]}
+    assert set(rows) == {"native", "reference"}
+    assert rows["reference"][3:] == ["1.00x", "1.00x"]  # the last backend is the baseline
+    assert all(float(v) > 0 for v in rows["native"][1:3])
