@@ -32,9 +32,12 @@ SHORT_PROMPT = 16  # tokens before the short-context decode
 
 class Native:
     def __init__(self, path: str, threads: int, n_ctx: int):
-        from edgenano import Model
+        from edgenano.engine import NativeBackend
+        from edgenano.gguf_model import load_gguf
 
-        self.m = Model(path, n_threads=threads, n_ctx=n_ctx)
+        # The engine itself (edgenano.Model adds the tokenizer, which these random files only
+        # stub out).
+        self.m = NativeBackend(load_gguf(path), path, n_threads=threads, n_ctx=n_ctx)
         self.s = None
 
     def reset(self):
