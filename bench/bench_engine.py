@@ -98,6 +98,15 @@ def worker(a) -> None:
             eng.feed([t])
         out[f"decode_{name}"] = a.decode / (time.perf_counter() - t0)
     out["peak_rss_mb"] = peak_rss_mb()
+    if a.profile and a.worker == "edgenano":  # where the time goes, after the timed runs
+        be = eng.m
+        be.profiling = True
+        eng.reset()
+        eng.feed(ids[:prompts[0]])
+        out["profile_prefill"] = be.profile(reset=True)
+        for t in ids[prompts[0]:prompts[0] + a.decode]:
+            eng.feed([t])
+        out["profile_decode"] = be.profile(reset=True)
     print(json.dumps(out), flush=True)
 
 
@@ -129,10 +138,10 @@ def bytes_per_token(path: Path) -> int:
     return rest + emb.nbytes // emb.ne[1]
 
 
-def run_worker(engine: str, path: Path, a) -> dict:
+def run_worker(engine: str, path: Path, a, profile: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--worker", engine, "--path", str(path),
            "--threads", str(a.threads), "--prompts", a.prompts, "--decode", str(a.decode),
-           "--long", str(a.long)]
+           "--long", str(a.long)] + (["--profile"] if profile else [])
     res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode or not lines:
@@ -176,6 +185,8 @@ def main() -> None:
     ap.add_argument("--long", type=int, default=4096, help="context before the long decode")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--engines", default="edgenano,llama.cpp")
+    ap.add_argument("--profile", action="store_true",
+                    help="then profile edgenano's first prefill and a decode, per operation")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -197,6 +208,14 @@ def main() -> None:
                     max(results[e].get(k, v), v)
         bw.append(bandwidth(a.threads))
     report(results, bw, bpt, a)
+    if a.profile:
+        from edgenano.engine import format_profile
+
+        r = run_worker("edgenano", path, a, profile=True)
+        first = [int(p) for p in a.prompts.split(",") if int(p) > 0][0]
+        print(f"\nedgenano profile, prefill of {first} tokens:\n"
+              + format_profile(r["profile_prefill"]))
+        print(f"\nedgenano profile, {a.decode} decode steps:\n" + format_profile(r["profile_decode"]))
 
 
 if __name__ == "__main__":

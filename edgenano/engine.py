@@ -110,3 +110,32 @@ class NativeBackend:
         except ValueError as e:
             raise ValueError(f"cannot restore this state: {e}") from None
         return NativeState(self, impl)
+
+    @property
+    def profiling(self) -> bool:
+        """Whether every engine operation is timed (also on with EDGENANO_PROFILE=1)."""
+        return self.impl.profiling
+
+    @profiling.setter
+    def profiling(self, on: bool) -> None:
+        self.impl.profiling = bool(on)
+
+    def profile(self, reset: bool = False) -> list[dict]:
+        """Time per operation since the last reset, longest first: op, calls, seconds, share
+        of the total, and for matmuls the weight bytes read and their rate in GB/s."""
+        rows = [dict(op=op, calls=n, seconds=s, bytes=b)
+                for op, n, s, b in self.impl.profile(reset)]
+        total = sum(r["seconds"] for r in rows) or 1.0
+        for r in rows:
+            r["share"] = r["seconds"] / total
+            r["gb_per_s"] = r["bytes"] / r["seconds"] / 1e9 if r["bytes"] and r["seconds"] else None
+        return sorted(rows, key=lambda r: -r["seconds"])
+
+
+def format_profile(rows: list[dict]) -> str:
+    """The profile as a table."""
+    lines = [f"{'op':28s}{'calls':>8s}{'seconds':>10s}{'share':>8s}{'GB/s':>8s}"]
+    for r in rows:
+        bw = f"{r['gb_per_s']:8.1f}" if r["gb_per_s"] else f"{'':8s}"
+        lines.append(f"{r['op']:28s}{r['calls']:8d}{r['seconds']:10.3f}{r['share']:8.1%}{bw}")
+    return "\n".join(lines)

@@ -191,6 +191,31 @@ def test_export_import_state_bit_identical(gguf_file, kv_type):
             arrays, PROMPT[:20])
 
 
+def test_profile_attributes_time_to_operations(gguf_file):
+    m = native(gguf_file("mix", "q8_0"))
+    be = m.backend
+    assert not be.profiling
+    m.logits(PROMPT)
+    assert be.profile() == []  # off by default: nothing recorded
+    be.profiling = True
+    s = m.new_state()
+    m.eval(s, PROMPT[:40])
+    m.eval(s, PROMPT[40:41])
+    rows = {r["op"]: r for r in be.profile(reset=True)}
+    assert {"matmul Q8_0 batch", "matmul Q8_0 decode", "ssm_scan chunked", "ssm_scan recurrent",
+            "attention", "causal_conv", "rmsnorm"} <= set(rows)
+    layers = m.config.layer_kinds
+    # One token: every weight matrix once (q, k, v and o in attention; in and out in Mamba; up
+    # and down in the MLP; the output head; token_embd is a lookup), plus the prefill's output
+    # head, which runs on its last token only.
+    n_mats = 4 * layers.count("attention") + 2 * layers.count("mamba") + 2 * layers.count("mlp")
+    assert sum(r["calls"] for op, r in rows.items() if op.endswith("decode")) == n_mats + 2
+    assert rows["ssm_scan recurrent"]["calls"] == layers.count("mamba")
+    assert abs(sum(r["share"] for r in rows.values()) - 1) < 1e-9
+    assert rows["matmul Q8_0 decode"]["gb_per_s"] > 0
+    assert be.profile() == []  # reset
+
+
 def test_threads_bit_identical(gguf_file):
     path = gguf_file("kwide", "q4_0")
     one, two = native(path, n_threads=1), native(path, n_threads=2)

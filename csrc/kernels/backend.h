@@ -3,6 +3,8 @@
 // would implement the same interface (with these CPU kernels as its reference).
 #pragma once
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "kernels/matmul.h"
 #include "kernels/nn.h"
@@ -34,6 +36,26 @@ class Backend {
   virtual void attention(const AttnParams &p) = 0;
 };
 
+// Time spent per operation, from a profiling backend. Matmuls are keyed by weight type and by
+// decode (one token) or batch, with the weight bytes they read.
+struct ProfileEntry {
+  std::string op;
+  int64_t calls = 0;
+  double seconds = 0;
+  double bytes = 0;
+};
+
 std::unique_ptr<Backend> make_cpu_backend(int n_threads);
+
+// A Backend that forwards to `inner` and, while enabled, times every call (wall clock; each
+// operation already waits for its threads). Disabled, it costs one branch per operation.
+class ProfilingBackend : public Backend {
+ public:
+  virtual void set_enabled(bool on) = 0;
+  virtual bool enabled() const = 0;
+  virtual std::vector<ProfileEntry> profile() const = 0;
+  virtual void reset_profile() = 0;
+};
+std::unique_ptr<ProfilingBackend> make_profiling_backend(std::unique_ptr<Backend> inner);
 
 }  // namespace edgenano::kern

@@ -154,6 +154,16 @@ void bind_model(nb::module_ &m) {
            "A new state from export_state's arrays and the tokens they hold.")
       .def("eval", &eval, nb::arg("state"), nb::arg("ids"), nb::arg("all_logits") = false,
            "Feed int32 ids; last logits (n_vocab) or all logits (n, n_vocab).")
+      .def_prop_rw("profiling", &Model::profiling, &Model::set_profiling,
+                   "Time every operation (also EDGENANO_PROFILE=1).")
+      .def(
+          "profile",
+          [](Model &m, bool reset) {
+            std::vector<std::tuple<std::string, int64_t, double, double>> out;
+            for (const auto &e : m.profile(reset)) out.emplace_back(e.op, e.calls, e.seconds, e.bytes);
+            return out;
+          },
+          nb::arg("reset") = false, "(op, calls, seconds, weight bytes read) since the last reset.")
       .def_prop_ro("n_ctx", &Model::n_ctx)
       .def_prop_ro("n_batch", &Model::n_batch)
       .def_prop_ro("n_threads", &Model::n_threads)

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <unordered_map>
@@ -48,7 +49,9 @@ Model::Model(const std::string &path, Config cfg, const std::vector<TensorInfo> 
     munmap(const_cast<uint8_t *>(map_), map_bytes_);
     throw;
   }
-  backend_ = kern::make_cpu_backend(n_threads);
+  backend_ = kern::make_profiling_backend(kern::make_cpu_backend(n_threads));
+  const char *env = std::getenv("EDGENANO_PROFILE");
+  backend_->set_enabled(env && *env && *env != '0');
 }
 
 Model::~Model() {

@@ -84,6 +84,15 @@ class Model {
   int kv_type() const { return kv_type_; }
   int n_threads() const { return backend_->n_threads(); }
   size_t file_bytes() const { return map_bytes_; }
+  // Per-operation timing (off unless EDGENANO_PROFILE=1 or set_profiling(true)).
+  void set_profiling(bool on) { std::lock_guard<std::mutex> g(mu_); backend_->set_enabled(on); }
+  bool profiling() const { return backend_->enabled(); }
+  std::vector<kern::ProfileEntry> profile(bool reset) {
+    std::lock_guard<std::mutex> g(mu_);
+    auto p = backend_->profile();
+    if (reset) backend_->reset_profile();
+    return p;
+  }
 
   std::unique_ptr<State> new_state() const;
   std::unique_ptr<State> copy_state(const State &s) const;
@@ -120,7 +129,7 @@ class Model {
   kern::Weight tok_embd_, output_;
   const float *output_norm_ = nullptr;
   std::vector<Layer> layers_;
-  std::unique_ptr<kern::Backend> backend_;
+  std::unique_ptr<kern::ProfilingBackend> backend_;
   std::mutex mu_;  // one forward at a time: the scratch below is shared
   int scratch_T_ = 0;
   // Scratch, row-major (T rows): x residual (E), xn normed (E), big (widest projection),
