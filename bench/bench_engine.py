@@ -215,7 +215,8 @@ def main() -> None:
         first = [int(p) for p in a.prompts.split(",") if int(p) > 0][0]
         print(f"\nedgenano profile, prefill of {first} tokens:\n"
               + format_profile(r["profile_prefill"]))
-        print(f"\nedgenano profile, {a.decode} decode steps:\n" + format_profile(r["profile_decode"]))
+        print(f"\nedgenano profile, {a.decode} decode steps:\n"
+              + format_profile(r["profile_decode"]))
 
 
 if __name__ == "__main__":
