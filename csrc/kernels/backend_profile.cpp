@@ -28,7 +28,8 @@ class Profiler final : public ProfilingBackend {
   void matmul(const Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy, int T,
               bool accumulate) override {
     if (!on_) return in_->matmul(w, x, ldx, y, ldy, T, accumulate);
-    const std::string op = std::string("matmul ") + type_name(w.type) + (T == 1 ? " decode" : " batch");
+    const std::string op =
+        std::string("matmul ") + type_name(w.type) + (T == 1 ? " decode" : " batch");
     timed(op, double(w.n_out) * double(w.row_bytes),
           [&] { in_->matmul(w, x, ldx, y, ldy, T, accumulate); });
   }

@@ -160,7 +160,8 @@ void bind_model(nb::module_ &m) {
           "profile",
           [](Model &m, bool reset) {
             std::vector<std::tuple<std::string, int64_t, double, double>> out;
-            for (const auto &e : m.profile(reset)) out.emplace_back(e.op, e.calls, e.seconds, e.bytes);
+            for (const auto &e : m.profile(reset))
+              out.emplace_back(e.op, e.calls, e.seconds, e.bytes);
             return out;
           },
           nb::arg("reset") = false, "(op, calls, seconds, weight bytes read) since the last reset.")
