@@ -20,8 +20,8 @@ class CpuBackend final : public Backend {
       dequantize_row(table.type, table.data + size_t(ids[t]) * table.row_bytes, x + t * ldx,
                      table.n_in);
   }
-  void rmsnorm(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy, int T,
-               int64_t n, float eps) override {
+  void rmsnorm(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy, int T, int64_t n,
+               float eps) override {
     kern::rmsnorm(x, ldx, w, y, ldy, T, n, eps, pool_);
   }
   void gated_rmsnorm(const float *y, int64_t ldy, const float *z, int64_t ldz, const float *w,
@@ -29,8 +29,8 @@ class CpuBackend final : public Backend {
     kern::gated_rmsnorm(y, ldy, z, ldz, w, out, ldo, T, D, G, eps, pool_);
   }
   void relu2(float *x, int64_t ldx, int T, int64_t n) override { kern::relu2(x, ldx, T, n, pool_); }
-  void softplus_bias(const float *x, int64_t ldx, const float *bias, float *out, int64_t ldo,
-                     int T, int H) override {
+  void softplus_bias(const float *x, int64_t ldx, const float *bias, float *out, int64_t ldo, int T,
+                     int H) override {
     kern::softplus_bias(x, ldx, bias, out, ldo, T, H);
   }
   void causal_conv(const ConvParams &p) override { kern::causal_conv(p, pool_); }

@@ -36,8 +36,8 @@ class Profiler final : public ProfilingBackend {
   void embed(const Weight &table, const int32_t *ids, int T, float *x, int64_t ldx) override {
     run("embed", [&] { in_->embed(table, ids, T, x, ldx); });
   }
-  void rmsnorm(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy, int T,
-               int64_t n, float eps) override {
+  void rmsnorm(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy, int T, int64_t n,
+               float eps) override {
     run("rmsnorm", [&] { in_->rmsnorm(x, ldx, w, y, ldy, T, n, eps); });
   }
   void gated_rmsnorm(const float *y, int64_t ldy, const float *z, int64_t ldz, const float *w,
@@ -47,8 +47,8 @@ class Profiler final : public ProfilingBackend {
   void relu2(float *x, int64_t ldx, int T, int64_t n) override {
     run("relu2", [&] { in_->relu2(x, ldx, T, n); });
   }
-  void softplus_bias(const float *x, int64_t ldx, const float *bias, float *out, int64_t ldo,
-                     int T, int H) override {
+  void softplus_bias(const float *x, int64_t ldx, const float *bias, float *out, int64_t ldo, int T,
+                     int H) override {
     run("softplus_bias", [&] { in_->softplus_bias(x, ldx, bias, out, ldo, T, H); });
   }
   void causal_conv(const ConvParams &p) override {

@@ -26,7 +26,8 @@ uint64_t sum_words(const uint64_t *p, size_t n) {
     d = _mm_add_epi64(d, _mm_load_si128(reinterpret_cast<const __m128i *>(p + i + 6)));
   }
   alignas(16) uint64_t t[2];
-  _mm_store_si128(reinterpret_cast<__m128i *>(t), _mm_add_epi64(_mm_add_epi64(a, b), _mm_add_epi64(c, d)));
+  _mm_store_si128(reinterpret_cast<__m128i *>(t),
+                  _mm_add_epi64(_mm_add_epi64(a, b), _mm_add_epi64(c, d)));
   uint64_t s = t[0] + t[1];
 #else
   uint64_t s = 0;

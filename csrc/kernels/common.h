@@ -9,24 +9,63 @@ namespace edgenano::kern {
 
 // ggml type ids as stored in GGUF tensor infos.
 enum GType : int {
-  T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8,
-  T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_Q8_K = 15, T_BF16 = 30,
+  T_F32 = 0,
+  T_F16 = 1,
+  T_Q4_0 = 2,
+  T_Q4_1 = 3,
+  T_Q5_0 = 6,
+  T_Q5_1 = 7,
+  T_Q8_0 = 8,
+  T_Q4_K = 12,
+  T_Q5_K = 13,
+  T_Q6_K = 14,
+  T_Q8_K = 15,
+  T_BF16 = 30,
 };
 
 constexpr int QK = 32;    // elements per block of the *_0 types
 constexpr int QKK = 256;  // elements per super-block of the K types
 
 #pragma pack(push, 1)
-struct BlockQ8_0 { uint16_t d; int8_t qs[QK]; };                      // 34 bytes
-struct BlockQ4_0 { uint16_t d; uint8_t qs[QK / 2]; };                 // 18 bytes
-struct BlockQ5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[QK / 2]; };  // 22 bytes
-struct BlockQ4_1 { uint16_t d, m; uint8_t qs[QK / 2]; };                // 20 bytes: d*q + m
-struct BlockQ5_1 { uint16_t d, m; uint8_t qh[4]; uint8_t qs[QK / 2]; };  // 24 bytes
-struct BlockQ4_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[QKK / 2]; };  // 144
-struct BlockQ5_K {                                                                // 176
-  uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[QKK / 8]; uint8_t qs[QKK / 2];
+struct BlockQ8_0 {
+  uint16_t d;
+  int8_t qs[QK];
+};  // 34 bytes
+struct BlockQ4_0 {
+  uint16_t d;
+  uint8_t qs[QK / 2];
+};  // 18 bytes
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[QK / 2];
+};  // 22 bytes
+struct BlockQ4_1 {
+  uint16_t d, m;
+  uint8_t qs[QK / 2];
+};  // 20 bytes: d*q + m
+struct BlockQ5_1 {
+  uint16_t d, m;
+  uint8_t qh[4];
+  uint8_t qs[QK / 2];
+};  // 24 bytes
+struct BlockQ4_K {
+  uint16_t d, dmin;
+  uint8_t scales[12];
+  uint8_t qs[QKK / 2];
+};                  // 144
+struct BlockQ5_K {  // 176
+  uint16_t d, dmin;
+  uint8_t scales[12];
+  uint8_t qh[QKK / 8];
+  uint8_t qs[QKK / 2];
 };
-struct BlockQ6_K { uint8_t ql[QKK / 2]; uint8_t qh[QKK / 4]; int8_t scales[QKK / 16]; uint16_t d; };
+struct BlockQ6_K {
+  uint8_t ql[QKK / 2];
+  uint8_t qh[QKK / 4];
+  int8_t scales[QKK / 16];
+  uint16_t d;
+};
 #pragma pack(pop)
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ5_0) == 22);
 static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_1) == 24);
@@ -35,9 +74,17 @@ static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(Blo
 // Activations quantized on the fly (our own layouts, never stored in files).
 // A8: one per 32 values of a *_0 / *_1 weight row; s = d * sum(qs) serves the zero-point (*_0)
 // and minimum (*_1) terms.
-struct BlockA8 { float d; float s; int8_t qs[QK]; };
+struct BlockA8 {
+  float d;
+  float s;
+  int8_t qs[QK];
+};
 // A8K: one per 256 values of a K-type row; bsums are the sums of each 16 qs.
-struct BlockA8K { float d; int16_t bsums[QKK / 16]; int8_t qs[QKK]; };
+struct BlockA8K {
+  float d;
+  int16_t bsums[QKK / 16];
+  int8_t qs[QKK];
+};
 
 // Elements per block and bytes per block; 0 block size marks an unsupported type.
 int type_block_size(int type);
@@ -59,7 +106,10 @@ static inline float fp16_to_f32(uint16_t h) {
     bits = sign;
   } else {  // subnormal: normalize
     int e = -1;
-    do { man <<= 1; ++e; } while (!(man & 0x400));
+    do {
+      man <<= 1;
+      ++e;
+    } while (!(man & 0x400));
     bits = sign | uint32_t(112 - e) << 23 | ((man & 0x3ff) << 13);
   }
   float f;

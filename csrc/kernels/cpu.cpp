@@ -7,12 +7,17 @@
 namespace edgenano::kern {
 
 namespace {
-struct TypeInfo { int type; int block; size_t bytes; const char *name; };
+struct TypeInfo {
+  int type;
+  int block;
+  size_t bytes;
+  const char *name;
+};
 constexpr TypeInfo kTypes[] = {
-    {T_F32, 1, 4, "F32"},          {T_F16, 1, 2, "F16"},          {T_BF16, 1, 2, "BF16"},
-    {T_Q8_0, QK, 34, "Q8_0"},      {T_Q4_0, QK, 18, "Q4_0"},      {T_Q5_0, QK, 22, "Q5_0"},
-    {T_Q4_1, QK, 20, "Q4_1"},      {T_Q5_1, QK, 24, "Q5_1"},
-    {T_Q4_K, QKK, 144, "Q4_K"},    {T_Q5_K, QKK, 176, "Q5_K"},    {T_Q6_K, QKK, 210, "Q6_K"},
+    {T_F32, 1, 4, "F32"},       {T_F16, 1, 2, "F16"},       {T_BF16, 1, 2, "BF16"},
+    {T_Q8_0, QK, 34, "Q8_0"},   {T_Q4_0, QK, 18, "Q4_0"},   {T_Q5_0, QK, 22, "Q5_0"},
+    {T_Q4_1, QK, 20, "Q4_1"},   {T_Q5_1, QK, 24, "Q5_1"},   {T_Q4_K, QKK, 144, "Q4_K"},
+    {T_Q5_K, QKK, 176, "Q5_K"}, {T_Q6_K, QKK, 210, "Q6_K"},
 };
 const TypeInfo *find(int type) {
   for (const auto &t : kTypes)
@@ -39,10 +44,19 @@ std::atomic<bool> g_force_scalar{env_force_scalar()};
 const bool g_has_avx2 = detect_avx2();
 }  // namespace
 
-int type_block_size(int type) { auto *t = find(type); return t ? t->block : 0; }
-size_t type_block_bytes(int type) { auto *t = find(type); return t ? t->bytes : 0; }
+int type_block_size(int type) {
+  auto *t = find(type);
+  return t ? t->block : 0;
+}
+size_t type_block_bytes(int type) {
+  auto *t = find(type);
+  return t ? t->bytes : 0;
+}
 bool type_supported(int type) { return find(type) != nullptr; }
-const char *type_name(int type) { auto *t = find(type); return t ? t->name : "unsupported"; }
+const char *type_name(int type) {
+  auto *t = find(type);
+  return t ? t->name : "unsupported";
+}
 
 size_t row_bytes(int type, int64_t n) {
   const TypeInfo *t = find(type);

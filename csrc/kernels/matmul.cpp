@@ -28,8 +28,14 @@ int type_index(int type) {
 
 ActKind act_kind(int type) {
   switch (type) {
-    case T_Q8_0: case T_Q4_0: case T_Q5_0: case T_Q4_1: case T_Q5_1: return ACT_A8;
-    case T_Q4_K: case T_Q5_K: case T_Q6_K: return ACT_A8K;
+    case T_Q8_0:
+    case T_Q4_0:
+    case T_Q5_0:
+    case T_Q4_1:
+    case T_Q5_1: return ACT_A8;
+    case T_Q4_K:
+    case T_Q5_K:
+    case T_Q6_K: return ACT_A8K;
     default: return ACT_F32;
   }
 }
@@ -81,8 +87,10 @@ const void *prepare_acts(const KernelTable &kt, int kind, const float *x, int64_
   act_stride = k ? size_t(n / QKK) * sizeof(BlockA8K) : size_t(n / QK) * sizeof(BlockA8);
   uint8_t *buf = ws.get_shared(act_stride * size_t(T));
   for (int t = 0; t < T; ++t) {
-    if (k) kt.quant_a8k(x + t * ldx, reinterpret_cast<BlockA8K *>(buf + t * act_stride), n);
-    else kt.quant_a8(x + t * ldx, reinterpret_cast<BlockA8 *>(buf + t * act_stride), n);
+    if (k)
+      kt.quant_a8k(x + t * ldx, reinterpret_cast<BlockA8K *>(buf + t * act_stride), n);
+    else
+      kt.quant_a8(x + t * ldx, reinterpret_cast<BlockA8 *>(buf + t * act_stride), n);
   }
   return buf;
 }
@@ -132,15 +140,18 @@ void matmul_gemm(const KernelTable &kt, int ti, const Weight &w, const float *x,
 void matmul(const Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy, int T,
             bool accumulate, ThreadPool &pool, Workspace &ws, MatmulPath path) {
   const int ti = type_index(w.type);
-  if (ti < 0) throw std::invalid_argument(std::string("matmul: unsupported type ") +
-                                          type_name(w.type));
+  if (ti < 0)
+    throw std::invalid_argument(std::string("matmul: unsupported type ") + type_name(w.type));
   if (row_bytes(w.type, w.n_in) != w.row_bytes || w.row_bytes == 0)
     throw std::invalid_argument("matmul: row size does not match the type and n_in");
   if (T <= 0 || w.n_out <= 0) return;
   const KernelTable &kt = active_kernels();
-  const bool gemm = path == MatmulPath::Gemm || (path == MatmulPath::Auto && T >= gemm_min_batch(w.type));
-  if (gemm) matmul_gemm(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);
-  else matmul_vec(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);
+  const bool gemm =
+      path == MatmulPath::Gemm || (path == MatmulPath::Auto && T >= gemm_min_batch(w.type));
+  if (gemm)
+    matmul_gemm(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);
+  else
+    matmul_vec(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);
 }
 
 }  // namespace edgenano::kern

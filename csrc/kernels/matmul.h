@@ -21,7 +21,7 @@ struct Weight {
 
 // Scratch memory reused across calls (quantized activations, packed weight panels).
 struct Workspace {
-  std::vector<uint8_t> shared;                // one buffer all threads read
+  std::vector<uint8_t> shared;                 // one buffer all threads read
   std::vector<std::vector<float>> per_thread;  // one per pool thread
   uint8_t *get_shared(size_t bytes);
   float *get_thread(int tid, size_t n_floats);

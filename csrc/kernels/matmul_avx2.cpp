@@ -41,8 +41,8 @@ inline __m256i nibbles32(const uint8_t *p) {
 
 // Bit j of x -> byte j = 0x10 (set) or 0 (clear), j < 32.
 inline __m256i bits_to_0x10(uint32_t x) {
-  const __m256i sel = _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL,
-                                         0x0303030303030303LL);
+  const __m256i sel =
+      _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL, 0x0303030303030303LL);
   __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(int(x)), sel);  // byte j <- byte j/8 of x
   const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ULL));
   v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
@@ -54,9 +54,7 @@ inline __m256 dot_u8s8(__m256i u, __m256i s) {
   return _mm256_cvtepi32_ps(p);
 }
 
-inline __m256i loadu(const void *p) {
-  return _mm256_loadu_si256(static_cast<const __m256i *>(p));
-}
+inline __m256i loadu(const void *p) { return _mm256_loadu_si256(static_cast<const __m256i *>(p)); }
 
 // ---- dequantizers ----
 
@@ -90,11 +88,13 @@ inline void store_i8x32(__m256i q, float d, float *y) {
   const __m256 vd = _mm256_set1_ps(d);
   const __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
   _mm256_storeu_ps(y, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo))));
-  _mm256_storeu_ps(y + 8, _mm256_mul_ps(
-      vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo)))));
+  _mm256_storeu_ps(
+      y + 8,
+      _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo)))));
   _mm256_storeu_ps(y + 16, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi))));
-  _mm256_storeu_ps(y + 24, _mm256_mul_ps(
-      vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi)))));
+  _mm256_storeu_ps(
+      y + 24,
+      _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi)))));
 }
 
 void dq_q8_0(const void *src, float *y, int64_t n) {
@@ -166,10 +166,10 @@ void dq_k45(const void *src, float *y, int64_t n) {
       __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
       if constexpr (Q5) {
         const __m256i hb = loadu(b[i].qh), one = _mm256_set1_epi8(1);
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(
-            _mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one), 4));
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(
-            _mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4));
+        lo = _mm256_or_si256(
+            lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one), 4));
+        hi = _mm256_or_si256(
+            hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4));
       }
       float *o = y + 64 * c;
       store_i8x32(lo, d * sc[2 * c], o);
@@ -187,8 +187,8 @@ void dq_k45(const void *src, float *y, int64_t n) {
 inline __m256i q6_codes(const BlockQ6_K &b, int h, int q) {
   const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
   const __m256i l = loadu(b.ql + 64 * h + 32 * (q & 1));
-  const __m256i low = q < 2 ? _mm256_and_si256(l, m4)
-                            : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
+  const __m256i low =
+      q < 2 ? _mm256_and_si256(l, m4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), m4);
   const __m256i high = _mm256_and_si256(_mm256_srli_epi16(loadu(b.qh + 32 * h), 2 * q), m3);
   return _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
 }
@@ -270,10 +270,12 @@ void quant_a8k(const float *x, BlockA8K *y, int64_t n) {
 
 template <int KIND>  // 0 f32, 1 f16, 2 bf16
 inline __m256 load8(const uint8_t *w, int64_t k) {
-  if constexpr (KIND == 0) return _mm256_loadu_ps(reinterpret_cast<const float *>(w) + k);
+  if constexpr (KIND == 0)
+    return _mm256_loadu_ps(reinterpret_cast<const float *>(w) + k);
   else if constexpr (KIND == 1)
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + 2 * k)));
-  else return bf16x8(reinterpret_cast<const uint16_t *>(w) + k);
+  else
+    return bf16x8(reinterpret_cast<const uint16_t *>(w) + k);
 }
 
 template <int KIND>
@@ -288,9 +290,12 @@ float dot_float(const uint8_t *w, const float *a, int64_t n) {
     acc[0] = _mm256_fmadd_ps(load8<KIND>(w, k), _mm256_loadu_ps(a + k), acc[0]);
   float s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
   for (; k < n; ++k) {
-    if constexpr (KIND == 0) s += reinterpret_cast<const float *>(w)[k] * a[k];
-    else if constexpr (KIND == 1) s += h2f(reinterpret_cast<const uint16_t *>(w)[k]) * a[k];
-    else s += bf16_to_f32(reinterpret_cast<const uint16_t *>(w)[k]) * a[k];
+    if constexpr (KIND == 0)
+      s += reinterpret_cast<const float *>(w)[k] * a[k];
+    else if constexpr (KIND == 1)
+      s += h2f(reinterpret_cast<const uint16_t *>(w)[k]) * a[k];
+    else
+      s += bf16_to_f32(reinterpret_cast<const uint16_t *>(w)[k]) * a[k];
   }
   return s;
 }
@@ -375,8 +380,8 @@ float dot_k45(const uint8_t *w, const BlockA8K *a, int64_t n) {
       __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
       if constexpr (Q5) {
         lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one8), 4));
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(
-            _mm256_and_si256(_mm256_srli_epi16(hb, 1), one8), 4));
+        hi = _mm256_or_si256(
+            hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one8), 4));
         hb = _mm256_srli_epi16(hb, 2);
       }
       const __m256i p0 = _mm256_maddubs_epi16(lo, loadu(a[i].qs + 64 * c));
@@ -401,8 +406,8 @@ float dot_q6_k(const uint8_t *w, const BlockA8K *a, int64_t n) {
       for (int q = 0; q < 4; ++q) {
         const int g = 8 * h + 2 * q;
         const __m256i p = _mm256_maddubs_epi16(q6_codes(b[i], h, q), loadu(a[i].qs + 32 * (g / 2)));
-        const __m256i s = _mm256_set_m128i(_mm_set1_epi16(b[i].scales[g + 1]),
-                                           _mm_set1_epi16(b[i].scales[g]));
+        const __m256i s =
+            _mm256_set_m128i(_mm_set1_epi16(b[i].scales[g + 1]), _mm_set1_epi16(b[i].scales[g]));
         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
       }
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(b[i].d) * a[i].d), acc);
@@ -429,15 +434,19 @@ constexpr int kTok = 6;
 
 template <int KIND>  // 0 Q8_0, 1 Q4_0, 2 Q5_0, 3 Q4_1, 4 Q5_1
 struct Q0 {
-  using B = std::tuple_element_t<KIND, std::tuple<BlockQ8_0, BlockQ4_0, BlockQ5_0, BlockQ4_1,
-                                                  BlockQ5_1>>;
+  using B =
+      std::tuple_element_t<KIND, std::tuple<BlockQ8_0, BlockQ4_0, BlockQ5_0, BlockQ4_1, BlockQ5_1>>;
   static constexpr bool kFive = KIND == 2 || KIND == 4;
   // Coefficient of the activation block's s = d_a * sum(q_a): -zero * d for *_0, m for *_1.
   static float s_coef(const B &b, float d) {
-    if constexpr (KIND == 0) return 0.f;
-    else if constexpr (KIND == 1) return -8.f * d;
-    else if constexpr (KIND == 2) return -16.f * d;
-    else return h2f(b.m);
+    if constexpr (KIND == 0)
+      return 0.f;
+    else if constexpr (KIND == 1)
+      return -8.f * d;
+    else if constexpr (KIND == 2)
+      return -16.f * d;
+    else
+      return h2f(b.m);
   }
   // Unsigned codes (Q4_0/Q5_0), or |q| with the signs kept for the activations (Q8_0).
   static __m256i codes(const B &b) {
@@ -452,8 +461,10 @@ struct Q0 {
     }
   }
   static __m256 dot(const B &b, __m256i u, const BlockA8 &a) {
-    if constexpr (KIND == 0) return dot_u8s8(u, _mm256_sign_epi8(loadu(a.qs), loadu(b.qs)));
-    else return dot_u8s8(u, loadu(a.qs));
+    if constexpr (KIND == 0)
+      return dot_u8s8(u, _mm256_sign_epi8(loadu(a.qs), loadu(b.qs)));
+    else
+      return dot_u8s8(u, loadu(a.qs));
   }
 };
 
@@ -492,8 +503,10 @@ void q0_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t 
 template <int KIND>
 void q0_rows(const DotArgs &a) {
   if (a.T == 1) {
-    if constexpr (KIND == 0) return rows<BlockA8, dot_q8_0>(a);
-    else if constexpr (KIND <= 2) return rows<BlockA8, dot_q45_0<KIND == 2>>(a);
+    if constexpr (KIND == 0)
+      return rows<BlockA8, dot_q8_0>(a);
+    else if constexpr (KIND <= 2)
+      return rows<BlockA8, dot_q45_0<KIND == 2>>(a);
   }
   const int64_t nb = a.n / QK;
   for (int t0 = 0; t0 < a.T; t0 += kTok) {
@@ -600,9 +613,9 @@ void gemm_panel(const float *wp, int64_t kc, const float *x, int64_t ldx, float 
 const KernelTable kAvx2 = {
     quant_a8,
     quant_a8k,
-    {rows<float, dot_float<0>>, rows<float, dot_float<1>>, rows<float, dot_float<2>>,
-     q0_rows<0>, q0_rows<1>, q0_rows<2>, q0_rows<3>, q0_rows<4>,
-     rows<BlockA8K, dot_k45<false>>, rows<BlockA8K, dot_k45<true>>, rows<BlockA8K, dot_q6_k>},
+    {rows<float, dot_float<0>>, rows<float, dot_float<1>>, rows<float, dot_float<2>>, q0_rows<0>,
+     q0_rows<1>, q0_rows<2>, q0_rows<3>, q0_rows<4>, rows<BlockA8K, dot_k45<false>>,
+     rows<BlockA8K, dot_k45<true>>, rows<BlockA8K, dot_q6_k>},
     {dq_f32, dq_f16, dq_bf16, dq_q8_0, dq_q4_0, dq_q5_0, dq_q45_1<false>, dq_q45_1<true>,
      dq_k45<false>, dq_k45<true>, dq_q6_k},
     pack_panel,

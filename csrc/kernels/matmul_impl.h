@@ -10,7 +10,18 @@ namespace edgenano::kern {
 
 // Dense index of the supported weight types (the table below is indexed by it).
 enum TypeIdx {
-  I_F32, I_F16, I_BF16, I_Q8_0, I_Q4_0, I_Q5_0, I_Q4_1, I_Q5_1, I_Q4_K, I_Q5_K, I_Q6_K, I_COUNT
+  I_F32,
+  I_F16,
+  I_BF16,
+  I_Q8_0,
+  I_Q4_0,
+  I_Q5_0,
+  I_Q4_1,
+  I_Q5_1,
+  I_Q4_K,
+  I_Q5_K,
+  I_Q6_K,
+  I_COUNT
 };
 int type_index(int type);  // -1 when unsupported
 
@@ -18,8 +29,8 @@ int type_index(int type);  // -1 when unsupported
 enum ActKind { ACT_F32, ACT_A8, ACT_A8K };
 ActKind act_kind(int type);
 
-constexpr int kPanel = 16;   // weight rows per f32 panel (two 8-wide vectors)
-constexpr int kKC = 256;     // reduced-dimension chunk per panel (a multiple of every block)
+constexpr int kPanel = 16;  // weight rows per f32 panel (two 8-wide vectors)
+constexpr int kKC = 256;    // reduced-dimension chunk per panel (a multiple of every block)
 
 // For T tokens: y[t*ldy + r] (= or +=) dot(row r of w, activations of token t) for r < nrows.
 // Rows are row_bytes apart and n values long; token t's activations start act_stride bytes after

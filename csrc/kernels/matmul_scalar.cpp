@@ -43,7 +43,11 @@ void dq_q4_0(const void *src, float *y, int64_t n) {
   }
 }
 
-uint32_t load_u32(const uint8_t *p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
+uint32_t load_u32(const uint8_t *p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
 
 void dq_q5_0(const void *src, float *y, int64_t n) {
   auto *b = static_cast<const BlockQ5_0 *>(src);
@@ -297,7 +301,9 @@ void rows(const DotArgs &a) {
 }
 
 template <DequantFn DQ>
-float dot_float(const uint8_t *w, const float *a, int64_t n) { return dot_float_row<DQ>(w, a, n); }
+float dot_float(const uint8_t *w, const float *a, int64_t n) {
+  return dot_float_row<DQ>(w, a, n);
+}
 
 // ---- the f32 panel product ----
 
@@ -322,8 +328,7 @@ const KernelTable kScalar = {
     {rows<float, dot_float<dq_f32>>, rows<float, dot_float<dq_f16>>,
      rows<float, dot_float<dq_bf16>>, rows<BlockA8, dot_q8_0>, rows<BlockA8, dot_q4_0>,
      rows<BlockA8, dot_q5_0>, rows<BlockA8, dot_q45_1<false>>, rows<BlockA8, dot_q45_1<true>>,
-     rows<BlockA8K, dot_k45<false>>, rows<BlockA8K, dot_k45<true>>,
-     rows<BlockA8K, dot_q6_k>},
+     rows<BlockA8K, dot_k45<false>>, rows<BlockA8K, dot_k45<true>>, rows<BlockA8K, dot_q6_k>},
     {dq_f32, dq_f16, dq_bf16, dq_q8_0, dq_q4_0, dq_q5_0, dq_q45_1<false>, dq_q45_1<true>,
      dq_k45<false>, dq_k45<true>, dq_q6_k},
     pack_panel,

@@ -88,7 +88,8 @@ void rmsnorm(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy,
              float eps, ThreadPool &pool) {
   const auto f = nn().rmsnorm_rows;
   if (T < 8) return f(x, ldx, w, y, ldy, 0, T, n, eps);
-  for_ranges(pool, T, 8, [&](int64_t a, int64_t b) { f(x, ldx, w, y, ldy, int(a), int(b), n, eps); });
+  for_ranges(pool, T, 8,
+             [&](int64_t a, int64_t b) { f(x, ldx, w, y, ldy, int(a), int(b), n, eps); });
 }
 
 void gated_rmsnorm(const float *y, int64_t ldy, const float *z, int64_t ldz, const float *w,

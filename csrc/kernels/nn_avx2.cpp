@@ -35,7 +35,8 @@ inline __m256 exp8(__m256 x) {
   // 2^n in two factors so that n = 128 (x near 88.7) does not overflow the exponent field.
   const __m256i ni = _mm256_cvtps_epi32(n);
   const __m256i half = _mm256_srai_epi32(ni, 1);
-  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+  const __m256 s1 =
+      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
   const __m256 s2 = _mm256_castsi256_ps(
       _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
   return _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(p, s1), s2), keep);
@@ -115,8 +116,8 @@ struct Avx2V {
     __m256 acc = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
-      const __m256 v = _mm256_fmadd_ps(vd, _mm256_loadu_ps(s + i),
-                                       _mm256_mul_ps(va, _mm256_loadu_ps(b + i)));
+      const __m256 v =
+          _mm256_fmadd_ps(vd, _mm256_loadu_ps(s + i), _mm256_mul_ps(va, _mm256_loadu_ps(b + i)));
       _mm256_storeu_ps(s + i, v);
       acc = _mm256_fmadd_ps(v, _mm256_loadu_ps(c + i), acc);
     }

@@ -1,9 +1,9 @@
 // Internal to kernels/: the non-matmul algorithms written once over a vector-primitive policy V,
 // instantiated with scalar primitives (nn.cpp) and AVX2 ones (nn_avx2.cpp). V provides:
-//   dot(a, b, n), sumsq(x, n), axpy(y, a, x, n): y += a*x, scale_axpy(y, s, a, x, n): y = s*y + a*x,
-//   exp_inplace(x, n), silu_inplace(x, n), f16_to_f32(h, y, n), f32_to_f16(x, h, n),
-//   relu2_inplace(x, n), update_dot(s, decay, a, b, c, n): s = decay*s + a*b, returns s.c (one pass),
-//   gemm_panel(...): the matmul kernels' f32 panel product (matmul_impl.h).
+//   dot(a, b, n), sumsq(x, n), axpy(y, a, x, n): y += a*x, scale_axpy(y, s, a, x, n): y = s*y +
+//   a*x, exp_inplace(x, n), silu_inplace(x, n), f16_to_f32(h, y, n), f32_to_f16(x, h, n),
+//   relu2_inplace(x, n), update_dot(s, decay, a, b, c, n): s = decay*s + a*b, returns s.c (one
+//   pass), gemm_panel(...): the matmul kernels' f32 panel product (matmul_impl.h).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -18,8 +18,8 @@ namespace edgenano::kern {
 
 // Per-range entry points; the drivers in nn.cpp split work over the pool and call these.
 struct NnTable {
-  void (*rmsnorm_rows)(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy,
-                       int t0, int t1, int64_t n, float eps);
+  void (*rmsnorm_rows)(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy, int t0,
+                       int t1, int64_t n, float eps);
   void (*gated_rows)(const float *y, int64_t ldy, const float *z, int64_t ldz, const float *w,
                      float *out, int64_t ldo, int t0, int t1, int64_t D, int G, float eps,
                      float *tmp);
@@ -42,7 +42,7 @@ inline size_t scan_scratch_floats(int L, int P, int N) {
   const size_t l = size_t(L), p16 = panels(P) * kPanel, n16 = panels(N) * kPanel;
   return 3 * l + l * l + p16 * size_t(N) + l * p16 + size_t(P) * l + l * n16;
 }
-constexpr int kAttnKeys = 256;     // keys per block in attn_block
+constexpr int kAttnKeys = 256;      // keys per block in attn_block
 constexpr int kAttnPanelRows = 12;  // query rows from which attn_block uses panel products
 inline size_t attn_scratch_floats(const AttnParams &p, int tb) {
   const size_t nq = size_t(tb) * size_t(p.n_head / p.n_head_kv), S = size_t(p.n_past + p.T);
@@ -103,8 +103,10 @@ struct NnImpl {
       for (int j = 0; j < K - 1; ++j) {  // new state row j = xp row T + j
         const int r = p.T + j - (K - 1);
         float *dst = p.state + j * p.C + cb;
-        if (r < 0) std::memmove(dst, p.state + (K - 1 + r) * p.C + cb, size_t(nc) * 4);
-        else std::memcpy(dst, p.x + r * p.ldx + cb, size_t(nc) * 4);
+        if (r < 0)
+          std::memmove(dst, p.state + (K - 1 + r) * p.C + cb, size_t(nc) * 4);
+        else
+          std::memcpy(dst, p.x + r * p.ldx + cb, size_t(nc) * 4);
       }
     }
   }
@@ -131,8 +133,8 @@ struct NnImpl {
       for (int n0 = 0; n0 < p.N; n0 += 64) {
         const int nn = std::min(64, p.N - n0);
         pack_rows(p.B + int64_t(c0 + u0) * p.ldbc + g * p.N + n0, p.ldbc, nu, nn, nullptr, bt);
-        V::gemm_panel(bt, nn, p.C + int64_t(c0) * p.ldbc + g * p.N + n0, p.ldbc, cb + u0, ld, L,
-                      nu, true);
+        V::gemm_panel(bt, nn, p.C + int64_t(c0) * p.ldbc + g * p.N + n0, p.ldbc, cb + u0, ld, L, nu,
+                      true);
       }
     }
   }
@@ -149,7 +151,8 @@ struct NnImpl {
               row < n_rows ? rows[row * ld + k] * (scale ? scale[row] : 1.f) : 0.f;
         }
   }
-  // cols [c0, c0 + n_cols) of n rows (row stride ld) -> panels out[j][k][r] = rows[k][c0 + 16j + r].
+  // cols [c0, c0 + n_cols) of n rows (row stride ld) -> panels out[j][k][r] = rows[k][c0 + 16j +
+  // r].
   static void pack_cols(const float *rows, int64_t ld, int n, int n_cols, float *out) {
     for (size_t j = 0; j < panels(n_cols); ++j)
       for (int k = 0; k < n; ++k)
@@ -176,11 +179,11 @@ struct NnImpl {
     const int g = h / (p.H / p.G), P = p.P, N = p.N, Lc = chunk;
     float *S = p.state + int64_t(h) * P * N;
     float *e = scratch, *coef = e + Lc, *seg = coef + Lc, *W = seg + Lc;  // W (L, L)
-    float *Sp = W + size_t(Lc) * Lc;                  // S as panels over P: (N, 16) each
-    float *Xp = Sp + panels(P) * kPanel * size_t(N);  // x as panels over P: (L, 16) each
-    float *XcT = Xp + size_t(Lc) * panels(P) * kPanel; // (P, L): coef[u] x[u, p]
-    float *Bp = XcT + size_t(P) * Lc;                  // B as panels over N: (L, 16) each
-    double cs[1024];  // chunk <= 1024 (checked by the driver)
+    float *Sp = W + size_t(Lc) * Lc;                    // S as panels over P: (N, 16) each
+    float *Xp = Sp + panels(P) * kPanel * size_t(N);    // x as panels over P: (L, 16) each
+    float *XcT = Xp + size_t(Lc) * panels(P) * kPanel;  // (P, L): coef[u] x[u, p]
+    float *Bp = XcT + size_t(P) * Lc;                   // B as panels over N: (L, 16) each
+    double cs[1024];                                    // chunk <= 1024 (checked by the driver)
     for (int c0 = 0, ci = 0; c0 < p.T; c0 += chunk, ++ci) {
       const int L = std::min(chunk, p.T - c0);
       const float *cb = cb_all + (int64_t(ci) * p.G + g) * chunk * chunk;
@@ -195,7 +198,8 @@ struct NnImpl {
       for (int t = 0; t < L; ++t) e[t] = float(cs[t]);
       V::exp_inplace(e, L);
       for (int t = 0; t < L; ++t)
-        for (int i = 0; i < P; ++i) y[t * p.ldy + i] = e[t] * y[t * p.ldy + i] + p.D[h] * x[t * p.ldx + i];
+        for (int i = 0; i < P; ++i)
+          y[t * p.ldy + i] = e[t] * y[t * p.ldy + i] + p.D[h] * x[t * p.ldx + i];
       // 2. within the chunk: y += W x, W[t, u] = exp(s_t - s_u) dt_u (C_t.B_u) for u <= t
       for (int t = 0; t < L; ++t) {
         for (int u = 0; u <= t; ++u) seg[u] = float(cs[t] - cs[u]);
@@ -238,12 +242,12 @@ struct NnImpl {
   // softmax per row, out = P V.
   static void attn_block(const AttnParams &p, int kvh, int t0, int t1, float *scratch) {
     const int rep = p.n_head / p.n_head_kv, d = p.head_dim, nq = (t1 - t0) * rep;
-    const int S = p.n_past + t1;  // keys visible to the last token of the block
-    float *qs = scratch;                                // (nq, d) scaled queries
-    float *scores = qs + size_t(nq) * d;                // (nq, S)
-    float *acc = scores + size_t(nq) * S;               // (nq, d)
-    float *rows = acc + size_t(nq) * d;                 // (kAttnKeys, d) K or V rows in f32
-    float *packed = rows + size_t(kAttnKeys) * d;       // the same as panels
+    const int S = p.n_past + t1;                   // keys visible to the last token of the block
+    float *qs = scratch;                           // (nq, d) scaled queries
+    float *scores = qs + size_t(nq) * d;           // (nq, S)
+    float *acc = scores + size_t(nq) * S;          // (nq, d)
+    float *rows = acc + size_t(nq) * d;            // (kAttnKeys, d) K or V rows in f32
+    float *packed = rows + size_t(kAttnKeys) * d;  // the same as panels
     for (int qi = 0; qi < nq; ++qi) {
       const int t = t0 + qi / rep, h = kvh * rep + qi % rep;
       const float *q = p.q + int64_t(t) * p.ldq + int64_t(h) * d;
@@ -253,13 +257,15 @@ struct NnImpl {
     for (int s0 = 0; s0 < S; s0 += kAttnKeys) {
       const int ns = std::min(kAttnKeys, S - s0);
       for (int s = 0; s < ns; ++s)
-        kv_to_f32(p.k + size_t(s0 + s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d, rows + s * d);
+        kv_to_f32(p.k + size_t(s0 + s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d,
+                  rows + s * d);
       if (panel) {
         pack_rows(rows, d, ns, d, nullptr, packed);
         panel_product(packed, d, ns, qs, d, scores + s0, S, nq, false);
       } else {
         for (int qi = 0; qi < nq; ++qi)
-          for (int s = 0; s < ns; ++s) scores[size_t(qi) * S + s0 + s] = V::dot(qs + qi * d, rows + s * d, d);
+          for (int s = 0; s < ns; ++s)
+            scores[size_t(qi) * S + s0 + s] = V::dot(qs + qi * d, rows + s * d, d);
       }
     }
     for (int qi = 0; qi < nq; ++qi) {
@@ -278,7 +284,8 @@ struct NnImpl {
     for (int s0 = 0; s0 < S; s0 += kAttnKeys) {
       const int ns = std::min(kAttnKeys, S - s0);
       for (int s = 0; s < ns; ++s)
-        kv_to_f32(p.v + size_t(s0 + s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d, rows + s * d);
+        kv_to_f32(p.v + size_t(s0 + s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d,
+                  rows + s * d);
       if (panel) {
         pack_cols(rows, d, ns, d, packed);
         panel_product(packed, ns, d, scores + s0, S, acc, d, nq, s0 > 0);
@@ -309,7 +316,8 @@ struct NnImpl {
       for (int j = 0; j < QK; ++j) amax = std::max(amax, std::fabs(x[j]));
       const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
       b[i].d = f32_to_fp16(d);
-      for (int j = 0; j < QK; ++j) b[i].qs[j] = int8_t(std::round(x[j] * id));  // half away from zero, as ggml
+      for (int j = 0; j < QK; ++j)
+        b[i].qs[j] = int8_t(std::round(x[j] * id));  // half away from zero, as ggml
     }
   }
 
@@ -318,8 +326,8 @@ struct NnImpl {
   }
 
   static NnTable table() {
-    return {rmsnorm_rows, gated_rows, conv_channels, scan_head_recurrent, chunk_cb,
-            scan_head_chunked, attn_block, kv_row, relu2_rows};
+    return {rmsnorm_rows,      gated_rows, conv_channels, scan_head_recurrent, chunk_cb,
+            scan_head_chunked, attn_block, kv_row,        relu2_rows};
   }
 };
 

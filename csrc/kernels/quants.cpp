@@ -257,9 +257,17 @@ bool set_quant_simd(bool enabled) { return g_simd.exchange(enabled); }
 
 int64_t qtype_block_size(int type) {
   switch (type) {
-    case QT_F32: case QT_F16: case QT_BF16: return 1;
-    case QT_Q4_0: case QT_Q4_1: case QT_Q5_0: case QT_Q5_1: case QT_Q8_0: return QK;
-    case QT_Q4_K: case QT_Q5_K: case QT_Q6_K: return QK_K;
+    case QT_F32:
+    case QT_F16:
+    case QT_BF16: return 1;
+    case QT_Q4_0:
+    case QT_Q4_1:
+    case QT_Q5_0:
+    case QT_Q5_1:
+    case QT_Q8_0: return QK;
+    case QT_Q4_K:
+    case QT_Q5_K:
+    case QT_Q6_K: return QK_K;
     default: return 0;
   }
 }
@@ -267,7 +275,8 @@ int64_t qtype_block_size(int type) {
 int64_t qtype_type_size(int type) {
   switch (type) {
     case QT_F32: return 4;
-    case QT_F16: case QT_BF16: return 2;
+    case QT_F16:
+    case QT_BF16: return 2;
     case QT_Q4_0: return sizeof(BlockQ4_0);
     case QT_Q5_0: return sizeof(BlockQ5_0);
     case QT_Q4_1: return sizeof(BlockQ4_1);
@@ -298,7 +307,9 @@ void quantize_blocks(int type, const float *x, uint8_t *y, int64_t nb) {
     case QT_Q5_0: quantize_q5_0(x, reinterpret_cast<BlockQ5_0 *>(y), nb); break;
     case QT_Q4_1: quantize_q4_1(x, reinterpret_cast<BlockQ4_1 *>(y), nb); break;
     case QT_Q5_1: quantize_q5_1(x, reinterpret_cast<BlockQ5_1 *>(y), nb); break;
-    case QT_Q4_K: case QT_Q5_K: case QT_Q6_K: quantize_k(type, x, y, nb); break;
+    case QT_Q4_K:
+    case QT_Q5_K:
+    case QT_Q6_K: quantize_k(type, x, y, nb); break;
     default: break;
   }
 }

@@ -21,8 +21,8 @@ enum QType : int {
   QT_BF16 = 30,
 };
 
-constexpr int QK = 32;    // block of the *_0 formats
-constexpr int QK_K = 256; // super-block of the K formats
+constexpr int QK = 32;     // block of the *_0 formats
+constexpr int QK_K = 256;  // super-block of the K formats
 
 // Block layouts, byte for byte as ggml stores them. f16 fields are raw bits.
 struct BlockQ8_0 {
@@ -49,7 +49,7 @@ struct BlockQ5_1 {
 };
 struct BlockQ4_K {
   uint16_t d, dmin;
-  uint8_t scales[12];  // 8 six-bit scales and 8 six-bit mins (unpack_scale_min in quants.cpp)
+  uint8_t scales[12];    // 8 six-bit scales and 8 six-bit mins (unpack_scale_min in quants.cpp)
   uint8_t qs[QK_K / 2];  // 32-byte chunk c: sub-block 2c low nibbles, 2c+1 high nibbles
 };
 struct BlockQ5_K {
@@ -125,8 +125,8 @@ static inline uint16_t f32_to_f16(float f) {
     return sign | (h == 0x7c00u ? 0x7c01u : h);
   }
   if (a >= 0x47800000u) return sign | 0x7c00u;  // >= 65536: inf
-  if (a >= 0x38800000u) {                        // normal half (>= 2^-14)
-    uint32_t h = (a - 0x38000000u) >> 13;        // rebias 127 -> 15, keep 10 mantissa bits
+  if (a >= 0x38800000u) {                       // normal half (>= 2^-14)
+    uint32_t h = (a - 0x38000000u) >> 13;       // rebias 127 -> 15, keep 10 mantissa bits
     const uint32_t rem = a & 0x1fffu;
     if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;  // carry may give inf: correct
     return static_cast<uint16_t>(sign | h);

@@ -57,7 +57,9 @@ void ThreadPool::run_job(int64_t n, Call call, void *ctx) {
   const uint64_t job = (gen << 32) | (uint64_t(n) << 16);
   job_.store(job, std::memory_order_seq_cst);
   if (sleeping_.load(std::memory_order_seq_cst) > 0) {
-    { std::lock_guard<std::mutex> lock(mu_); }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+    }
     cv_.notify_all();
   }
   t_in_job = true;
@@ -65,7 +67,10 @@ void ThreadPool::run_job(int64_t n, Call call, void *ctx) {
   }
   t_in_job = false;
   for (int spins = 0; done_.load(std::memory_order_acquire) != n; ++spins) {
-    if (spins < 20000) EDGENANO_PAUSE(); else std::this_thread::yield();
+    if (spins < 20000)
+      EDGENANO_PAUSE();
+    else
+      std::this_thread::yield();
   }
 }
 
@@ -77,12 +82,19 @@ void ThreadPool::run(int64_t n, Call call, void *ctx) {
   }
   if (n <= kMaxItems) return run_job(n, call, ctx);
   // More items than a job word holds: hand out contiguous runs of them instead.
-  struct Runs { int64_t n, per; Call call; void *ctx; };
+  struct Runs {
+    int64_t n, per;
+    Call call;
+    void *ctx;
+  };
   Runs runs{n, (n + kMaxItems - 1) / kMaxItems, call, ctx};
-  run_job((n + runs.per - 1) / runs.per, [](void *c, int64_t i, int tid) {
-    auto *r = static_cast<Runs *>(c);
-    for (int64_t j = i * r->per; j < r->n && j < (i + 1) * r->per; ++j) r->call(r->ctx, j, tid);
-  }, &runs);
+  run_job((n + runs.per - 1) / runs.per,
+          [](void *c, int64_t i, int tid) {
+            auto *r = static_cast<Runs *>(c);
+            for (int64_t j = i * r->per; j < r->n && j < (i + 1) * r->per; ++j)
+              r->call(r->ctx, j, tid);
+          },
+          &runs);
 }
 
 void ThreadPool::worker(int tid) {
@@ -95,7 +107,8 @@ void ThreadPool::worker(int tid) {
       if ((spins & 255) == 255 && std::chrono::steady_clock::now() - start > kSpin) {
         std::unique_lock<std::mutex> lock(mu_);
         sleeping_.fetch_add(1, std::memory_order_seq_cst);
-        cv_.wait(lock, [&] { return gen_of(job_.load(std::memory_order_seq_cst)) != gen_of(seen); });
+        cv_.wait(lock,
+                 [&] { return gen_of(job_.load(std::memory_order_seq_cst)) != gen_of(seen); });
         sleeping_.fetch_sub(1, std::memory_order_relaxed);
       }
       w = job_.load(std::memory_order_acquire);

@@ -56,8 +56,8 @@ kern::MatmulPath parse_path(const std::string &p) {
   throw std::invalid_argument("path must be auto, vec or gemm");
 }
 
-nb::ndarray<nb::numpy, float> matmul(In<uint8_t, 2> w, int type, int64_t n_in,
-                                     In<float, 2> x, const std::string &path, int n_threads) {
+nb::ndarray<nb::numpy, float> matmul(In<uint8_t, 2> w, int type, int64_t n_in, In<float, 2> x,
+                                     const std::string &path, int n_threads) {
   const kern::Weight wt = make_weight(w, type, n_in);
   if (int64_t(x.shape(1)) != n_in) throw std::invalid_argument("x.shape[1] != n_in");
   auto y = new_array<float>({x.shape(0), size_t(wt.n_out)});
@@ -76,7 +76,6 @@ nb::ndarray<nb::numpy, float> dequantize(In<uint8_t, 2> w, int type, int64_t n_i
     kern::dequantize_row(type, wt.data + r * wt.row_bytes, y.data() + r * n_in, n_in);
   return y;
 }
-
 
 using F32 = nb::ndarray<nb::numpy, float>;
 
@@ -117,8 +116,8 @@ F32 softplus(In<float, 2> x, In<float, 1> bias) {
   return y;
 }
 
-std::pair<F32, F32> causal_conv(In<float, 2> x, In<float, 2> state, In<float, 2> w,
-                                In<float, 1> b, bool silu) {
+std::pair<F32, F32> causal_conv(In<float, 2> x, In<float, 2> state, In<float, 2> w, In<float, 1> b,
+                                bool silu) {
   const size_t T = x.shape(0), C = x.shape(1), K = w.shape(1);
   need(w.shape(0) == C && b.shape(0) == C && state.shape(1) == C && state.shape(0) + 1 == K,
        "causal_conv: x (T, C), state (K-1, C), w (C, K), b (C) required");

@@ -29,10 +29,14 @@ Config parse_config(const nb::dict &d) {
   c.n_embd = nb::cast<int>(get("n_embd"));
   c.n_layer = nb::cast<int>(get("n_layer"));
   for (const auto &k : nb::cast<std::vector<std::string>>(get("layer_kinds"))) {
-    if (k == "mamba") c.kind.push_back(LayerKind::Mamba);
-    else if (k == "attention") c.kind.push_back(LayerKind::Attention);
-    else if (k == "mlp") c.kind.push_back(LayerKind::Mlp);
-    else throw std::invalid_argument("config: unknown layer kind " + k);
+    if (k == "mamba")
+      c.kind.push_back(LayerKind::Mamba);
+    else if (k == "attention")
+      c.kind.push_back(LayerKind::Attention);
+    else if (k == "mlp")
+      c.kind.push_back(LayerKind::Mlp);
+    else
+      throw std::invalid_argument("config: unknown layer kind " + k);
   }
   c.n_ff = nb::cast<std::vector<int>>(get("n_ff"));
   c.n_head_kv = nb::cast<std::vector<int>>(get("n_head_kv"));
@@ -48,8 +52,8 @@ Config parse_config(const nb::dict &d) {
 }
 
 std::unique_ptr<Model> make_model(const std::string &path, const nb::dict &config,
-                                  const std::vector<TensorTuple> &tensors, int n_ctx,
-                                  int n_threads, int n_batch, int kv_type) {
+                                  const std::vector<TensorTuple> &tensors, int n_ctx, int n_threads,
+                                  int n_batch, int kv_type) {
   std::vector<TensorInfo> infos;
   infos.reserve(tensors.size());
   for (const auto &[name, type, ne, offset, nbytes] : tensors)
@@ -121,8 +125,8 @@ std::unique_ptr<State> import_state(const Model &m, const nb::dict &tensors,
   const int32_t saved_kv = *static_cast<const int32_t *>(kv->second.data());
   if (saved_kv != m.kv_type())
     throw std::invalid_argument("state was saved with KV cache type " + std::to_string(saved_kv) +
-                                " (ggml type id), this model runs " +
-                                std::to_string(m.kv_type()) + ": open it with the same kv_type");
+                                " (ggml type id), this model runs " + std::to_string(m.kv_type()) +
+                                ": open it with the same kv_type");
   auto buffer = [&](const std::string &name, size_t nbytes) -> const void * {
     auto it = arrays.find(name);
     if (it == arrays.end()) throw std::invalid_argument("state is missing " + name);

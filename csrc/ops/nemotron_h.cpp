@@ -20,7 +20,7 @@ namespace edgenano {
 
 namespace {
 
-constexpr int kScanChunk = 64;       // SSD chunk length for prefill
+constexpr int kScanChunk = 64;        // SSD chunk length for prefill
 constexpr int kChunkedScanMinT = 32;  // shorter batches use the recurrence
 constexpr int kKvGrain = 256;         // KV rows are allocated in multiples of this
 
@@ -34,8 +34,8 @@ std::string shape_str(const std::vector<int64_t> &ne) {
 
 }  // namespace
 
-Model::Model(const std::string &path, Config cfg, const std::vector<TensorInfo> &tensors,
-             int n_ctx, int n_threads, int n_batch, int kv_type)
+Model::Model(const std::string &path, Config cfg, const std::vector<TensorInfo> &tensors, int n_ctx,
+             int n_threads, int n_batch, int kv_type)
     : cfg_(std::move(cfg)), n_ctx_(n_ctx), n_batch_(n_batch), kv_type_(kv_type) {
   if (n_ctx < 1) bad("n_ctx must be >= 1");
   if (n_batch < 1) bad("n_batch must be >= 1");
@@ -61,7 +61,7 @@ Model::~Model() {
 void Model::map_file(const std::string &path) {
   const int fd = open(path.c_str(), O_RDONLY);
   if (fd < 0) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
-  struct stat st {};
+  struct stat st{};
   if (fstat(fd, &st) != 0 || st.st_size <= 0) {
     close(fd);
     bad(path + ": cannot read the file size or the file is empty");
@@ -103,14 +103,16 @@ kern::Weight Model::weight(const TensorInfo &t, int64_t n_in, int64_t n_out) con
 const float *Model::vector(const TensorInfo &t, int64_t n) {
   int64_t count = 1;
   for (int64_t d : t.ne) count *= d;
-  if (count != n) bad(t.name + ": " + std::to_string(count) + " values, expected " + std::to_string(n));
+  if (count != n)
+    bad(t.name + ": " + std::to_string(count) + " values, expected " + std::to_string(n));
   const uint8_t *p = tensor_data(t, t.ne.size() > 1 ? t.ne : std::vector<int64_t>{n});
   if (t.type == kern::T_F32 && reinterpret_cast<uintptr_t>(p) % alignof(float) == 0)
     return reinterpret_cast<const float *>(p);
   owned_.emplace_back(size_t(n));
   const int64_t row = t.ne[0];
   for (int64_t r = 0; r < n / row; ++r)
-    kern::dequantize_row(t.type, p + r * kern::row_bytes(t.type, row), owned_.back().data() + r * row, row);
+    kern::dequantize_row(t.type, p + r * kern::row_bytes(t.type, row),
+                         owned_.back().data() + r * row, row);
   return owned_.back().data();
 }
 
@@ -150,13 +152,15 @@ void Model::build(const std::vector<TensorInfo> &tensors) {
       l.ssm_out = weight(get(p + "ssm_out.weight"), D, E);
     } else if (l.kind == LayerKind::Attention) {
       l.n_head_kv = c.n_head_kv[size_t(i)];
-      if (l.n_head_kv < 1 || c.n_head % l.n_head_kv) bad(p + ": n_head must be a multiple of n_head_kv");
+      if (l.n_head_kv < 1 || c.n_head % l.n_head_kv)
+        bad(p + ": n_head must be a multiple of n_head_kv");
       const int64_t q = int64_t(c.n_head) * c.head_dim, kv = int64_t(l.n_head_kv) * c.head_dim;
       l.wq = weight(get(p + "attn_q.weight"), E, q);
       l.wk = weight(get(p + "attn_k.weight"), E, kv);
       l.wv = weight(get(p + "attn_v.weight"), E, kv);
       l.wo = weight(get(p + "attn_output.weight"), q, E);
-      if (kv_type_ == kern::T_Q8_0 && c.head_dim % kern::QK) bad("a q8_0 KV cache needs head_dim % 32 == 0");
+      if (kv_type_ == kern::T_Q8_0 && c.head_dim % kern::QK)
+        bad("a q8_0 KV cache needs head_dim % 32 == 0");
       l.kv_row_bytes = kern::row_bytes(kv_type_, kv);
     } else {
       l.up = weight(get(p + "ffn_up.weight"), E, c.n_ff[size_t(i)]);
@@ -266,7 +270,8 @@ void Model::eval(State &s, const int32_t *ids, int n_ids, float *logits, bool al
   if (n_ids < 1) bad("no tokens to evaluate");
   for (int i = 0; i < n_ids; ++i)
     if (ids[i] < 0 || ids[i] >= cfg_.n_vocab)
-      bad("token id " + std::to_string(ids[i]) + " outside [0, " + std::to_string(cfg_.n_vocab) + ")");
+      bad("token id " + std::to_string(ids[i]) + " outside [0, " + std::to_string(cfg_.n_vocab) +
+          ")");
   if (int64_t(s.n_past) + n_ids > n_ctx_)
     throw std::length_error("context full: " + std::to_string(s.n_past) + " tokens + " +
                             std::to_string(n_ids) + " new > n_ctx=" + std::to_string(n_ctx_));
@@ -276,7 +281,8 @@ void Model::eval(State &s, const int32_t *ids, int n_ids, float *logits, bool al
   for (int i0 = 0; i0 < n_ids; i0 += n_batch_) {
     const int T = std::min(n_batch_, n_ids - i0);
     const bool last = i0 + T == n_ids;
-    float *out = all_logits ? logits + size_t(i0) * size_t(cfg_.n_vocab) : (last ? logits : nullptr);
+    float *out =
+        all_logits ? logits + size_t(i0) * size_t(cfg_.n_vocab) : (last ? logits : nullptr);
     forward(s, ids + i0, T, out, all_logits);
   }
   s.tokens.insert(s.tokens.end(), ids, ids + n_ids);
@@ -327,7 +333,7 @@ void Model::mamba(const Layer &l, State &s, int il, int T) {
   be.ssm_scan(sp, T >= kChunkedScanMinT ? kScanChunk : 0);
 
   be.gated_rmsnorm(y_.data(), D, zxbcdt, W, l.ssm_norm, yn_.data(), D, T, D, G, c.eps);  // (T, D)
-  be.matmul(l.ssm_out, yn_.data(), D, x_.data(), E, T, true);                          // x += (T, E)
+  be.matmul(l.ssm_out, yn_.data(), D, x_.data(), E, T, true);  // x += (T, E)
 }
 
 void Model::attention(const Layer &l, State &s, int il, int T) {

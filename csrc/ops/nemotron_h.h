@@ -42,31 +42,31 @@ struct Layer {
   LayerKind kind = LayerKind::Mamba;
   const float *attn_norm = nullptr;  // (E) pre-norm of every layer
   // Mamba-2
-  kern::Weight ssm_in;                  // E -> 2D+2GN+H: z | xBC | dt
-  const float *conv_w = nullptr;        // (C, K), w[c, K-1] multiplies the current token
-  const float *conv_b = nullptr;        // (C)
-  const float *dt_bias = nullptr;       // (H)
-  const float *A = nullptr;             // (H) = -exp(A_log), as stored
-  const float *D = nullptr;             // (H)
-  const float *ssm_norm = nullptr;      // (D) grouped RMSNorm weight
-  kern::Weight ssm_out;                 // D -> E
+  kern::Weight ssm_in;              // E -> 2D+2GN+H: z | xBC | dt
+  const float *conv_w = nullptr;    // (C, K), w[c, K-1] multiplies the current token
+  const float *conv_b = nullptr;    // (C)
+  const float *dt_bias = nullptr;   // (H)
+  const float *A = nullptr;         // (H) = -exp(A_log), as stored
+  const float *D = nullptr;         // (H)
+  const float *ssm_norm = nullptr;  // (D) grouped RMSNorm weight
+  kern::Weight ssm_out;             // D -> E
   // attention (no positional encoding)
-  kern::Weight wq, wk, wv, wo;          // E -> Hq*d, E -> Hkv*d (x2), Hq*d -> E
+  kern::Weight wq, wk, wv, wo;  // E -> Hq*d, E -> Hkv*d (x2), Hq*d -> E
   int n_head_kv = 0;
-  size_t kv_row_bytes = 0;              // one cached K (or V) row: Hkv*d values
+  size_t kv_row_bytes = 0;  // one cached K (or V) row: Hkv*d values
   // MLP (relu^2)
-  kern::Weight up, down;                // E -> F, F -> E
+  kern::Weight up, down;  // E -> F, F -> E
 };
 
 // What a sequence carries: conv + SSM state per Mamba layer, KV rows per attention layer.
 struct State {
-  const void *owner = nullptr;            // the Model that made it
+  const void *owner = nullptr;  // the Model that made it
   int n_past = 0;
-  int kv_capacity = 0;                    // rows allocated in each k/v buffer
-  std::vector<std::vector<float>> conv;   // [layer] (K-1, C)
-  std::vector<std::vector<float>> ssm;    // [layer] (H, P, N)
-  std::vector<std::vector<uint8_t>> k, v; // [layer] (kv_capacity, kv row bytes)
-  std::vector<int32_t> tokens;            // every token fed, for diagnostics and resumption
+  int kv_capacity = 0;                     // rows allocated in each k/v buffer
+  std::vector<std::vector<float>> conv;    // [layer] (K-1, C)
+  std::vector<std::vector<float>> ssm;     // [layer] (H, P, N)
+  std::vector<std::vector<uint8_t>> k, v;  // [layer] (kv_capacity, kv row bytes)
+  std::vector<int32_t> tokens;             // every token fed, for diagnostics and resumption
 };
 
 class Model {
@@ -85,7 +85,10 @@ class Model {
   int n_threads() const { return backend_->n_threads(); }
   size_t file_bytes() const { return map_bytes_; }
   // Per-operation timing (off unless EDGENANO_PROFILE=1 or set_profiling(true)).
-  void set_profiling(bool on) { std::lock_guard<std::mutex> g(mu_); backend_->set_enabled(on); }
+  void set_profiling(bool on) {
+    std::lock_guard<std::mutex> g(mu_);
+    backend_->set_enabled(on);
+  }
   bool profiling() const { return backend_->enabled(); }
   std::vector<kern::ProfileEntry> profile(bool reset) {
     std::lock_guard<std::mutex> g(mu_);
