@@ -361,11 +361,12 @@ def test_tied_output_file(gguf_file, oracle, tmp_path):
 # ---------------------------------------------------------------------------------- llama.cpp
 
 
-@pytest.mark.parametrize("outtype", ["f32", "q8_0", "q4_0", "q4_k", "q6_k"])
-def test_against_llama_cpp(gguf_file, oracle, outtype):
+@pytest.mark.parametrize("config,outtype", [("kwide", t) for t in TYPES + ["q5_k_m"]]
+                         + [("mix", "q5_k_m")])  # mix: the Q5_1 / Q8_0 fallbacks
+def test_against_llama_cpp(gguf_file, oracle, config, outtype):
     """Same file through llama.cpp: close to it, and at least as close to the reference."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    path = gguf_file("kwide", outtype)
+    path = gguf_file(config, outtype)
     llm = llama_cpp.Llama(str(path), n_ctx=128, n_batch=128, logits_all=True, n_threads=2,
                           verbose=False)
     try:
