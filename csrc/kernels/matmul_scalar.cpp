@@ -32,52 +32,51 @@ void dq_q8_0(const void *src, float *y, int64_t n) {
   }
 }
 
-void dq_q4_0(const void *src, float *y, int64_t n) {
-  auto *b = static_cast<const BlockQ4_0 *>(src);
-  for (int64_t i = 0; i < n / QK; ++i, y += QK) {
-    const float d = fp16_to_f32(b[i].d);
-    for (int j = 0; j < QK / 2; ++j) {
-      y[j] = d * ((b[i].qs[j] & 0xf) - 8);
-      y[j + QK / 2] = d * ((b[i].qs[j] >> 4) - 8);
-    }
-  }
-}
-
 uint32_t load_u32(const uint8_t *p) {
   uint32_t v;
   std::memcpy(&v, p, 4);
   return v;
 }
 
-void dq_q5_0(const void *src, float *y, int64_t n) {
-  auto *b = static_cast<const BlockQ5_0 *>(src);
-  for (int64_t i = 0; i < n / QK; ++i, y += QK) {
-    const float d = fp16_to_f32(b[i].d);
-    const uint32_t qh = load_u32(b[i].qh);  // bit j: high bit of element j
-    for (int j = 0; j < QK / 2; ++j) {
-      const int lo = (b[i].qs[j] & 0xf) | int((qh >> j) & 1) << 4;
-      const int hi = (b[i].qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
-      y[j] = d * (lo - 16);
-      y[j + QK / 2] = d * (hi - 16);
-    }
+// The 32-value types Q4_0, Q5_0, Q4_1, Q5_1: unsigned 4- or 5-bit codes u; x = d*(u - zero)
+// for the *_0 types (zero 8 or 16), x = d*u + m for the *_1 types (m stored per block).
+template <class B>
+constexpr bool kFive = std::is_same_v<B, BlockQ5_0> || std::is_same_v<B, BlockQ5_1>;
+template <class B>
+constexpr bool kMin = std::is_same_v<B, BlockQ4_1> || std::is_same_v<B, BlockQ5_1>;
+template <class B>
+constexpr int kZero = kMin<B>    ? 0
+                      : kFive<B> ? 16
+                                 : 8;
+
+// The 32 codes of a block minus its zero point, in element order.
+template <class B>
+void signed_codes(const B &b, int q[QK]) {
+  uint32_t qh = 0;  // bit j: high bit of element j
+  if constexpr (kFive<B>) qh = load_u32(b.qh);
+  for (int j = 0; j < QK / 2; ++j) {
+    q[j] = ((b.qs[j] & 0xf) | int((qh >> j) & 1) << 4) - kZero<B>;
+    q[j + QK / 2] = ((b.qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4) - kZero<B>;
   }
 }
 
-// Q4_1 / Q5_1: x = d*q + m with unsigned codes q (4 or 5 bits).
-template <bool Q5>
-void dq_q45_1(const void *src, float *y, int64_t n) {
-  using B = std::conditional_t<Q5, BlockQ5_1, BlockQ4_1>;
+// The stored minimum of a *_1 block (0 for the *_0 types, which have none).
+template <class B>
+float block_min(const B &b) {
+  if constexpr (kMin<B>)
+    return fp16_to_f32(b.m);
+  else
+    return 0.f;
+}
+
+template <class B>
+void dq_small(const void *src, float *y, int64_t n) {
   auto *b = static_cast<const B *>(src);
+  int q[QK];
   for (int64_t i = 0; i < n / QK; ++i, y += QK) {
-    const float d = fp16_to_f32(b[i].d), m = fp16_to_f32(b[i].m);
-    uint32_t qh = 0;
-    if constexpr (Q5) qh = load_u32(b[i].qh);
-    for (int j = 0; j < QK / 2; ++j) {
-      const int lo = (b[i].qs[j] & 0xf) | int((qh >> j) & 1) << 4;
-      const int hi = (b[i].qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
-      y[j] = d * float(lo) + m;
-      y[j + QK / 2] = d * float(hi) + m;
-    }
+    signed_codes(b[i], q);
+    const float d = fp16_to_f32(b[i].d), m = block_min(b[i]);
+    for (int j = 0; j < QK; ++j) y[j] = kMin<B> ? d * float(q[j]) + m : d * float(q[j]);
   }
 }
 
@@ -199,50 +198,18 @@ float dot_q8_0(const uint8_t *w, const BlockA8 *a, int64_t n) {
   return acc;
 }
 
-float dot_q4_0(const uint8_t *w, const BlockA8 *a, int64_t n) {
-  auto *b = reinterpret_cast<const BlockQ4_0 *>(w);
-  float acc = 0.f;
-  for (int64_t i = 0; i < n / QK; ++i) {
-    int s = 0;
-    for (int j = 0; j < QK / 2; ++j)
-      s += ((b[i].qs[j] & 0xf) - 8) * a[i].qs[j] + ((b[i].qs[j] >> 4) - 8) * a[i].qs[j + 16];
-    acc += fp16_to_f32(b[i].d) * a[i].d * float(s);
-  }
-  return acc;
-}
-
-float dot_q5_0(const uint8_t *w, const BlockA8 *a, int64_t n) {
-  auto *b = reinterpret_cast<const BlockQ5_0 *>(w);
-  float acc = 0.f;
-  for (int64_t i = 0; i < n / QK; ++i) {
-    const uint32_t qh = load_u32(b[i].qh);
-    int s = 0;
-    for (int j = 0; j < QK / 2; ++j) {
-      const int lo = ((b[i].qs[j] & 0xf) | int((qh >> j) & 1) << 4) - 16;
-      const int hi = ((b[i].qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4) - 16;
-      s += lo * a[i].qs[j] + hi * a[i].qs[j + 16];
-    }
-    acc += fp16_to_f32(b[i].d) * a[i].d * float(s);
-  }
-  return acc;
-}
-
-// sum (d*q + m)*a = d*a.d*(q.qa) + m*a.s
-template <bool Q5>
-float dot_q45_1(const uint8_t *w, const BlockA8 *a, int64_t n) {
-  using B = std::conditional_t<Q5, BlockQ5_1, BlockQ4_1>;
+// sum x*a = d*a.d*(q.qa) (+ m*a.s for the *_1 types, a.s = a.d*sum(qa)).
+template <class B>
+float dot_small(const uint8_t *w, const BlockA8 *a, int64_t n) {
   auto *b = reinterpret_cast<const B *>(w);
+  int q[QK];
   float acc = 0.f;
   for (int64_t i = 0; i < n / QK; ++i) {
-    uint32_t qh = 0;
-    if constexpr (Q5) qh = load_u32(b[i].qh);
+    signed_codes(b[i], q);
     int s = 0;
-    for (int j = 0; j < QK / 2; ++j) {
-      const int lo = (b[i].qs[j] & 0xf) | int((qh >> j) & 1) << 4;
-      const int hi = (b[i].qs[j] >> 4) | int((qh >> (j + 16)) & 1) << 4;
-      s += lo * a[i].qs[j] + hi * a[i].qs[j + 16];
-    }
-    acc += fp16_to_f32(b[i].d) * a[i].d * float(s) + fp16_to_f32(b[i].m) * a[i].s;
+    for (int j = 0; j < QK; ++j) s += q[j] * a[i].qs[j];
+    acc += fp16_to_f32(b[i].d) * a[i].d * float(s);
+    if constexpr (kMin<B>) acc += block_min(b[i]) * a[i].s;
   }
   return acc;
 }
@@ -326,11 +293,12 @@ const KernelTable kScalar = {
     quant_a8,
     quant_a8k,
     {rows<float, dot_float<dq_f32>>, rows<float, dot_float<dq_f16>>,
-     rows<float, dot_float<dq_bf16>>, rows<BlockA8, dot_q8_0>, rows<BlockA8, dot_q4_0>,
-     rows<BlockA8, dot_q5_0>, rows<BlockA8, dot_q45_1<false>>, rows<BlockA8, dot_q45_1<true>>,
-     rows<BlockA8K, dot_k45<false>>, rows<BlockA8K, dot_k45<true>>, rows<BlockA8K, dot_q6_k>},
-    {dq_f32, dq_f16, dq_bf16, dq_q8_0, dq_q4_0, dq_q5_0, dq_q45_1<false>, dq_q45_1<true>,
-     dq_k45<false>, dq_k45<true>, dq_q6_k},
+     rows<float, dot_float<dq_bf16>>, rows<BlockA8, dot_q8_0>, rows<BlockA8, dot_small<BlockQ4_0>>,
+     rows<BlockA8, dot_small<BlockQ5_0>>, rows<BlockA8, dot_small<BlockQ4_1>>,
+     rows<BlockA8, dot_small<BlockQ5_1>>, rows<BlockA8K, dot_k45<false>>,
+     rows<BlockA8K, dot_k45<true>>, rows<BlockA8K, dot_q6_k>},
+    {dq_f32, dq_f16, dq_bf16, dq_q8_0, dq_small<BlockQ4_0>, dq_small<BlockQ5_0>,
+     dq_small<BlockQ4_1>, dq_small<BlockQ5_1>, dq_k45<false>, dq_k45<true>, dq_q6_k},
     pack_panel,
     gemm_panel,
 };
