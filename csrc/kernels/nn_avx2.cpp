@@ -3,17 +3,13 @@
 #include <immintrin.h>
 
 #include "kernels/nn_impl.h"
+#include "kernels/simd_avx2.h"
 
 namespace edgenano::kern {
 
 namespace {
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using avx2::hsum;
 
 // e^x to about 1 ulp: x = n ln2 + r, |r| <= ln2/2, e^r by its degree-6 Taylor polynomial,
 // 2^n through the exponent bits; 0 below -87.3 (no denormals), clamped above 88.7.
