@@ -46,7 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup", type=int, default=40)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--save-dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--eval-n", type=int, default=50, help="held-out problems per kind")
