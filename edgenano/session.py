@@ -60,6 +60,10 @@ class ChatSession:
     seed: int | None = None
     messages: list[dict] = field(default_factory=list)
     _snap: _Snapshot | None = field(default=None, repr=False)
+    # The snapshot the last turn started from: when a reply ends inside its reasoning, the history
+    # renders that turn differently from what was fed, `_snap` no longer prefixes the new prompt,
+    # and this one bounds the re-prefill to that turn instead of the whole conversation.
+    _base: _Snapshot | None = field(default=None, repr=False)
     prefill_tokens: int = 0  # tokens fed into the backend by the last send (for tests, stats)
 
     def __post_init__(self):
@@ -118,11 +122,13 @@ class ChatSession:
     def _prefill(self, shared: list[int], prompt: list[int]):
         """Restore the last snapshot if the new prompt extends it, feed the rest up to the
         shared prefix, snapshot there, then feed the generation prompt."""
-        snap = self._snap
-        if snap is not None and shared[: len(snap.tokens)] == snap.tokens:
+        snap = next((x for x in (self._snap, self._base)
+                     if x is not None and shared[: len(x.tokens)] == x.tokens), None)
+        if snap is not None:
             state, done = snap.state.copy(), len(snap.tokens)
         else:
             state, done = self.model.new_state(), 0
+        self._base = snap
         logits = None
         if len(shared) > done:
             logits = self.model.eval(state, shared[done:])

@@ -76,3 +76,17 @@ def test_budget_cuts_at_the_next_newline_and_the_answer_follows(model, budget):
     # ...and the conversation goes on from there, reasoning dropped from the history.
     nxt = chat.send(problems("add")[0].question)
     assert ANSWER.fullmatch(nxt.content)
+
+
+def test_reply_ending_inside_reasoning_costs_one_turn(model):
+    """Greedy, the built-in model ends turn 3 inside its reasoning (end of turn before </think>):
+    the history renders that turn differently from what was fed, so the session restarts from the
+    snapshot the turn began at (measured 47 tokens), never from scratch (91 without it)."""
+    chat = model.chat(temperature=0.0)
+    sizes, replies = [], []
+    for q in ["What is 34 + 52?", "What is 58 - 27? /no_think", "What is 251 + 318? /think",
+              "What is 64 + 29?"]:
+        replies.append(chat.send(q))
+        sizes.append(chat.prefill_tokens)
+    assert not replies[2].content  # the premise: turn 3 ended inside its reasoning
+    assert sizes[3] < 60 < len(chat._snap.tokens)
