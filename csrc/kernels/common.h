@@ -53,7 +53,7 @@ struct BlockQ4_K {
   uint16_t d, dmin;
   uint8_t scales[12];
   uint8_t qs[QKK / 2];
-};                  // 144
+};  // 144
 struct BlockQ5_K {  // 176
   uint16_t d, dmin;
   uint8_t scales[12];
@@ -93,55 +93,65 @@ size_t row_bytes(int type, int64_t n);  // 0 when n is not a multiple of the blo
 bool type_supported(int type);
 const char *type_name(int type);
 
-// static: each translation unit (AVX2 ones included) keeps its own copy, so no AVX2-built
-// instance of a shared inline function can end up called from scalar code.
-static inline float fp16_to_f32(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (man << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (man << 13);
-  } else if (man == 0) {
-    bits = sign;
-  } else {  // subnormal: normalize
-    int e = -1;
-    do {
-      man <<= 1;
-      ++e;
-    } while (!(man & 0x400));
-    bits = sign | uint32_t(112 - e) << 23 | ((man & 0x3ff) << 13);
-  }
+// ---- scalar number formats, exact (match numpy's conversions bit for bit) ----
+// static: every translation unit, the AVX2 one included, keeps its own copy, so no AVX2-built
+// instance can be linked into portable code.
+
+static inline uint32_t f32_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+static inline float f32_from_bits(uint32_t u) {
   float f;
-  std::memcpy(&f, &bits, 4);
+  std::memcpy(&f, &u, 4);
   return f;
 }
 
-// Round to nearest even; overflow goes to infinity, NaN stays NaN.
-static inline uint16_t f32_to_fp16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint16_t sign = uint16_t((x >> 16) & 0x8000);
-  x &= 0x7fffffffu;
-  if (x >= 0x7f800000u) return sign | 0x7c00 | (x > 0x7f800000u ? 0x200 : 0);
-  if (x >= 0x477ff000u) return sign | 0x7c00;  // rounds past 65504
-  if (x < 0x38800000u) {                       // subnormal or zero in half
-    if (x < 0x33000000u) return sign;
-    const uint32_t e = x >> 23, m = (x & 0x7fffff) | 0x800000, shift = 126 - e;
-    uint32_t r = m >> shift;
-    const uint32_t rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (r & 1))) ++r;
-    return sign | uint16_t(r);
+// Round to nearest even, overflow to inf, gradual underflow. NaN keeps its sign and top mantissa
+// bits (never collapsing to inf), as numpy's astype(float16) does.
+static inline uint16_t f32_to_f16(float f) {
+  const uint32_t x = f32_bits(f);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t a = x & 0x7fffffffu;
+  if (a >= 0x7f800000u) {
+    if (a == 0x7f800000u) return sign | 0x7c00u;
+    uint16_t h = static_cast<uint16_t>(0x7c00u | ((a & 0x7fffffu) >> 13));
+    return sign | (h == 0x7c00u ? 0x7c01u : h);
   }
-  uint32_t r = x + 0xfff + ((x >> 13) & 1) - 0x38000000u;
-  return sign | uint16_t(r >> 13);
+  if (a >= 0x47800000u) return sign | 0x7c00u;  // >= 65536: inf
+  if (a >= 0x38800000u) {                       // normal half (>= 2^-14)
+    uint32_t h = (a - 0x38000000u) >> 13;       // rebias 127 -> 15, keep 10 mantissa bits
+    const uint32_t rem = a & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;  // carry may give inf: correct
+    return static_cast<uint16_t>(sign | h);
+  }
+  if (a < 0x33000000u) return sign;  // below 2^-25 (a tie at 2^-25 rounds to even 0)
+  const int shift = 126 - static_cast<int>(a >> 23);  // 14..24: units of 2^-24
+  const uint32_t m = (a & 0x7fffffu) | 0x800000u;
+  uint32_t h = m >> shift;
+  const uint32_t rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+  if (rem > half || (rem == half && (h & 1u))) h++;
+  return static_cast<uint16_t>(sign | h);
 }
 
+static inline float f16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0x1fu) return f32_from_bits(sign | 0x7f800000u | (m << 13));
+  if (e != 0) return f32_from_bits(sign | ((e + 112u) << 23) | (m << 13));
+  const float v = static_cast<float>(m) * 5.9604644775390625e-8f;  // m * 2^-24, exact
+  return sign ? -v : v;
+}
+
+// ggml's fp32 -> bf16: NaN becomes a quiet NaN with the same top bits; otherwise nearest even.
+static inline uint16_t f32_to_bf16(float f) {
+  const uint32_t x = f32_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 64u);
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
 static inline float bf16_to_f32(uint16_t h) {
-  const uint32_t bits = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
+  return f32_from_bits(static_cast<uint32_t>(h) << 16);
 }
 
 // Run-time dispatch: AVX2/FMA/F16C kernels are used only when the CPU has them and the scalar

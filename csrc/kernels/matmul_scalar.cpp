@@ -16,7 +16,7 @@ void dq_f32(const void *src, float *y, int64_t n) { std::memcpy(y, src, size_t(n
 
 void dq_f16(const void *src, float *y, int64_t n) {
   auto *h = static_cast<const uint16_t *>(src);
-  for (int64_t i = 0; i < n; ++i) y[i] = fp16_to_f32(h[i]);
+  for (int64_t i = 0; i < n; ++i) y[i] = f16_to_f32(h[i]);
 }
 
 void dq_bf16(const void *src, float *y, int64_t n) {
@@ -27,7 +27,7 @@ void dq_bf16(const void *src, float *y, int64_t n) {
 void dq_q8_0(const void *src, float *y, int64_t n) {
   auto *b = static_cast<const BlockQ8_0 *>(src);
   for (int64_t i = 0; i < n / QK; ++i, y += QK) {
-    const float d = fp16_to_f32(b[i].d);
+    const float d = f16_to_f32(b[i].d);
     for (int j = 0; j < QK; ++j) y[j] = d * b[i].qs[j];
   }
 }
@@ -64,7 +64,7 @@ void signed_codes(const B &b, int q[QK]) {
 template <class B>
 float block_min(const B &b) {
   if constexpr (kMin<B>)
-    return fp16_to_f32(b.m);
+    return f16_to_f32(b.m);
   else
     return 0.f;
 }
@@ -75,7 +75,7 @@ void dq_small(const void *src, float *y, int64_t n) {
   int q[QK];
   for (int64_t i = 0; i < n / QK; ++i, y += QK) {
     signed_codes(b[i], q);
-    const float d = fp16_to_f32(b[i].d), m = block_min(b[i]);
+    const float d = f16_to_f32(b[i].d), m = block_min(b[i]);
     for (int j = 0; j < QK; ++j) y[j] = kMin<B> ? d * float(q[j]) + m : d * float(q[j]);
   }
 }
@@ -98,7 +98,7 @@ void dq_k45(const void *src, float *y, int64_t n) {
   using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
   auto *b = static_cast<const B *>(src);
   for (int64_t i = 0; i < n / QKK; ++i, y += QKK) {
-    const float d = fp16_to_f32(b[i].d), dmin = fp16_to_f32(b[i].dmin);
+    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
     for (int c = 0; c < 4; ++c) {
       int sc0, m0, sc1, m1;
       k_scale_min(b[i].scales, 2 * c, sc0, m0);
@@ -128,7 +128,7 @@ int q6_value(const BlockQ6_K &b, int h, int q, int l) {
 void dq_q6_k(const void *src, float *y, int64_t n) {
   auto *b = static_cast<const BlockQ6_K *>(src);
   for (int64_t i = 0; i < n / QKK; ++i, y += QKK) {
-    const float d = fp16_to_f32(b[i].d);
+    const float d = f16_to_f32(b[i].d);
     for (int e = 0; e < QKK; ++e) {  // scale index = e / 16
       const int h = e / 128, q = (e % 128) / 32, l = e % 32;
       y[e] = d * b[i].scales[e / 16] * q6_value(b[i], h, q, l);
@@ -193,7 +193,7 @@ float dot_q8_0(const uint8_t *w, const BlockA8 *a, int64_t n) {
   for (int64_t i = 0; i < n / QK; ++i) {
     int s = 0;
     for (int j = 0; j < QK; ++j) s += b[i].qs[j] * a[i].qs[j];
-    acc += fp16_to_f32(b[i].d) * a[i].d * float(s);
+    acc += f16_to_f32(b[i].d) * a[i].d * float(s);
   }
   return acc;
 }
@@ -208,7 +208,7 @@ float dot_small(const uint8_t *w, const BlockA8 *a, int64_t n) {
     signed_codes(b[i], q);
     int s = 0;
     for (int j = 0; j < QK; ++j) s += q[j] * a[i].qs[j];
-    acc += fp16_to_f32(b[i].d) * a[i].d * float(s);
+    acc += f16_to_f32(b[i].d) * a[i].d * float(s);
     if constexpr (kMin<B>) acc += block_min(b[i]) * a[i].s;
   }
   return acc;
@@ -234,7 +234,7 @@ float dot_k45(const uint8_t *w, const BlockA8K *a, int64_t n) {
       sum_q += sc * s;
       sum_m += m * (a[i].bsums[2 * j] + a[i].bsums[2 * j + 1]);
     }
-    acc += a[i].d * (fp16_to_f32(b[i].d) * float(sum_q) - fp16_to_f32(b[i].dmin) * float(sum_m));
+    acc += a[i].d * (f16_to_f32(b[i].d) * float(sum_q) - f16_to_f32(b[i].dmin) * float(sum_m));
   }
   return acc;
 }
@@ -250,7 +250,7 @@ float dot_q6_k(const uint8_t *w, const BlockA8K *a, int64_t n) {
         s += q6_value(b[i], e / 128, (e % 128) / 32, e % 32) * a[i].qs[e];
       sum += b[i].scales[g] * s;
     }
-    acc += a[i].d * fp16_to_f32(b[i].d) * float(sum);
+    acc += a[i].d * f16_to_f32(b[i].d) * float(sum);
   }
   return acc;
 }

@@ -39,10 +39,10 @@ struct ScalarV {
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.f + std::exp(-x[i]));
   }
   static void f16_to_f32(const uint16_t *h, float *y, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) y[i] = fp16_to_f32(h[i]);
+    for (int64_t i = 0; i < n; ++i) y[i] = kern::f16_to_f32(h[i]);
   }
   static void f32_to_f16(const float *x, uint16_t *h, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) h[i] = f32_to_fp16(x[i]);
+    for (int64_t i = 0; i < n; ++i) h[i] = kern::f32_to_f16(x[i]);
   }
   static void relu2_inplace(float *x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.f ? x[i] * x[i] : 0.f;

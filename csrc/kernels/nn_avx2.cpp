@@ -133,7 +133,7 @@ struct Avx2V {
     for (; i + 8 <= n; i += 8)
       _mm_storeu_si128((__m128i *)(h + i),
                        _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; ++i) h[i] = f32_to_fp16(x[i]);
+    for (; i < n; ++i) h[i] = kern::f32_to_f16(x[i]);
   }
 };
 

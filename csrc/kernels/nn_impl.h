@@ -231,7 +231,7 @@ struct NnImpl {
     } else {  // Q8_0: off and n are multiples of 32
       auto *b = reinterpret_cast<const BlockQ8_0 *>(row) + off / QK;
       for (int64_t i = 0; i < n / QK; ++i) {
-        const float d = fp16_to_f32(b[i].d);
+        const float d = f16_to_f32(b[i].d);
         for (int j = 0; j < QK; ++j) out[i * QK + j] = d * b[i].qs[j];
       }
     }
@@ -315,7 +315,7 @@ struct NnImpl {
       float amax = 0.f;
       for (int j = 0; j < QK; ++j) amax = std::max(amax, std::fabs(x[j]));
       const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
-      b[i].d = f32_to_fp16(d);
+      b[i].d = f32_to_f16(d);
       for (int j = 0; j < QK; ++j)
         b[i].qs[j] = int8_t(std::round(x[j] * id));  // half away from zero, as ggml
     }

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/common.h"
+
 namespace edgenano {
 
 enum QType : int {
@@ -98,65 +100,12 @@ void quantize_q5_k(const float *x, BlockQ5_K *y, int64_t nb);
 void quantize_q6_k(const float *x, BlockQ6_K *y, int64_t nb);
 }  // namespace avx2
 
-// ---- scalar number formats, exact (match numpy's conversions bit for bit) ----
-// static: every translation unit, the AVX2 one included, keeps its own copy, so no AVX2-built
-// instance can be linked into portable code.
-
-static inline uint32_t f32_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-static inline float f32_from_bits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// Round to nearest even, overflow to inf, gradual underflow. NaN keeps its sign and top mantissa
-// bits (never collapsing to inf), as numpy's astype(float16) does.
-static inline uint16_t f32_to_f16(float f) {
-  const uint32_t x = f32_bits(f);
-  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
-  const uint32_t a = x & 0x7fffffffu;
-  if (a >= 0x7f800000u) {
-    if (a == 0x7f800000u) return sign | 0x7c00u;
-    uint16_t h = static_cast<uint16_t>(0x7c00u | ((a & 0x7fffffu) >> 13));
-    return sign | (h == 0x7c00u ? 0x7c01u : h);
-  }
-  if (a >= 0x47800000u) return sign | 0x7c00u;  // >= 65536: inf
-  if (a >= 0x38800000u) {                       // normal half (>= 2^-14)
-    uint32_t h = (a - 0x38000000u) >> 13;       // rebias 127 -> 15, keep 10 mantissa bits
-    const uint32_t rem = a & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;  // carry may give inf: correct
-    return static_cast<uint16_t>(sign | h);
-  }
-  if (a < 0x33000000u) return sign;  // below 2^-25 (a tie at 2^-25 rounds to even 0)
-  const int shift = 126 - static_cast<int>(a >> 23);  // 14..24: units of 2^-24
-  const uint32_t m = (a & 0x7fffffu) | 0x800000u;
-  uint32_t h = m >> shift;
-  const uint32_t rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
-  if (rem > half || (rem == half && (h & 1u))) h++;
-  return static_cast<uint16_t>(sign | h);
-}
-
-static inline float f16_to_f32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-  if (e == 0x1fu) return f32_from_bits(sign | 0x7f800000u | (m << 13));
-  if (e != 0) return f32_from_bits(sign | ((e + 112u) << 23) | (m << 13));
-  const float v = static_cast<float>(m) * 5.9604644775390625e-8f;  // m * 2^-24, exact
-  return sign ? -v : v;
-}
-
-// ggml's fp32 -> bf16: NaN becomes a quiet NaN with the same top bits; otherwise nearest even.
-static inline uint16_t f32_to_bf16(float f) {
-  const uint32_t x = f32_bits(f);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 64u);
-  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
-}
-static inline float bf16_to_f32(uint16_t h) {
-  return f32_from_bits(static_cast<uint32_t>(h) << 16);
-}
+// The number formats (f32_bits, f16 and bf16 conversions) are kern's, in kernels/common.h.
+using kern::bf16_to_f32;
+using kern::f16_to_f32;
+using kern::f32_bits;
+using kern::f32_from_bits;
+using kern::f32_to_bf16;
+using kern::f32_to_f16;
 
 }  // namespace edgenano
