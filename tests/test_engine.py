@@ -24,6 +24,7 @@ from .tolerances import (
     ENGINE_SCALAR_VS_AVX2_NMSE,
     ENGINE_SPLIT_VS_WHOLE_NMSE,
     ENGINE_VS_LLAMACPP_NMSE,
+    ENGINE_VS_LLAMACPP_REF_RATIO,
 )
 
 _C = pytest.importorskip("edgenano._C")
@@ -41,6 +42,9 @@ CONFIGS = {
 TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q5_k", "q6_k", "q4_k_m"]
 # Longer than the chunked-scan threshold (32) and every tiny chunk_size; not a multiple of them.
 PROMPT = np.random.default_rng(0).integers(16, 512, size=45).tolist()
+# At least every type's gemm_min_batch (64): every matrix product of its prefill runs on f32
+# panels with f32 activations. Shorter batches of Q8_0/Q4_0/Q5_0 weights use the int8 tiles.
+LONG_PROMPT = np.random.default_rng(1).integers(16, 512, size=80).tolist()
 SPLIT = 30  # prefill PROMPT[:SPLIT], then decode the rest one token at a time
 
 
@@ -64,13 +68,14 @@ def gguf_file(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def oracle():
-    """oracle(path) -> float64 reference logits of PROMPT (cached)."""
+    """oracle(path, prompt=PROMPT) -> float64 reference logits of the prompt (cached)."""
     cache: dict = {}
 
-    def get(path):
-        if path not in cache:
-            cache[path] = ReferenceBackend(load_gguf(path), dtype=np.float64).logits(PROMPT)
-        return cache[path]
+    def get(path, prompt=PROMPT):
+        key = (path, tuple(prompt))
+        if key not in cache:
+            cache[key] = ReferenceBackend(load_gguf(path), dtype=np.float64).logits(prompt)
+        return cache[key]
 
     return get
 
@@ -100,10 +105,19 @@ def test_prefill_matches_reference_f32(gguf_file, oracle, config):
 
 @pytest.mark.parametrize("outtype", TYPES)
 def test_prefill_matches_reference_per_type(gguf_file, oracle, outtype):
-    """Prefill keeps activations in f32: the file's weights give the reference's logits."""
+    """Long prefill batches keep activations in f32: the file's weights give the reference's
+    logits to rounding."""
+    path = gguf_file("kwide", outtype)
+    got = native(path, kv_type="f32").logits(LONG_PROMPT)
+    assert nmse(got, oracle(path, LONG_PROMPT)) <= ENGINE_PREFILL_VS_REFERENCE_NMSE
+
+
+@pytest.mark.parametrize("outtype", TYPES)
+def test_short_prefill_matches_reference_per_type(gguf_file, oracle, outtype):
+    """Batches below gemm_min_batch quantize activations to int8 blocks (the tiles), as decode."""
     path = gguf_file("kwide", outtype)
     got = native(path, kv_type="f32").logits(PROMPT)
-    assert nmse(got, oracle(path)) <= ENGINE_PREFILL_VS_REFERENCE_NMSE
+    assert nmse(got, oracle(path)) <= ENGINE_DECODE_VS_REFERENCE_NMSE[outtype]
 
 
 @pytest.mark.parametrize("outtype", TYPES)
@@ -122,7 +136,8 @@ def test_fallback_types_match_reference(gguf_file, oracle, outtype):
     types = {t.type for t in load_gguf(path).tensors.values()}
     assert {"q4_k": QT.Q5_0, "q5_k_m": QT.Q5_1}[outtype] in types
     m = native(path, kv_type="f32")
-    assert nmse(m.logits(PROMPT), oracle(path)) <= ENGINE_PREFILL_VS_REFERENCE_NMSE
+    assert nmse(m.logits(LONG_PROMPT), oracle(path, LONG_PROMPT)) <= \
+        ENGINE_PREFILL_VS_REFERENCE_NMSE
     assert nmse(decode_split(m), oracle(path)[SPLIT:]) <= ENGINE_DECODE_VS_REFERENCE_NMSE[outtype]
 
 
@@ -354,8 +369,8 @@ def test_tied_output_file(gguf_file, oracle, tmp_path):
     tied = rewrite_gguf(path, tmp_path / "tied.gguf",
                         lambda ts: [t for t in ts if t[0] != "output.weight"])
     assert load_gguf(tied).tied_output
-    got = native(tied, kv_type="f32").logits(PROMPT)
-    assert nmse(got, oracle(tied)) <= ENGINE_PREFILL_VS_REFERENCE_NMSE
+    got = native(tied, kv_type="f32").logits(LONG_PROMPT)
+    assert nmse(got, oracle(tied, LONG_PROMPT)) <= ENGINE_PREFILL_VS_REFERENCE_NMSE
 
 
 # ---------------------------------------------------------------------------------- llama.cpp
@@ -364,7 +379,9 @@ def test_tied_output_file(gguf_file, oracle, tmp_path):
 @pytest.mark.parametrize("config,outtype", [("kwide", t) for t in TYPES + ["q5_k_m"]]
                          + [("mix", "q5_k_m")])  # mix: the Q5_1 / Q8_0 fallbacks
 def test_against_llama_cpp(gguf_file, oracle, config, outtype):
-    """Same file through llama.cpp: close to it, and at least as close to the reference."""
+    """Same file through llama.cpp: close to it, and as close to the reference (both quantize
+    activations to int8 blocks for a 45-token batch of quantized weights, so equal up to
+    ENGINE_VS_LLAMACPP_REF_RATIO)."""
     llama_cpp = pytest.importorskip("llama_cpp")
     path = gguf_file(config, outtype)
     llm = llama_cpp.Llama(str(path), n_ctx=128, n_batch=128, logits_all=True, n_threads=2,
@@ -377,4 +394,4 @@ def test_against_llama_cpp(gguf_file, oracle, config, outtype):
     ours = native(path).logits(PROMPT)
     ref = oracle(path)
     assert nmse(ours, theirs) <= ENGINE_VS_LLAMACPP_NMSE[outtype]
-    assert nmse(ours, ref) <= nmse(theirs, ref)
+    assert nmse(ours, ref) <= ENGINE_VS_LLAMACPP_REF_RATIO * nmse(theirs, ref)

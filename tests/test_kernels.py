@@ -99,7 +99,7 @@ def test_dequantize_matches_gguf(qtype, simd):
 
 
 @pytest.mark.parametrize("path", ["vec", "gemm"])
-@pytest.mark.parametrize("T", [1, 5, 19])
+@pytest.mark.parametrize("T", [1, 5, 19, 70])  # 70: past one 64-token block of the int8 tiles
 @pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda t: t.name)
 def test_matmul(qtype, T, path, simd):
     rng, cols, rows = rng_for("mm", qtype, T, path), cols_for(qtype), 37  # 37: a partial panel

@@ -92,8 +92,9 @@ KERNEL_SCAN_CHUNKED_VS_RECURRENT_NMSE = 1e-12
 KERNEL_ATTENTION_Q8_CACHE_NMSE = 2e-4
 
 # Native engine end to end (owner: engine helper), tests/test_engine.py; measured maxima in
-# comments. The reference is float64 on the same GGUF. Prefill keeps activations in f32 (any weight
-# type), so with an f32 KV cache it matches to rounding: measured 1.2e-12.
+# comments. The reference is float64 on the same GGUF. Prefill batches of at least gemm_min_batch
+# tokens keep activations in f32 (any weight type), so with an f32 KV cache it matches to rounding:
+# measured 1.2e-12. Shorter batches of Q8_0/Q4_0/Q5_0 weights quantize them as decode does.
 ENGINE_PREFILL_VS_REFERENCE_NMSE = 1e-11
 # Decode quantizes activations to int8 blocks for quantized weights, as llama.cpp does everywhere
 # (its figures on the same files: q8_0 5.0e-4, q4_0 4.5e-4, q4_k 1.3e-3, q6_k 1.4e-3).
@@ -116,6 +117,9 @@ ENGINE_SCALAR_VS_AVX2_NMSE = 1e-10
 ENGINE_VS_LLAMACPP_NMSE = {"f32": 2e-8, "f16": 2e-6, "bf16": 1e-4, "q8_0": 1.5e-3,
                            "q4_0": 1.5e-3, "q5_0": 1.5e-3, "q4_k": 4e-3, "q5_k": 4e-3,
                            "q6_k": 4e-3, "q4_k_m": 4e-3, "q5_k_m": 4e-3}
+# Our error to the reference over llama.cpp's, same file and prompt: at most 1.0 while our prefill
+# kept f32 activations; with int8 activations in both (Q8_0 at 45 tokens) measured 1.016.
+ENGINE_VS_LLAMACPP_REF_RATIO = 1.05
 
 # The shipped tiny reasoner through transformers, greedy, first 10 held-out problems per kind:
 # measured 14/30 correct with reasoning on, 1/30 off (on 50 per kind: 54.0% and 11.3%).

@@ -61,6 +61,12 @@ float *Workspace::get_thread(int tid, size_t n) {
 }
 
 int gemm_min_batch(int type) {
+  switch (type) {
+    case T_Q8_0: return 64;  // the int8 tiles match the f32 panels from here
+    case T_Q4_0:
+    case T_Q5_0: return 40;
+    default: break;
+  }
   switch (act_kind(type)) {
     case ACT_A8: return 32;
     case ACT_A8K: return 12;
@@ -112,26 +118,46 @@ void matmul_vec(const KernelTable &kt, int ti, const Weight &w, const float *x, 
   });
 }
 
+// Panels are grouped kMacro at a time: their packed k-chunks (kMacro x 16 KB) stay in L2 while
+// the tokens pass in blocks of kTokBlock, so each block of activations is read from L3 once per
+// kMacro panels and then from L1/L2 (at 512 tokens the whole activation chunk is 512 KB).
+constexpr int kMacro = 4;
+constexpr int kTokBlock = 48;
+
 void matmul_gemm(const KernelTable &kt, int ti, const Weight &w, const float *x, int64_t ldx,
                  float *y, int64_t ldy, int T, bool acc, ThreadPool &pool, Workspace &ws) {
   const int64_t panels = (w.n_out + kPanel - 1) / kPanel;
+  const int64_t items = (panels + kMacro - 1) / kMacro;
   const int bs = type_block_size(w.type);
   const size_t bbytes = type_block_bytes(w.type);
   std::vector<float *> bufs(size_t(pool.size()));
-  for (int t = 0; t < pool.size(); ++t) bufs[size_t(t)] = ws.get_thread(t, 2 * kPanel * kKC);
+  for (int t = 0; t < pool.size(); ++t)
+    bufs[size_t(t)] = ws.get_thread(t, size_t(1 + kMacro) * kPanel * kKC);
   const DequantFn dq = kt.dequant[ti];
-  pool.parallel_for(panels, [&](int64_t p, int tid) {
+  auto run = [&](int64_t p0, int np, int tid) {
     float *rows = bufs[size_t(tid)], *wp = rows + kPanel * kKC;
-    const int64_t r0 = p * kPanel;
-    const int nr = int(std::min<int64_t>(kPanel, w.n_out - r0));
-    if (nr < kPanel) std::fill(rows, rows + kPanel * kKC, 0.f);
     for (int64_t k0 = 0; k0 < w.n_in; k0 += kKC) {
       const int64_t kc = std::min<int64_t>(kKC, w.n_in - k0);
-      for (int r = 0; r < nr; ++r)
-        dq(w.data + (r0 + r) * w.row_bytes + size_t(k0 / bs) * bbytes, rows + r * kKC, kc);
-      kt.pack_panel(rows, kc, wp);
-      kt.gemm_panel(wp, kc, x + k0, ldx, y + r0, ldy, T, nr, acc || k0 > 0);
+      for (int j = 0; j < np; ++j) {
+        const int64_t r0 = (p0 + j) * kPanel;
+        const int nr = int(std::min<int64_t>(kPanel, w.n_out - r0));
+        if (nr < kPanel) std::fill(rows, rows + kPanel * kKC, 0.f);
+        for (int r = 0; r < nr; ++r)
+          dq(w.data + (r0 + r) * w.row_bytes + size_t(k0 / bs) * bbytes, rows + r * kKC, kc);
+        kt.pack_panel(rows, kc, wp + j * kPanel * kKC);
+      }
+      for (int t0 = 0; t0 < T; t0 += kTokBlock)
+        for (int j = 0; j < np; ++j) {
+          const int64_t r0 = (p0 + j) * kPanel;
+          kt.gemm_panel(wp + j * kPanel * kKC, kc, x + t0 * ldx + k0, ldx, y + t0 * ldy + r0, ldy,
+                        std::min(kTokBlock, T - t0), int(std::min<int64_t>(kPanel, w.n_out - r0)),
+                        acc || k0 > 0);
+        }
     }
+  };
+  pool.parallel_for(items, [&](int64_t it, int tid) {
+    const int64_t p0 = it * kMacro;
+    run(p0, int(std::min<int64_t>(kMacro, panels - p0)), tid);
   });
 }
 

@@ -4,6 +4,9 @@
 // into per-block activation sums.
 #include <immintrin.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include <tuple>
 #include <type_traits>
 
@@ -488,7 +491,117 @@ void q0_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t 
   }
 }
 
-// One token: the two-accumulator single-row kernels above; more: q0_row_tokens.
+// ---- prefill for the *_0 types: a register tile of RM weight rows x 2*NP tokens ----
+//
+// Weights as signed codes (q - zero), dotted by maddubs(|w|, sign(a, w)); every weight block is
+// unpacked once per tile and every activation block is reused by RM rows. Integer work runs on
+// the vector ALUs, which AVX2 machines have more of than FMA units, so the float side is kept
+// small: the two tokens of a pair share one accumulator (hadd puts token 0's partial sums in
+// lanes 0,1,4,5 and token 1's in 2,3,6,7), so one convert and one FMA serve two block dots.
+
+template <int KIND>  // 0 Q8_0, 1 Q4_0, 2 Q5_0
+inline __m256i signed_codes(const typename Q0<KIND>::B &b) {
+  if constexpr (KIND == 0) {
+    return loadu(b.qs);
+  } else if constexpr (KIND == 1) {
+    return _mm256_sub_epi8(nibbles32(b.qs), _mm256_set1_epi8(8));
+  } else {
+    uint32_t qh;
+    std::memcpy(&qh, b.qh, 4);
+    return _mm256_sub_epi8(_mm256_or_si256(nibbles32(b.qs), bits_to_0x10(qh)),
+                           _mm256_set1_epi8(16));
+  }
+}
+
+inline __m256i dot_i32(__m256i aw, __m256i w, __m256i a) {
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, w)), _mm256_set1_epi16(1));
+}
+
+template <int KIND, int RM, int NP>
+void q0_tile(const uint8_t *w, size_t row_bytes, const uint8_t *act, size_t stride, int64_t nb,
+             float *y, int64_t ldy, bool acc) {
+  using B = typename Q0<KIND>::B;
+  const B *b[RM];
+  const BlockA8 *a[2 * NP];
+  __m256 sum[RM][NP];
+#pragma GCC unroll 8
+  for (int r = 0; r < RM; ++r) {
+    b[r] = reinterpret_cast<const B *>(w + size_t(r) * row_bytes);
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) sum[r][p] = _mm256_setzero_ps();
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < 2 * NP; ++t)
+    a[t] = reinterpret_cast<const BlockA8 *>(act + size_t(t) * stride);
+  for (int64_t i = 0; i < nb; ++i) {
+    __m256 da[NP];  // d of the pair's tokens, in the lanes their partial sums occupy
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+      const __m128 d2 =
+          _mm_setr_ps(a[2 * p][i].d, a[2 * p][i].d, a[2 * p + 1][i].d, a[2 * p + 1][i].d);
+      da[p] = _mm256_set_m128(d2, d2);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < RM; ++r) {
+      const __m256i wq = signed_codes<KIND>(b[r][i]);
+      const __m256i aw = _mm256_abs_epi8(wq);
+      const __m256 dr = _mm256_set1_ps(h2f(b[r][i].d));
+#pragma GCC unroll 8
+      for (int p = 0; p < NP; ++p) {
+        const __m256i s0 = dot_i32(aw, wq, loadu(a[2 * p][i].qs));
+        const __m256i s1 = dot_i32(aw, wq, loadu(a[2 * p + 1][i].qs));
+        sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_hadd_epi32(s0, s1)),
+                                    _mm256_mul_ps(da[p], dr), sum[r][p]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < RM; ++r)
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; ++p) {
+      __m128 v = _mm_add_ps(_mm256_castps256_ps128(sum[r][p]), _mm256_extractf128_ps(sum[r][p], 1));
+      v = _mm_hadd_ps(v, v);  // token 0, token 1, token 0, token 1
+      float *o0 = y + (2 * p) * ldy + r, *o1 = o0 + ldy;
+      const float v0 = _mm_cvtss_f32(v), v1 = _mm_cvtss_f32(_mm_movehdup_ps(v));
+      *o0 = acc ? *o0 + v0 : v0;
+      *o1 = acc ? *o1 + v1 : v1;
+    }
+}
+
+constexpr int kTileRows = 4;   // RM
+constexpr int kTilePairs = 2;  // NP: 4 tokens per tile
+constexpr int kTokBlock = 64;  // tokens whose activations stay in L2 while the rows stream by
+
+template <int KIND, int RM>
+void q0_tile_rows(const DotArgs &a, int64_t r, int t0, int t1, int64_t nb) {
+  const uint8_t *w = a.w + r * a.row_bytes;
+  int t = t0;
+  for (; t + 2 * kTilePairs <= t1; t += 2 * kTilePairs)
+    q0_tile<KIND, RM, kTilePairs>(w, a.row_bytes, a.act + size_t(t) * a.act_stride, a.act_stride,
+                                  nb, a.y + t * a.ldy + r, a.ldy, a.acc);
+  for (; t + 2 <= t1; t += 2)
+    q0_tile<KIND, RM, 1>(w, a.row_bytes, a.act + size_t(t) * a.act_stride, a.act_stride, nb,
+                         a.y + t * a.ldy + r, a.ldy, a.acc);
+  if (t < t1)
+    for (int j = 0; j < RM; ++j)
+      q0_row_tokens<KIND, 1>(w + j * a.row_bytes, a.act + size_t(t) * a.act_stride, a.act_stride,
+                             nb, a.y + t * a.ldy + r + j, a.ldy, a.acc);
+}
+
+template <int KIND>
+void q0_tiles(const DotArgs &a) {
+  const int64_t nb = a.n / QK;
+  for (int tb = 0; tb < a.T; tb += kTokBlock) {
+    const int te = std::min(a.T, tb + kTokBlock);
+    int64_t r = 0;
+    for (; r + kTileRows <= a.nrows; r += kTileRows)
+      q0_tile_rows<KIND, kTileRows>(a, r, tb, te, nb);
+    for (; r < a.nrows; ++r) q0_tile_rows<KIND, 1>(a, r, tb, te, nb);
+  }
+}
+
+// One token: the two-accumulator single-row kernels above; Q8_0/Q4_0/Q5_0 with more: the tiles;
+// Q4_1/Q5_1: q0_row_tokens.
 template <int KIND>
 void q0_rows(const DotArgs &a) {
   if (a.T == 1) {
@@ -496,6 +609,9 @@ void q0_rows(const DotArgs &a) {
       return rows<BlockA8, dot_q8_0>(a);
     else if constexpr (KIND <= 2)
       return rows<BlockA8, dot_q45_0<KIND == 2>>(a);
+  }
+  if constexpr (KIND <= 2) {
+    if (a.T >= 2) return q0_tiles<KIND>(a);
   }
   const int64_t nb = a.n / QK;
   for (int t0 = 0; t0 < a.T; t0 += kTok) {
