@@ -79,14 +79,14 @@ def test_budget_cuts_at_the_next_newline_and_the_answer_follows(model, budget):
 
 
 def test_reply_ending_inside_reasoning_costs_one_turn(model):
-    """Greedy, the built-in model ends turn 3 inside its reasoning (end of turn before </think>):
-    the history renders that turn differently from what was fed, so the session restarts from the
-    snapshot the turn began at (measured 47 tokens), never from scratch (91 without it)."""
+    """A reply that ends inside its reasoning (here cut by max_tokens; a model can also end its
+    turn before </think>) is rendered by the history differently from what was fed, so the session
+    restarts from the snapshot the turn began at (measured 47 tokens), never from scratch (89)."""
     chat = model.chat(temperature=0.0)
     sizes, replies = [], []
-    for q in ["What is 34 + 52?", "What is 58 - 27? /no_think", "What is 251 + 318? /think",
-              "What is 64 + 29?"]:
-        replies.append(chat.send(q))
+    for q, cap in [("What is 34 + 52?", 1024), ("What is 58 - 27? /no_think", 1024),
+                   ("What is 251 + 318? /think", 6), ("What is 64 + 29?", 1024)]:
+        replies.append(chat.send(q, max_tokens=cap))
         sizes.append(chat.prefill_tokens)
-    assert not replies[2].content  # the premise: turn 3 ended inside its reasoning
+    assert replies[2].finish_reason == "length" and replies[2].reasoning and not replies[2].content
     assert sizes[3] < 60 < len(chat._snap.tokens)
