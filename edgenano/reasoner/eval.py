@@ -278,7 +278,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto",
                    help="native, llama.cpp or reference (auto: native, or reference without the "
                         "C++ extension)")
-    p.add_argument("--n", type=int, default=25, help="problems per task kind (4 kinds)")
+    kinds = ", ".join(tasks.KINDS)
+    p.add_argument("--n", type=int, default=25,
+                   help=f"problems per task kind ({len(tasks.KINDS)} kinds: {kinds})")
     p.add_argument("--budgets", default=",".join(map(str, DEFAULT_BUDGETS)),
                    help="thinking budgets to evaluate, comma-separated ('' for none)")
     p.add_argument("--grace", type=int, default=500, help="tokens to wait for a newline")
