@@ -113,12 +113,13 @@ def test_matmul(qtype, T, path, simd):
         assert nmse(y, f64(x)[0] @ f64(w)[0].T) <= KERNEL_MATMUL_INT8_NMSE[qtype.name]
 
 
+@pytest.mark.parametrize("T", [3, 17, 70])  # the int8 tiles, K-quant token groups, token blocks
 @pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda t: t.name)
-def test_matmul_scalar_matches_avx2(qtype):
+def test_matmul_scalar_matches_avx2(qtype, T):
     if not K.cpu_has_avx2():
         pytest.skip("no AVX2 on this CPU")
-    rng, cols = rng_for("sv", qtype), cols_for(qtype)
-    raw, x = random_rows(qtype, 40, cols, rng), rng.standard_normal((3, cols)).astype(np.float32)
+    rng, cols = rng_for("sv", qtype, T), cols_for(qtype)
+    raw, x = random_rows(qtype, 40, cols, rng), rng.standard_normal((T, cols)).astype(np.float32)
     out = {}
     for scalar in (False, True):
         K.set_force_scalar(scalar)

@@ -38,9 +38,10 @@ void matmul(const Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy,
 void dequantize_row(int type, const void *src, float *dst, int64_t n);
 
 // The batch size from which matmul's Auto path uses the f32 panel kernel for this weight type
-// (measured crossovers at 4096x4480 on 2 AVX2 threads: below it the int8 dots, register tiles of
-// 4 rows x 4 tokens for Q8_0/Q4_0/Q5_0, beat dequantizing f32 panels; Q4_0 at 16 tokens 1.4x,
-// at 64 tokens 0.8x).
+// (measured crossovers on 2 AVX2 threads: below it the int8 dots beat dequantizing f32 panels.
+// Q8_0/Q4_0/Q5_0, register tiles of 4 rows x 4 tokens, at 4096x4480: Q4_0 at 16 tokens 1.4x, at 64
+// 0.8x. K types, each block unpacked once per 4 tokens, at 10240x8960: Q4_K at 32 tokens 1.46x,
+// at 128 1.11x, at 256 0.91x).
 int gemm_min_batch(int type);
 
 }  // namespace edgenano::kern

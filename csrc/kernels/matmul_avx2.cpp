@@ -419,6 +419,160 @@ void rows(const DotArgs &a) {
   }
 }
 
+// ---- several tokens per K-quant block (prefill batches below gemm_min_batch): codes and scales
+// are unpacked once per block and dotted with up to kTokK tokens' activations ----
+
+constexpr int kTokK = 4;
+
+template <bool Q5, int NT>
+void k45_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t nb, float *y,
+                    int64_t ldy, bool acc) {
+  using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
+  auto *b = reinterpret_cast<const B *>(w);
+  const __m256i m4 = _mm256_set1_epi8(0x0f), one8 = _mm256_set1_epi8(1);
+  const BlockA8K *a[NT];
+  __m256 sum[NT];
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t) {
+    a[t] = reinterpret_cast<const BlockA8K *>(act + size_t(t) * stride);
+    sum[t] = _mm256_setzero_ps();
+  }
+  for (int64_t i = 0; i < nb; ++i) {
+    uint8_t sc[8], m[8];
+    k_scales(b[i].scales, sc, m);
+    int64_t m8;
+    std::memcpy(&m8, m, 8);
+    const __m256i mins = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m8));
+    __m256i sumi[NT];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
+    __m256i hb = _mm256_setzero_si256();
+    if constexpr (Q5) hb = loadu(b[i].qh);
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = loadu(b[i].qs + 32 * c);
+      __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      if constexpr (Q5) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one8), 4));
+        hi = _mm256_or_si256(
+            hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one8), 4));
+        hb = _mm256_srli_epi16(hb, 2);
+      }
+      const __m256i s0 = _mm256_set1_epi16(sc[2 * c]), s1 = _mm256_set1_epi16(sc[2 * c + 1]);
+#pragma GCC unroll 4
+      for (int t = 0; t < NT; ++t) {
+        const int8_t *qa = a[t][i].qs + 64 * c;
+        sumi[t] =
+            _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu(qa)), s0));
+        sumi[t] = _mm256_add_epi32(sumi[t],
+                                   _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu(qa + 32)), s1));
+      }
+    }
+    const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) {
+      const __m256i bs = _mm256_madd_epi16(loadu(a[t][i].bsums), _mm256_set1_epi16(1));
+      sum[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(d * a[t][i].d), sum[t]);
+      sum[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_mullo_epi32(bs, mins)),
+                                _mm256_set1_ps(dmin * a[t][i].d), sum[t]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t) {
+    const float v = hsum(sum[t]);
+    y[t * ldy] = acc ? y[t * ldy] + v : v;
+  }
+}
+
+template <int NT>
+void q6k_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t nb, float *y,
+                    int64_t ldy, bool acc) {
+  auto *b = reinterpret_cast<const BlockQ6_K *>(w);
+  const BlockA8K *a[NT];
+  __m256 sum[NT];
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t) {
+    a[t] = reinterpret_cast<const BlockA8K *>(act + size_t(t) * stride);
+    sum[t] = _mm256_setzero_ps();
+  }
+  for (int64_t i = 0; i < nb; ++i) {
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[i].scales));
+    __m256i sumi[NT];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t)  // the zero point: codes are q + 32
+      sumi[t] =
+          _mm256_sub_epi32(_mm256_setzero_si256(),
+                           _mm256_slli_epi32(_mm256_madd_epi16(sc16, loadu(a[t][i].bsums)), 5));
+    for (int h = 0; h < 2; ++h)
+      for (int q = 0; q < 4; ++q) {
+        const int g = 8 * h + 2 * q;
+        const __m256i u = q6_codes(b[i], h, q);
+        const __m256i s =
+            _mm256_set_m128i(_mm_set1_epi16(b[i].scales[g + 1]), _mm_set1_epi16(b[i].scales[g]));
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; ++t)
+          sumi[t] = _mm256_add_epi32(
+              sumi[t],
+              _mm256_madd_epi16(_mm256_maddubs_epi16(u, loadu(a[t][i].qs + 32 * (g / 2))), s));
+      }
+    const float d = h2f(b[i].d);
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t)
+      sum[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(d * a[t][i].d), sum[t]);
+  }
+#pragma GCC unroll 4
+  for (int t = 0; t < NT; ++t) {
+    const float v = hsum(sum[t]);
+    y[t * ldy] = acc ? y[t * ldy] + v : v;
+  }
+}
+
+template <bool Q5>
+struct K45 {
+  static constexpr auto one = dot_k45<Q5>;
+  template <int NT>
+  static void tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t nb, float *y,
+                     int64_t ldy, bool acc) {
+    k45_row_tokens<Q5, NT>(w, act, stride, nb, y, ldy, acc);
+  }
+};
+
+struct Q6K {
+  static constexpr auto one = dot_q6_k;
+  template <int NT>
+  static void tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t nb, float *y,
+                     int64_t ldy, bool acc) {
+    q6k_row_tokens<NT>(w, act, stride, nb, y, ldy, acc);
+  }
+};
+
+// One token: the single-row dots; more: each row's blocks unpacked once per kTokK tokens, rows
+// taken kRowChunk at a time (they stay in L2 while every token passes), so the weights are read
+// from memory once per call and the activations once per kRowChunk rows.
+constexpr int kRowChunk = 16;
+
+template <class Kern>
+void k_rows(const DotArgs &a) {
+  if (a.T == 1) return rows<BlockA8K, Kern::one>(a);
+  const int64_t nb = a.n / QKK;
+  for (int64_t r0 = 0; r0 < a.nrows; r0 += kRowChunk) {
+    const int64_t r1 = std::min<int64_t>(a.nrows, r0 + kRowChunk);
+    for (int t0 = 0; t0 < a.T; t0 += kTokK) {
+      const uint8_t *act = a.act + size_t(t0) * a.act_stride;
+      float *y = a.y + t0 * a.ldy;
+      const int nt = std::min(kTokK, a.T - t0);
+      for (int64_t r = r0; r < r1; ++r) {
+        const uint8_t *w = a.w + r * a.row_bytes;
+        switch (nt) {
+          case 1: Kern::template tokens<1>(w, act, a.act_stride, nb, y + r, a.ldy, a.acc); break;
+          case 2: Kern::template tokens<2>(w, act, a.act_stride, nb, y + r, a.ldy, a.acc); break;
+          case 3: Kern::template tokens<3>(w, act, a.act_stride, nb, y + r, a.ldy, a.acc); break;
+          default: Kern::template tokens<4>(w, act, a.act_stride, nb, y + r, a.ldy, a.acc); break;
+        }
+      }
+    }
+  }
+}
+
 // ---- several tokens per weight block (the *_0 types): each block is loaded and unpacked once,
 // then dotted with up to kTok tokens' activation blocks held in as many accumulators ----
 
@@ -719,8 +873,8 @@ const KernelTable kAvx2 = {
     quant_a8,
     quant_a8k,
     {rows<float, dot_float<0>>, rows<float, dot_float<1>>, rows<float, dot_float<2>>, q0_rows<0>,
-     q0_rows<1>, q0_rows<2>, q0_rows<3>, q0_rows<4>, rows<BlockA8K, dot_k45<false>>,
-     rows<BlockA8K, dot_k45<true>>, rows<BlockA8K, dot_q6_k>},
+     q0_rows<1>, q0_rows<2>, q0_rows<3>, q0_rows<4>, k_rows<K45<false>>, k_rows<K45<true>>,
+     k_rows<Q6K>},
     {dq_f32, dq_f16, dq_bf16, dq_q8_0, dq_q4_0, dq_q5_0, dq_q45_1<false>, dq_q45_1<true>,
      dq_k45<false>, dq_k45<true>, dq_q6_k},
     pack_panel,
