@@ -34,7 +34,7 @@ def test_sub_trace_borrows_and_answer_drops_leading_zeros():
 
 
 def test_count_trace():
-    assert tasks.count_trace("37273", "3") == "3 1\n7 1\n2 1\n7 1\n3 2\n"
+    assert tasks.count_trace("3727", "3") == "3=3? yes 1\n7=3? no 1\n2=3? no 1\n7=3? no 1\n"
 
 
 @pytest.mark.parametrize("kind", tasks.KINDS)
@@ -50,6 +50,9 @@ def test_verify_trace_catches_a_wrong_step():
     p = tasks.Problem("add", "What is 19 + 1?", "ones: 9+1+0=11 -> 1\ntens: 1+0+1=2 -> 21\n",
                       "21", ("add", 19, 1))
     assert not tasks.verify_trace(p)
+    c = tasks.Problem("count", "Count the digit 3 in 33.", "3=3? yes 1\n3=3? no 1\n", "1",
+                      ("count", "33", "3"))
+    assert not tasks.verify_trace(c)
 
 
 def test_extract_answer():

@@ -2,9 +2,10 @@
 
 Three kinds, each with a trace where writing the steps helps a small model: addition and
 subtraction column by column (carries and borrows explicit, the partial result growing to the
-left), and counting one digit in a number, read digit by digit with a running count. Every answer
-is the line "The answer is X." so it can be checked by machine. (Sorting by insertion was tried
-and dropped: at this size its trace hurt, 48% against 72% answering directly.)
+left), and counting one digit in a number, read digit by digit, each compared with the digit
+counted, with a running count. Every answer is the line "The answer is X." so it can be checked by
+machine. (Sorting by insertion was tried and dropped: at this size its trace hurt, 48% against 72%
+answering directly.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ PLACES = ("ones", "tens", "hundreds", "thousands", "ten thousands")
 # Sizes, sized to what a few-million-parameter model learns in ~20 CPU minutes (about 30k
 # training conversations): long enough that written steps beat a direct answer.
 ADD_DIGITS = (2, 3)    # operands of add and sub
-COUNT_DIGITS = (5, 8)  # count: length of the number
+COUNT_DIGITS = (4, 7)  # count: length of the number
 
 # Held-out problems come from their own seed; training never uses one of the first
 # HELDOUT_MAX of each kind (see heldout_keys).
@@ -98,11 +99,15 @@ def sub_trace(a: int, b: int) -> str:
 
 
 def count_trace(text: str, symbol: str) -> str:
-    """One line per character of text with the running count of symbol: `7 2`."""
+    """One line per character of text, compared with symbol, then the running count:
+    `7=7? yes 2`, `4=7? no 2`. Naming the symbol on every line keeps each step local (compare
+    two adjacent tokens, add one to the count a line above): with the bare `7 2` lines the
+    model copied the digits but never learned to increment."""
     lines, n = [], 0
     for ch in text:
-        n += ch == symbol
-        lines.append(f"{ch} {n}\n")
+        hit = ch == symbol
+        n += hit
+        lines.append(f"{ch}={symbol}? {'yes' if hit else 'no'} {n}\n")
     return "".join(lines)
 
 
@@ -212,5 +217,11 @@ def verify_trace(problem: Problem) -> bool:
                 return False
         return str(int(lines[-1].split(" -> ")[1])) == problem.answer
     number, digit = problem.key[1], problem.key[2]
-    read = "".join(line.split(" ")[0] for line in lines)
-    return read == number and lines[-1].split(" ")[1] == str(number.count(digit)) == problem.answer
+    n = 0
+    for ch, line in zip(number, lines, strict=True):
+        head, verdict, count = line.split(" ")
+        n += ch == digit
+        if head != f"{ch}={digit}?" or verdict != ("yes" if ch == digit else "no") \
+                or count != str(n):
+            return False
+    return lines[-1].split(" ")[-1] == problem.answer
