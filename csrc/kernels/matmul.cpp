@@ -62,9 +62,9 @@ float *Workspace::get_thread(int tid, size_t n) {
 
 int gemm_min_batch(int type) {
   switch (type) {
-    case T_Q8_0: return 64;  // the int8 tiles match the f32 panels from here
+    case T_Q8_0:  // the int8 tiles match the f32 panels from here
     case T_Q4_0:
-    case T_Q5_0: return 40;
+    case T_Q5_0: return 64;
     default: break;
   }
   switch (act_kind(type)) {

@@ -9,6 +9,7 @@
 
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "kernels/matmul_impl.h"
 #include "kernels/simd_avx2.h"
@@ -726,31 +727,60 @@ constexpr int kTileRows = 4;   // RM
 constexpr int kTilePairs = 2;  // NP: 4 tokens per tile
 constexpr int kTokBlock = 64;  // tokens whose activations stay in L2 while the rows stream by
 
+// Tiles over tokens [t0, t1) for RM rows starting at row r of the output; w points at those rows
+// (row_bytes apart), in the layout of KIND.
 template <int KIND, int RM>
-void q0_tile_rows(const DotArgs &a, int64_t r, int t0, int t1, int64_t nb) {
-  const uint8_t *w = a.w + r * a.row_bytes;
+void q0_tile_rows(const DotArgs &a, const uint8_t *w, size_t row_bytes, int64_t r, int t0, int t1,
+                  int64_t nb) {
   int t = t0;
   for (; t + 2 * kTilePairs <= t1; t += 2 * kTilePairs)
-    q0_tile<KIND, RM, kTilePairs>(w, a.row_bytes, a.act + size_t(t) * a.act_stride, a.act_stride,
-                                  nb, a.y + t * a.ldy + r, a.ldy, a.acc);
+    q0_tile<KIND, RM, kTilePairs>(w, row_bytes, a.act + size_t(t) * a.act_stride, a.act_stride, nb,
+                                  a.y + t * a.ldy + r, a.ldy, a.acc);
   for (; t + 2 <= t1; t += 2)
-    q0_tile<KIND, RM, 1>(w, a.row_bytes, a.act + size_t(t) * a.act_stride, a.act_stride, nb,
+    q0_tile<KIND, RM, 1>(w, row_bytes, a.act + size_t(t) * a.act_stride, a.act_stride, nb,
                          a.y + t * a.ldy + r, a.ldy, a.acc);
   if (t < t1)
     for (int j = 0; j < RM; ++j)
-      q0_row_tokens<KIND, 1>(w + j * a.row_bytes, a.act + size_t(t) * a.act_stride, a.act_stride,
-                             nb, a.y + t * a.ldy + r + j, a.ldy, a.acc);
+      q0_row_tokens<KIND, 1>(w + j * row_bytes, a.act + size_t(t) * a.act_stride, a.act_stride, nb,
+                             a.y + t * a.ldy + r + j, a.ldy, a.acc);
+}
+
+// Q4_0/Q5_0 rows rewritten as Q8_0 blocks (same d, codes minus the zero point): exact, and then
+// the nibbles are unpacked once per token block instead of once per 4-token tile.
+template <int KIND>
+void unpack_to_q8_0(const uint8_t *w, size_t row_bytes, int rows, int64_t nb, BlockQ8_0 *out) {
+  for (int j = 0; j < rows; ++j) {
+    auto *b = reinterpret_cast<const typename Q0<KIND>::B *>(w + j * row_bytes);
+    for (int64_t i = 0; i < nb; ++i) {
+      BlockQ8_0 &o = out[j * nb + i];
+      o.d = b[i].d;
+      _mm256_storeu_si256(reinterpret_cast<__m256i *>(o.qs), signed_codes<KIND>(b[i]));
+    }
+  }
 }
 
 template <int KIND>
 void q0_tiles(const DotArgs &a) {
   const int64_t nb = a.n / QK;
+  thread_local std::vector<BlockQ8_0> unpacked;
+  const bool unpack = KIND != 0 && a.T > 2 * kTilePairs;
+  if (unpack && unpacked.size() < size_t(kTileRows * nb)) unpacked.resize(size_t(kTileRows * nb));
+  const size_t q8_row = size_t(nb) * sizeof(BlockQ8_0);
   for (int tb = 0; tb < a.T; tb += kTokBlock) {
     const int te = std::min(a.T, tb + kTokBlock);
     int64_t r = 0;
-    for (; r + kTileRows <= a.nrows; r += kTileRows)
-      q0_tile_rows<KIND, kTileRows>(a, r, tb, te, nb);
-    for (; r < a.nrows; ++r) q0_tile_rows<KIND, 1>(a, r, tb, te, nb);
+    for (; r + kTileRows <= a.nrows; r += kTileRows) {
+      const uint8_t *w = a.w + r * a.row_bytes;
+      if (unpack) {
+        unpack_to_q8_0<KIND>(w, a.row_bytes, kTileRows, nb, unpacked.data());
+        q0_tile_rows<0, kTileRows>(a, reinterpret_cast<const uint8_t *>(unpacked.data()), q8_row, r,
+                                   tb, te, nb);
+      } else {
+        q0_tile_rows<KIND, kTileRows>(a, w, a.row_bytes, r, tb, te, nb);
+      }
+    }
+    for (; r < a.nrows; ++r)
+      q0_tile_rows<KIND, 1>(a, a.w + r * a.row_bytes, a.row_bytes, r, tb, te, nb);
   }
 }
 
