@@ -40,8 +40,9 @@ void dequantize_row(int type, const void *src, float *dst, int64_t n);
 // The batch size from which matmul's Auto path uses the f32 panel kernel for this weight type
 // (measured crossovers on 2 AVX2 threads: below it the int8 dots beat dequantizing f32 panels.
 // Q8_0/Q4_0/Q5_0, register tiles of 4 rows x 4 tokens (Q4_0/Q5_0 rows rewritten as Q8_0 once per
-// 64-token block), at 4096x4480: Q4_0 at 16 tokens 1.55x, at 48 1.14x, at 64 1.03x. K types, each block unpacked once per 4 tokens, at 10240x8960: Q4_K at 32 tokens 1.46x,
-// at 128 1.11x, at 256 0.91x).
+// 64-token block), at 4096x4480: Q4_0 at 16 tokens 1.55x, at 48 1.14x, at 64 1.03x. K types, each
+// block unpacked once per 4 tokens, at 10240x8960: Q4_K at 32 tokens 1.46x, at 128 1.11x, at 256
+// 0.91x).
 int gemm_min_batch(int type);
 
 }  // namespace edgenano::kern

@@ -106,21 +106,13 @@ template <bool Q5>
 void dq_k45(const void *src, float *y, int64_t n) {
   using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
   auto *b = static_cast<const B *>(src);
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
   for (int64_t i = 0; i < n / QKK; ++i, y += QKK) {
     uint8_t sc[8], m[8];
     k_scales(b[i].scales, sc, m);
     const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
     for (int c = 0; c < 4; ++c) {
-      const __m256i q = loadu(b[i].qs + 32 * c);
-      __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-      if constexpr (Q5) {
-        const __m256i hb = loadu(b[i].qh), one = _mm256_set1_epi8(1);
-        lo = _mm256_or_si256(
-            lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one), 4));
-        hi = _mm256_or_si256(
-            hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4));
-      }
+      __m256i lo, hi;
+      k45_codes(b[i], c, lo, hi);
       float *o = y + 64 * c;
       store_i8x32(lo, d * sc[2 * c], o);
       store_i8x32(hi, d * sc[2 * c + 1], o + 32);

@@ -61,7 +61,24 @@ inline __m256i q6_codes(const BlockQ6_K &b, int h, int q) {
   return _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
 }
 
-// ---- one-token dot products (also the one-token case of the batched kernels) ----
+// Q4_K / Q5_K codes of chunk c (64 values): lo = sub-block 2c (low nibbles), hi = sub-block 2c+1
+// (high nibbles), with Q5_K's fifth bits from qh.
+template <class B>
+inline void k45_codes(const B &b, int c, __m256i &lo, __m256i &hi) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  const __m256i q = loadu(b.qs + 32 * c);
+  lo = _mm256_and_si256(q, m4);
+  hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+  if constexpr (std::is_same_v<B, BlockQ5_K>) {
+    const __m256i hb = loadu(b.qh), one = _mm256_set1_epi8(1);
+    lo = _mm256_or_si256(lo,
+                         _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one), 4));
+    hi = _mm256_or_si256(
+        hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one), 4));
+  }
+}
+
+// ---- one-token dot products (decode; the batched kernels take several tokens per block) ----
 
 inline float dot_q8_0(const uint8_t *w, const BlockA8 *a, int64_t n) {
   auto *b = reinterpret_cast<const BlockQ8_0 *>(w);
@@ -124,7 +141,6 @@ template <bool Q5>
 float dot_k45(const uint8_t *w, const BlockA8K *a, int64_t n) {
   using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
   auto *b = reinterpret_cast<const B *>(w);
-  const __m256i m4 = _mm256_set1_epi8(0x0f), one8 = _mm256_set1_epi8(1);
   __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
   for (int64_t i = 0; i < n / QKK; ++i) {
     uint8_t sc[8], m[8];
@@ -135,18 +151,10 @@ float dot_k45(const uint8_t *w, const BlockA8K *a, int64_t n) {
     const __m256i mins = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m8));
     accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_mullo_epi32(bs, mins)),
                            _mm256_set1_ps(h2f(b[i].dmin) * a[i].d), accm);
-    __m256i hb = _mm256_setzero_si256();
-    if constexpr (Q5) hb = loadu(b[i].qh);
     __m256i sumi = _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
-      const __m256i q = loadu(b[i].qs + 32 * c);
-      __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-      if constexpr (Q5) {
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one8), 4));
-        hi = _mm256_or_si256(
-            hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one8), 4));
-        hb = _mm256_srli_epi16(hb, 2);
-      }
+      __m256i lo, hi;
+      k45_codes(b[i], c, lo, hi);
       const __m256i p0 = _mm256_maddubs_epi16(lo, loadu(a[i].qs + 64 * c));
       const __m256i p1 = _mm256_maddubs_epi16(hi, loadu(a[i].qs + 64 * c + 32));
       sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * c])));
@@ -176,18 +184,6 @@ inline float dot_q6_k(const uint8_t *w, const BlockA8K *a, int64_t n) {
     acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(h2f(b[i].d) * a[i].d), acc);
   }
   return hsum(acc);
-}
-
-template <class A, float (*F)(const uint8_t *, const A *, int64_t)>
-void rows(const DotArgs &a) {
-  for (int t = 0; t < a.T; ++t) {
-    auto *act = reinterpret_cast<const A *>(a.act + size_t(t) * a.act_stride);
-    float *y = a.y + t * a.ldy;
-    for (int64_t r = 0; r < a.nrows; ++r) {
-      const float v = F(a.w + r * a.row_bytes, act, a.n);
-      y[r] = a.acc ? y[r] + v : v;
-    }
-  }
 }
 
 // ---- several tokens per weight block (matmul_batch_avx2.cpp) ----

@@ -13,24 +13,42 @@ namespace edgenano::kern::avx2 {
 
 namespace {
 
-// ---- several tokens per K-quant block (prefill batches below gemm_min_batch): codes and scales
-// are unpacked once per block and dotted with up to kTokK tokens' activations ----
+// ---- K types, batches below gemm_min_batch: codes and scales unpacked once per block
+// and dotted with up to kTokK tokens' activations ----
 
 constexpr int kTokK = 4;
 
+// NT tokens' activation rows and one f32 accumulator each, for the K-type kernels below.
+template <int NT>
+struct TokenSums {
+  const BlockA8K *a[NT];
+  __m256 sum[NT];
+
+  TokenSums(const uint8_t *act, size_t stride) {
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) {
+      a[t] = reinterpret_cast<const BlockA8K *>(act + size_t(t) * stride);
+      sum[t] = _mm256_setzero_ps();
+    }
+  }
+  void store(float *y, int64_t ldy, bool acc) const {
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) {
+      const float v = hsum(sum[t]);
+      y[t * ldy] = acc ? y[t * ldy] + v : v;
+    }
+  }
+};
+
+// Q4_K / Q5_K: sum over sub-blocks j of d*sc_j*(u.a)_j - dmin*m_j*(sum a)_j.
 template <bool Q5, int NT>
 void k45_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t nb, float *y,
                     int64_t ldy, bool acc) {
-  using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
-  auto *b = reinterpret_cast<const B *>(w);
-  const __m256i m4 = _mm256_set1_epi8(0x0f), one8 = _mm256_set1_epi8(1);
-  const BlockA8K *a[NT];
-  __m256 sum[NT];
+  auto *b = reinterpret_cast<const std::conditional_t<Q5, BlockQ5_K, BlockQ4_K> *>(w);
+  TokenSums<NT> ts(act, stride);
+  __m256 mins_sum[NT];  // the dmin terms, a chain of their own
 #pragma GCC unroll 4
-  for (int t = 0; t < NT; ++t) {
-    a[t] = reinterpret_cast<const BlockA8K *>(act + size_t(t) * stride);
-    sum[t] = _mm256_setzero_ps();
-  }
+  for (int t = 0; t < NT; ++t) mins_sum[t] = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; ++i) {
     uint8_t sc[8], m[8];
     k_scales(b[i].scales, sc, m);
@@ -40,21 +58,13 @@ void k45_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t
     __m256i sumi[NT];
 #pragma GCC unroll 4
     for (int t = 0; t < NT; ++t) sumi[t] = _mm256_setzero_si256();
-    __m256i hb = _mm256_setzero_si256();
-    if constexpr (Q5) hb = loadu(b[i].qh);
     for (int c = 0; c < 4; ++c) {
-      const __m256i q = loadu(b[i].qs + 32 * c);
-      __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-      if constexpr (Q5) {
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(hb, one8), 4));
-        hi = _mm256_or_si256(
-            hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 1), one8), 4));
-        hb = _mm256_srli_epi16(hb, 2);
-      }
+      __m256i lo, hi;
+      k45_codes(b[i], c, lo, hi);
       const __m256i s0 = _mm256_set1_epi16(sc[2 * c]), s1 = _mm256_set1_epi16(sc[2 * c + 1]);
 #pragma GCC unroll 4
       for (int t = 0; t < NT; ++t) {
-        const int8_t *qa = a[t][i].qs + 64 * c;
+        const int8_t *qa = ts.a[t][i].qs + 64 * c;
         sumi[t] =
             _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu(qa)), s0));
         sumi[t] = _mm256_add_epi32(sumi[t],
@@ -64,30 +74,24 @@ void k45_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t
     const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
 #pragma GCC unroll 4
     for (int t = 0; t < NT; ++t) {
-      const __m256i bs = _mm256_madd_epi16(loadu(a[t][i].bsums), _mm256_set1_epi16(1));
-      sum[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(d * a[t][i].d), sum[t]);
-      sum[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(_mm256_mullo_epi32(bs, mins)),
-                                _mm256_set1_ps(dmin * a[t][i].d), sum[t]);
+      const BlockA8K &at = ts.a[t][i];
+      const __m256i bs = _mm256_madd_epi16(loadu(at.bsums), _mm256_set1_epi16(1));  // 8 sums
+      ts.sum[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(d * at.d), ts.sum[t]);
+      mins_sum[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_mullo_epi32(bs, mins)),
+                                    _mm256_set1_ps(dmin * at.d), mins_sum[t]);
     }
   }
 #pragma GCC unroll 4
-  for (int t = 0; t < NT; ++t) {
-    const float v = hsum(sum[t]);
-    y[t * ldy] = acc ? y[t * ldy] + v : v;
-  }
+  for (int t = 0; t < NT; ++t) ts.sum[t] = _mm256_sub_ps(ts.sum[t], mins_sum[t]);
+  ts.store(y, ldy, acc);
 }
 
+// Q6_K: codes u = q + 32 (0..63), one int8 scale per 16 values.
 template <int NT>
 void q6k_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t nb, float *y,
                     int64_t ldy, bool acc) {
   auto *b = reinterpret_cast<const BlockQ6_K *>(w);
-  const BlockA8K *a[NT];
-  __m256 sum[NT];
-#pragma GCC unroll 4
-  for (int t = 0; t < NT; ++t) {
-    a[t] = reinterpret_cast<const BlockA8K *>(act + size_t(t) * stride);
-    sum[t] = _mm256_setzero_ps();
-  }
+  TokenSums<NT> ts(act, stride);
   for (int64_t i = 0; i < nb; ++i) {
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[i].scales));
     __m256i sumi[NT];
@@ -95,7 +99,7 @@ void q6k_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t
     for (int t = 0; t < NT; ++t)  // the zero point: codes are q + 32
       sumi[t] =
           _mm256_sub_epi32(_mm256_setzero_si256(),
-                           _mm256_slli_epi32(_mm256_madd_epi16(sc16, loadu(a[t][i].bsums)), 5));
+                           _mm256_slli_epi32(_mm256_madd_epi16(sc16, loadu(ts.a[t][i].bsums)), 5));
     for (int h = 0; h < 2; ++h)
       for (int q = 0; q < 4; ++q) {
         const int g = 8 * h + 2 * q;
@@ -106,18 +110,15 @@ void q6k_row_tokens(const uint8_t *w, const uint8_t *act, size_t stride, int64_t
         for (int t = 0; t < NT; ++t)
           sumi[t] = _mm256_add_epi32(
               sumi[t],
-              _mm256_madd_epi16(_mm256_maddubs_epi16(u, loadu(a[t][i].qs + 32 * (g / 2))), s));
+              _mm256_madd_epi16(_mm256_maddubs_epi16(u, loadu(ts.a[t][i].qs + 32 * (g / 2))), s));
       }
     const float d = h2f(b[i].d);
 #pragma GCC unroll 4
     for (int t = 0; t < NT; ++t)
-      sum[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(d * a[t][i].d), sum[t]);
+      ts.sum[t] =
+          _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[t]), _mm256_set1_ps(d * ts.a[t][i].d), ts.sum[t]);
   }
-#pragma GCC unroll 4
-  for (int t = 0; t < NT; ++t) {
-    const float v = hsum(sum[t]);
-    y[t * ldy] = acc ? y[t * ldy] + v : v;
-  }
+  ts.store(y, ldy, acc);
 }
 
 template <bool Q5>
@@ -139,9 +140,10 @@ struct Q6K {
   }
 };
 
-// One token: the single-row dots; more: each row's blocks unpacked once per kTokK tokens, rows
-// taken kRowChunk at a time (they stay in L2 while every token passes), so the weights are read
-// from memory once per call and the activations once per kRowChunk rows.
+// One token (decode): the one-token dots, which stream faster than the NT = 1 kernel below (Q4_K
+// 22 against 15 GB/s). More: each row's blocks unpacked once per kTokK tokens, rows taken kRowChunk
+// at a time (they stay in L2 while every token passes), so the weights are read from memory once
+// per call and the activations once per kRowChunk rows.
 constexpr int kRowChunk = 16;
 
 template <class Kern>

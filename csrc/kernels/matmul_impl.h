@@ -49,6 +49,19 @@ struct DotArgs {
 using DotFn = void (*)(const DotArgs &a);
 using DequantFn = void (*)(const void *src, float *dst, int64_t n);
 
+// A DotFn from a one-row, one-token dot F(row, activations, n): every token against every row.
+template <class A, float (*F)(const uint8_t *, const A *, int64_t)>
+void rows(const DotArgs &a) {
+  for (int t = 0; t < a.T; ++t) {
+    auto *act = reinterpret_cast<const A *>(a.act + size_t(t) * a.act_stride);
+    float *y = a.y + t * a.ldy;
+    for (int64_t r = 0; r < a.nrows; ++r) {
+      const float v = F(a.w + r * a.row_bytes, act, a.n);
+      y[r] = a.acc ? y[r] + v : v;
+    }
+  }
+}
+
 struct KernelTable {
   void (*quant_a8)(const float *x, BlockA8 *y, int64_t n);
   void (*quant_a8k)(const float *x, BlockA8K *y, int64_t n);

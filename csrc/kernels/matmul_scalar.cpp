@@ -255,18 +255,6 @@ float dot_q6_k(const uint8_t *w, const BlockA8K *a, int64_t n) {
   return acc;
 }
 
-template <class A, float (*F)(const uint8_t *, const A *, int64_t)>
-void rows(const DotArgs &a) {
-  for (int t = 0; t < a.T; ++t) {
-    auto *act = reinterpret_cast<const A *>(a.act + size_t(t) * a.act_stride);
-    float *y = a.y + t * a.ldy;
-    for (int64_t r = 0; r < a.nrows; ++r) {
-      const float v = F(a.w + r * a.row_bytes, act, a.n);
-      y[r] = a.acc ? y[r] + v : v;
-    }
-  }
-}
-
 template <DequantFn DQ>
 float dot_float(const uint8_t *w, const float *a, int64_t n) {
   return dot_float_row<DQ>(w, a, n);
