@@ -122,20 +122,23 @@ class NativeBackend:
 
     def profile(self, reset: bool = False) -> list[dict]:
         """Time per operation since the last reset, longest first: op, calls, seconds, share
-        of the total, and for matmuls the weight bytes read and their rate in GB/s."""
-        rows = [dict(op=op, calls=n, seconds=s, bytes=b)
-                for op, n, s, b in self.impl.profile(reset)]
+        of the total, and for matmuls the weight bytes read with their rate in GB/s (what bounds
+        decode) and the arithmetic rate in GFLOP/s (what bounds prefill)."""
+        rows = [dict(op=op, calls=n, seconds=s, bytes=b, flops=f)
+                for op, n, s, b, f in self.impl.profile(reset)]
         total = sum(r["seconds"] for r in rows) or 1.0
         for r in rows:
             r["share"] = r["seconds"] / total
-            r["gb_per_s"] = r["bytes"] / r["seconds"] / 1e9 if r["bytes"] and r["seconds"] else None
+            for key, rate in (("bytes", "gb_per_s"), ("flops", "gflop_per_s")):
+                r[rate] = r[key] / r["seconds"] / 1e9 if r[key] and r["seconds"] else None
         return sorted(rows, key=lambda r: -r["seconds"])
 
 
 def format_profile(rows: list[dict]) -> str:
     """The profile as a table."""
-    lines = [f"{'op':28s}{'calls':>8s}{'seconds':>10s}{'share':>8s}{'GB/s':>8s}"]
+    lines = [f"{'op':28s}{'calls':>8s}{'seconds':>10s}{'share':>8s}{'GB/s':>8s}{'GFLOP/s':>9s}"]
     for r in rows:
         bw = f"{r['gb_per_s']:8.1f}" if r["gb_per_s"] else f"{'':8s}"
-        lines.append(f"{r['op']:28s}{r['calls']:8d}{r['seconds']:10.3f}{r['share']:8.1%}{bw}")
+        fl = f"{r['gflop_per_s']:9.1f}" if r["gflop_per_s"] else ""
+        lines.append(f"{r['op']:28s}{r['calls']:8d}{r['seconds']:10.3f}{r['share']:8.1%}{bw}{fl}")
     return "\n".join(lines)

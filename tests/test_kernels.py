@@ -98,16 +98,20 @@ def test_dequantize_matches_gguf(qtype, simd):
     assert np.array_equal(K.dequantize(raw, int(qtype), cols), dequant(raw, qtype, cols))
 
 
-@pytest.mark.parametrize("path", ["vec", "gemm"])
+@pytest.mark.parametrize("path", ["vec", "gemm", "i8gemm"])
 @pytest.mark.parametrize("T", [1, 5, 19, 70])  # 70: past one 64-token block of the int8 tiles
 @pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda t: t.name)
 def test_matmul(qtype, T, path, simd):
-    rng, cols, rows = rng_for("mm", qtype, T, path), cols_for(qtype), 37  # 37: a partial panel
+    # i8gemm draws vec's data: where it falls back (no int8 panels) the same case runs again.
+    key = "vec" if path == "i8gemm" else path
+    rng, cols, rows = rng_for("mm", qtype, T, key), cols_for(qtype), 37  # 37: a partial panel
     raw = random_rows(qtype, rows, cols, rng)
     w = dequant(raw, qtype, cols)
     x = rng.standard_normal((T, cols)).astype(np.float32)
     y = K.matmul(raw, int(qtype), cols, x, path=path, n_threads=2)
-    if path == "gemm" or qtype in FLOAT_TYPES:  # f32 activations
+    ran = K.matmul_path(int(qtype), T, path)  # i8gemm is Q4_0/Q5_0 on AVX2 only
+    assert ran == path or path == "i8gemm"
+    if ran == "gemm" or qtype in FLOAT_TYPES:  # f32 activations
         assert_oracle(y, lambda a, b: a @ b.T, x, w)
     else:  # activations quantized to int8 blocks on the fly
         assert nmse(y, f64(x)[0] @ f64(w)[0].T) <= KERNEL_MATMUL_INT8_NMSE[qtype.name]
@@ -129,10 +133,27 @@ def test_matmul_scalar_matches_avx2(qtype, T):
         assert nmse(a, b) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
+@pytest.mark.parametrize("T", [1, 5, 12, 70, 131])
+@pytest.mark.parametrize("qtype", [QT.Q4_0, QT.Q5_0], ids=lambda t: t.name)
+def test_int8_panels_match_dots(qtype, T):
+    """The int8 panels (prefill of Q4_0/Q5_0 on AVX2) compute the dots' integer sums over the
+    same int8 activations, only summed in another float order: equal to rounding, across a
+    64-block chunk of the reduced dimension with a tail (70 blocks), partial row tiles (37 rows)
+    and partial token quads."""
+    if not K.cpu_has_avx2():
+        pytest.skip("no AVX2 on this CPU")
+    assert K.matmul_path(int(qtype), 130) == "i8gemm" and K.matmul_path(int(qtype), 1) == "vec"
+    rng, cols = rng_for("i8", qtype, T), 2240
+    raw, x = random_rows(qtype, 37, cols, rng), rng.standard_normal((T, cols)).astype(np.float32)
+    panels = K.matmul(raw, int(qtype), cols, x, path="i8gemm", n_threads=2)
+    dots = K.matmul(raw, int(qtype), cols, x, path="vec")
+    assert nmse(panels, dots) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
 def test_matmul_threads_bit_identical():
     rng = rng_for("threads")
     raw, x = random_rows(QT.Q4_0, 301, 512, rng), rng.standard_normal((9, 512)).astype(np.float32)
-    for path in ("vec", "gemm"):
+    for path in ("vec", "gemm", "i8gemm"):
         a = K.matmul(raw, int(QT.Q4_0), 512, x, path=path, n_threads=1)
         b = K.matmul(raw, int(QT.Q4_0), 512, x, path=path, n_threads=2)
         assert np.array_equal(a, b)

@@ -42,7 +42,8 @@ struct ProfileEntry {
   std::string op;
   int64_t calls = 0;
   double seconds = 0;
-  double bytes = 0;
+  double bytes = 0;  // weight bytes read (matmuls)
+  double flops = 0;  // multiply-adds x 2 (matmuls)
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads);

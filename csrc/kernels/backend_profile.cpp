@@ -30,7 +30,7 @@ class Profiler final : public ProfilingBackend {
     if (!on_) return in_->matmul(w, x, ldx, y, ldy, T, accumulate);
     const std::string op =
         std::string("matmul ") + type_name(w.type) + (T == 1 ? " decode" : " batch");
-    timed(op, double(w.n_out) * double(w.row_bytes),
+    timed(op, double(w.n_out) * double(w.row_bytes), 2.0 * double(w.n_out) * double(w.n_in) * T,
           [&] { in_->matmul(w, x, ldx, y, ldy, T, accumulate); });
   }
   void embed(const Weight &table, const int32_t *ids, int T, float *x, int64_t ldx) override {
@@ -69,10 +69,10 @@ class Profiler final : public ProfilingBackend {
   template <class F>
   void run(const char *op, F &&f) {
     if (!on_) return f();
-    timed(op, 0, f);
+    timed(op, 0, 0, f);
   }
   template <class F>
-  void timed(const std::string &op, double bytes, F &&f) {
+  void timed(const std::string &op, double bytes, double flops, F &&f) {
     const auto t0 = std::chrono::steady_clock::now();
     f();
     const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
@@ -81,6 +81,7 @@ class Profiler final : public ProfilingBackend {
     e.calls += 1;
     e.seconds += dt.count();
     e.bytes += bytes;
+    e.flops += flops;
   }
 
   std::unique_ptr<Backend> in_;

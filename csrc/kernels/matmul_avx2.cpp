@@ -148,27 +148,6 @@ void dq_q6_k(const void *src, float *y, int64_t n) {
 
 // ---- activation quantizers (same rounding as the scalar twin: x * (127/amax), to nearest even) --
 
-inline __m256 vabs(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), v); }
-
-inline float hmax(__m256 v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// 32 floats times id -> 32 int8 (in order); sums of the 16-value halves in s0, s1.
-inline __m256i quant32(const float *x, __m256 id, int &s0, int &s1) {
-  __m256i q[4];
-  for (int j = 0; j < 4; ++j)
-    q[j] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * j), id));
-  s0 = hsum_i32(_mm256_add_epi32(q[0], q[1]));
-  s1 = hsum_i32(_mm256_add_epi32(q[2], q[3]));
-  const __m256i p16 = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
-  const __m256i p8 = _mm256_packs_epi16(p16, p16b);
-  return _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
 void quant_a8(const float *x, BlockA8 *y, int64_t n) {
   for (int64_t i = 0; i < n / QK; ++i, x += QK) {
     __m256 mx = vabs(_mm256_loadu_ps(x));
@@ -325,6 +304,8 @@ const KernelTable kAvx2 = {
      dq_k45<false>, dq_k45<true>, dq_q6_k},
     pack_panel,
     gemm_panel,
+    quant_quads,
+    {nullptr, nullptr, nullptr, nullptr, quad_gemm<1>, quad_gemm<2>},
 };
 
 }  // namespace

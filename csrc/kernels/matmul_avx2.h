@@ -42,6 +42,27 @@ inline __m256 dot_u8s8(__m256i u, __m256i s) {
 
 inline __m256i loadu(const void *p) { return _mm256_loadu_si256(static_cast<const __m256i *>(p)); }
 
+inline __m256 vabs(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.f), v); }
+
+inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// 32 floats times id -> 32 int8 (in order); sums of the 16-value halves in s0, s1.
+inline __m256i quant32(const float *x, __m256 id, int &s0, int &s1) {
+  __m256i q[4];
+  for (int j = 0; j < 4; ++j)
+    q[j] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * j), id));
+  s0 = hsum_i32(_mm256_add_epi32(q[0], q[1]));
+  s1 = hsum_i32(_mm256_add_epi32(q[2], q[3]));
+  const __m256i p16 = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+  const __m256i p8 = _mm256_packs_epi16(p16, p16b);
+  return _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
 inline void k_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]) {
   for (int j = 0; j < 4; ++j) {
     sc[j] = s[j] & 63;
@@ -193,5 +214,12 @@ void q0_rows(const DotArgs &a);
 template <bool Q5>  // Q4_K, Q5_K
 void k45_rows(const DotArgs &a);
 void q6k_rows(const DotArgs &a);
+
+// ---- int8 panels (matmul_quads_avx2.cpp) ----
+
+void quant_quads(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n, int zero,
+                 QuadA8 *out);
+template <int KIND>  // 1 Q4_0, 2 Q5_0
+void quad_gemm(const QuadArgs &a);
 
 }  // namespace edgenano::kern::avx2

@@ -47,6 +47,30 @@ struct DotArgs {
   bool acc;
 };
 using DotFn = void (*)(const DotArgs &a);
+
+// Int8 panels, the prefill path for Q4_0/Q5_0 where the CPU has one (AVX2): activations of 4
+// tokens interleaved per 32-value block, so each unpacked weight block meets 4 tokens and their 4
+// integer sums share one vector for the float work. corr = -(zero point / 2) * sum(qs): the zero
+// point's term, split over the two 128-bit lanes the sums occupy (exact: the zero point is even).
+struct QuadA8 {
+  int8_t qs[4][QK];
+  float d[4];
+  int32_t corr[4];
+};
+static_assert(sizeof(QuadA8) == 160);
+// y[t*ldy + r] (= or +=) row r of w . token t, for r < nrows, t < T; act holds n_quads =
+// ceil(T / 4) quads of n / QK blocks each (quad-major), tokens past T zero.
+struct QuadArgs {
+  const uint8_t *w;
+  size_t row_bytes;
+  int64_t nrows, n;
+  const QuadA8 *act;
+  int T;
+  float *y;
+  int64_t ldy;
+  bool acc;
+};
+using QuadFn = void (*)(const QuadArgs &a);
 using DequantFn = void (*)(const void *src, float *dst, int64_t n);
 
 // A DotFn from a one-row, one-token dot F(row, activations, n): every token against every row.
@@ -72,6 +96,12 @@ struct KernelTable {
   // y[t, 0:nr] (= or +=) wp^T x[t, 0:kc] for t < T; wp is the packed panel.
   void (*gemm_panel)(const float *wp, int64_t kc, const float *x, int64_t ldx, float *y,
                      int64_t ldy, int T, int nr, bool acc);
+  // Int8 panels (nullptr where this CPU has none): quads [q0, q1) of the T tokens x (row stride
+  // ldx, n values each) quantized as for quant_a8, with the zero point of the weights; the
+  // products per weight type (nullptr: that type has none).
+  void (*quant_quads)(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n, int zero,
+                      QuadA8 *out);
+  QuadFn quad_gemm[I_COUNT];
 };
 
 const KernelTable &scalar_kernels();

@@ -289,6 +289,8 @@ const KernelTable kScalar = {
      dq_small<BlockQ4_1>, dq_small<BlockQ5_1>, dq_k45<false>, dq_k45<true>, dq_q6_k},
     pack_panel,
     gemm_panel,
+    nullptr,  // no int8 panels: prefill takes the f32 panels
+    {},
 };
 
 }  // namespace

@@ -53,7 +53,8 @@ kern::MatmulPath parse_path(const std::string &p) {
   if (p == "auto") return kern::MatmulPath::Auto;
   if (p == "vec") return kern::MatmulPath::Vec;
   if (p == "gemm") return kern::MatmulPath::Gemm;
-  throw std::invalid_argument("path must be auto, vec or gemm");
+  if (p == "i8gemm") return kern::MatmulPath::I8Gemm;
+  throw std::invalid_argument("path must be auto, vec, gemm or i8gemm");
 }
 
 nb::ndarray<nb::numpy, float> matmul(In<uint8_t, 2> w, int type, int64_t n_in, In<float, 2> x,
@@ -186,6 +187,19 @@ void bind_kernel_ops(nb::module_ &parent) {
   m.def("set_force_scalar", &kern::set_force_scalar, nb::arg("on"),
         "Force the scalar kernels (also EDGENANO_FORCE_SCALAR=1).");
   m.def("force_scalar", &kern::force_scalar);
+  m.def(
+      "matmul_path",
+      [](int type, int T, const std::string &path) {
+        switch (kern::resolve_path(type, T, parse_path(path))) {
+          case kern::MatmulPath::I8Gemm: return "i8gemm";
+          case kern::MatmulPath::Gemm: return "gemm";
+          default: return "vec";
+        }
+      },
+      nb::arg("type"), nb::arg("T"), nb::arg("path") = "auto",
+      "The kernel matmul(path=path) runs for T tokens of this type on this CPU: 'vec' (dot "
+      "products; int8 activations for quantized types), 'i8gemm' (int8 panels, Q4_0/Q5_0 on "
+      "AVX2) or 'gemm' (f32 panels, f32 activations).");
   m.def("matmul", &matmul, nb::arg("w"), nb::arg("type"), nb::arg("n_in"), nb::arg("x"),
         nb::arg("path") = "auto", nb::arg("n_threads") = 1,
         "y (T, n_out) = x (T, n_in) @ W.T for W given as raw GGUF rows (n_out, row_bytes).");

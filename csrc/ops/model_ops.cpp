@@ -163,12 +163,13 @@ void bind_model(nb::module_ &m) {
       .def(
           "profile",
           [](Model &m, bool reset) {
-            std::vector<std::tuple<std::string, int64_t, double, double>> out;
+            std::vector<std::tuple<std::string, int64_t, double, double, double>> out;
             for (const auto &e : m.profile(reset))
-              out.emplace_back(e.op, e.calls, e.seconds, e.bytes);
+              out.emplace_back(e.op, e.calls, e.seconds, e.bytes, e.flops);
             return out;
           },
-          nb::arg("reset") = false, "(op, calls, seconds, weight bytes read) since the last reset.")
+          nb::arg("reset") = false,
+          "(op, calls, seconds, weight bytes read, flops) since the last reset.")
       .def_prop_ro("n_ctx", &Model::n_ctx)
       .def_prop_ro("n_batch", &Model::n_batch)
       .def_prop_ro("n_threads", &Model::n_threads)
