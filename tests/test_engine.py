@@ -44,8 +44,9 @@ TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q5_k", "q6_k", "
 # Longer than the chunked-scan threshold (32) and every tiny chunk_size; not a multiple of them.
 PROMPT = np.random.default_rng(0).integers(16, 512, size=45).tolist()
 # At least every type's gemm_min_batch (128): every matrix product of its prefill runs on f32
-# panels with f32 activations, except Q4_0/Q5_0 on AVX2, whose int8 panels quantize them as
-# decode does (int8_prefill). Shorter batches of quantized weights use the int8 dots and tiles.
+# panels with f32 activations, except Q4_0/Q5_0/Q4_K/Q5_K on AVX2, whose int8 panels quantize
+# them as decode does (int8_prefill). Shorter batches of quantized weights use the int8 dots and
+# tiles.
 LONG_PROMPT = np.random.default_rng(1).integers(16, 512, size=130).tolist()
 SPLIT = 30  # prefill PROMPT[:SPLIT], then decode the rest one token at a time
 
@@ -122,11 +123,11 @@ def long_prefill_bound(path, outtype: str) -> float:
 @pytest.mark.parametrize("outtype", TYPES)
 def test_prefill_matches_reference_per_type(gguf_file, oracle, outtype):
     """Long prefill batches keep activations in f32 (the file's weights give the reference's
-    logits to rounding), except on the int8 panels (Q4_0/Q5_0 on AVX2), which are held to the
-    decode bounds."""
+    logits to rounding), except on the int8 panels (Q4_0/Q5_0/Q4_K/Q5_K on AVX2), which are held
+    to the decode bounds."""
     path = gguf_file("kwide", outtype)
     assert int8_prefill(path, len(LONG_PROMPT)) == (
-        outtype in ("q4_0", "q5_0") and _C.kernels.cpu_has_avx2())
+        outtype in ("q4_0", "q5_0", "q4_k", "q5_k", "q4_k_m") and _C.kernels.cpu_has_avx2())
     got = native(path, kv_type="f32").logits(LONG_PROMPT)
     assert nmse(got, oracle(path, LONG_PROMPT)) <= long_prefill_bound(path, outtype)
 
@@ -266,7 +267,8 @@ def test_scalar_path_matches_avx2(gguf_file, outtype):
     decode) a last-bit difference upstream can move one activation across a rounding boundary
     and the random model amplifies it, so there the bound is the int8 noise level; per call the
     kernels agree to rounding (test_kernels.test_matmul_scalar_matches_avx2). AVX2's long
-    prefill of Q4_0 runs the int8 panels against the scalar f32 panels: the int8 bound too."""
+    prefill of Q4_0 and Q4_K runs the int8 panels against the scalar f32 panels: the decode
+    bound vs the reference."""
     if not _C.kernels.cpu_has_avx2():
         pytest.skip("no AVX2 on this CPU")
     path = gguf_file("kwide", outtype)
@@ -279,7 +281,10 @@ def test_scalar_path_matches_avx2(gguf_file, outtype):
         finally:
             _C.kernels.set_force_scalar(False)
     int8 = ENGINE_SCALAR_VS_AVX2_NMSE if outtype == "f32" else ENGINE_SCALAR_VS_AVX2_INT8_NMSE
-    long = int8 if int8_prefill(path, len(LONG_PROMPT)) else ENGINE_SCALAR_VS_AVX2_NMSE
+    # AVX2's int8 panels against the scalar f32 panels: as far apart as int8 is from the reference
+    long = long_prefill_bound(path, outtype)
+    if not int8_prefill(path, len(LONG_PROMPT)):
+        long = ENGINE_SCALAR_VS_AVX2_NMSE
     for (fast, slow), bound in zip(zip(runs[False], runs[True]), (long, int8, int8)):
         assert nmse(slow, fast) <= bound
 

@@ -133,17 +133,22 @@ def test_matmul_scalar_matches_avx2(qtype, T):
         assert nmse(a, b) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
+I8_PANEL_TYPES = [QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K]
+
+
 @pytest.mark.parametrize("T", [1, 5, 12, 70, 131])
-@pytest.mark.parametrize("qtype", [QT.Q4_0, QT.Q5_0], ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", I8_PANEL_TYPES, ids=lambda t: t.name)
 def test_int8_panels_match_dots(qtype, T):
-    """The int8 panels (prefill of Q4_0/Q5_0 on AVX2) compute the dots' integer sums over the
-    same int8 activations, only summed in another float order: equal to rounding, across a
-    64-block chunk of the reduced dimension with a tail (70 blocks), partial row tiles (37 rows)
-    and partial token quads."""
+    """The int8 panels (prefill of Q4_0/Q5_0/Q4_K/Q5_K on AVX2) compute the dots' integer sums
+    over the same int8 activations, only summed in another float order: equal to rounding, across
+    chunks of the reduced dimension with a tail (70 blocks of 32; 9 of 256), partial row tiles
+    (37 rows) and partial token quads."""
     if not K.cpu_has_avx2():
         pytest.skip("no AVX2 on this CPU")
-    assert K.matmul_path(int(qtype), 130) == "i8gemm" and K.matmul_path(int(qtype), 1) == "vec"
-    rng, cols = rng_for("i8", qtype, T), 2240
+    assert K.matmul_path(int(qtype), 1) == "vec"
+    assert K.matmul_path(int(qtype), 1, "i8gemm") == "i8gemm"
+    rng = rng_for("i8", qtype, T)
+    cols = 2240 if gguf.GGML_QUANT_SIZES[qtype][0] == 32 else 2304
     raw, x = random_rows(qtype, 37, cols, rng), rng.standard_normal((T, cols)).astype(np.float32)
     panels = K.matmul(raw, int(qtype), cols, x, path="i8gemm", n_threads=2)
     dots = K.matmul(raw, int(qtype), cols, x, path="vec")

@@ -165,12 +165,17 @@ void matmul_gemm(const KernelTable &kt, int ti, const Weight &w, const float *x,
 // runs the blocked integer kernel over all tokens.
 void matmul_i8gemm(const KernelTable &kt, int ti, const Weight &w, const float *x, int64_t ldx,
                    float *y, int64_t ldy, int T, bool acc, ThreadPool &pool, Workspace &ws) {
-  const int64_t nb = w.n_in / QK;
   const int n_quads = (T + 3) / 4;
-  auto *act = reinterpret_cast<QuadA8 *>(ws.get_shared(size_t(n_quads) * nb * sizeof(QuadA8)));
-  const int zero = w.type == T_Q5_0 ? 16 : 8;
+  const bool k = act_kind(w.type) == ACT_A8K;
+  const size_t quad_bytes =
+      k ? size_t(w.n_in / QKK) * sizeof(QuadA8K) : size_t(w.n_in / QK) * sizeof(QuadA8);
+  uint8_t *act = ws.get_shared(size_t(n_quads) * quad_bytes);
+  const int zero = w.type == T_Q5_0 ? 16 : 8;  // *_0 types
   pool.parallel_for(n_quads, [&](int64_t q, int) {
-    kt.quant_quads(x, ldx, T, int(q), int(q) + 1, w.n_in, zero, act);
+    if (k)
+      kt.quant_quads_k(x, ldx, T, int(q), int(q) + 1, w.n_in, reinterpret_cast<QuadA8K *>(act));
+    else
+      kt.quant_quads(x, ldx, T, int(q), int(q) + 1, w.n_in, zero, reinterpret_cast<QuadA8 *>(act));
   });
   // Up to 64 rows per item (each item streams every token's activations once), at least 4 items
   // per thread.
@@ -187,11 +192,12 @@ void matmul_i8gemm(const KernelTable &kt, int ti, const Weight &w, const float *
 
 }  // namespace
 
-// From here the int8 panels beat the tiles (Q4_0 at 4480x15680, 2 threads: 116 vs 111 GFLOP/s at
-// 8 tokens, 144 vs 121 at 16; Q5_0 102 vs 109 at 8, 137 vs 120 at 16).
-constexpr int kI8GemmMinBatch = 12;
+// From here the int8 panels beat the dots and tiles (2 threads): Q4_0 at 4480x15680, 116 vs 111
+// GFLOP/s at 8 tokens, 144 vs 121 at 16 (Q5_0: 102 vs 109 at 8, 137 vs 120 at 16); Q4_K at
+// 10240x8960, 152 vs 162 at 12, 188 vs 165 at 16 (Q5_K: 140 vs 147 at 12, 161 vs 145 at 16).
+static int i8gemm_min_batch(int type) { return act_kind(type) == ACT_A8K ? 16 : 12; }
 
-static bool has_i8gemm(const KernelTable &kt, int ti) { return kt.quant_quads && kt.quad_gemm[ti]; }
+static bool has_i8gemm(const KernelTable &kt, int ti) { return kt.quad_gemm[ti] != nullptr; }
 
 MatmulPath resolve_path(int type, int T, MatmulPath path) {
   const int ti = type_index(type);
@@ -199,7 +205,7 @@ MatmulPath resolve_path(int type, int T, MatmulPath path) {
   const bool i8 = has_i8gemm(active_kernels(), ti);
   if (path == MatmulPath::I8Gemm && i8) return path;
   if (path == MatmulPath::Vec || path == MatmulPath::Gemm) return path;
-  if (T >= kI8GemmMinBatch && i8) return MatmulPath::I8Gemm;
+  if (i8 && T >= i8gemm_min_batch(type)) return MatmulPath::I8Gemm;
   return T >= gemm_min_batch(type) ? MatmulPath::Gemm : MatmulPath::Vec;
 }
 

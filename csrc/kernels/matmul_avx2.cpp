@@ -305,7 +305,9 @@ const KernelTable kAvx2 = {
     pack_panel,
     gemm_panel,
     quant_quads,
-    {nullptr, nullptr, nullptr, nullptr, quad_gemm<1>, quad_gemm<2>},
+    quant_quads_k,
+    {nullptr, nullptr, nullptr, nullptr, quad_gemm<1>, quad_gemm<2>, nullptr, nullptr,
+     quad_gemm_k<false>, quad_gemm_k<true>},
 };
 
 }  // namespace

@@ -58,13 +58,24 @@ struct QuadA8 {
   int32_t corr[4];
 };
 static_assert(sizeof(QuadA8) == 160);
+// The same for Q4_K/Q5_K rows: 4 tokens per 256 values, one scale each (as A8K), the codes per
+// 32-value sub-block j, and the sub-block sums S[t][j] (for the minimums) laid out for two madds
+// against the row's minimums: word (j % 4 / 2) * 8 + 2 t + j % 2 of sums[j / 4].
+struct QuadA8K {
+  int8_t qs[QKK / QK][4][QK];
+  int16_t sums[2][16];
+  float d[4];
+  float pad[4];
+};
+static_assert(sizeof(QuadA8K) == 1120);
 // y[t*ldy + r] (= or +=) row r of w . token t, for r < nrows, t < T; act holds n_quads =
-// ceil(T / 4) quads of n / QK blocks each (quad-major), tokens past T zero.
+// ceil(T / 4) quads (QuadA8 or QuadA8K) of n / (block size) blocks each (quad-major), tokens past T
+// zero.
 struct QuadArgs {
   const uint8_t *w;
   size_t row_bytes;
   int64_t nrows, n;
-  const QuadA8 *act;
+  const void *act;
   int T;
   float *y;
   int64_t ldy;
@@ -101,6 +112,8 @@ struct KernelTable {
   // products per weight type (nullptr: that type has none).
   void (*quant_quads)(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n, int zero,
                       QuadA8 *out);
+  void (*quant_quads_k)(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n,
+                        QuadA8K *out);
   QuadFn quad_gemm[I_COUNT];
 };
 

@@ -290,6 +290,7 @@ const KernelTable kScalar = {
     pack_panel,
     gemm_panel,
     nullptr,  // no int8 panels: prefill takes the f32 panels
+    nullptr,
     {},
 };
 
