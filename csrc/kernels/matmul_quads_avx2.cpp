@@ -110,14 +110,9 @@ struct Q0Panels {
     }
   }
 
+  // sum[r][p] += row r . quad p over nblk blocks; a[p] is quad p's first block.
   template <int NQ>
-  static void tile(const RowQuad *w, const QuadA8 *const *a, int nblk, float *y, int64_t ldy,
-                   int nr, int nt, bool acc) {
-    __m256 sum[4][NQ];
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; ++r)
-#pragma GCC unroll 2
-      for (int p = 0; p < NQ; ++p) sum[r][p] = _mm256_setzero_ps();
+  static void tile(const RowQuad *w, const QuadA8 *const *a, int nblk, __m256 (&sum)[4][NQ]) {
     for (int i = 0; i < nblk; ++i) {
 #pragma GCC unroll 4
       for (int r = 0; r < 4; ++r) {
@@ -135,7 +130,6 @@ struct Q0Panels {
         }
       }
     }
-    store_tile<NQ>(sum, y, ldy, nr, nt, acc);
   }
 };
 
@@ -193,13 +187,7 @@ struct KPanels {
   }
 
   template <int NQ>
-  static void tile(const RowQuadK *w, const QuadA8K *const *a, int nblk, float *y, int64_t ldy,
-                   int nr, int nt, bool acc) {
-    __m256 sum[4][NQ];
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; ++r)
-#pragma GCC unroll 2
-      for (int p = 0; p < NQ; ++p) sum[r][p] = _mm256_setzero_ps();
+  static void tile(const RowQuadK *w, const QuadA8K *const *a, int nblk, __m256 (&sum)[4][NQ]) {
     for (int i = 0; i < nblk; ++i) {
       const RowQuadK &wi = w[i];
 #pragma GCC unroll 4
@@ -228,9 +216,21 @@ struct KPanels {
         }
       }
     }
-    store_tile<NQ>(sum, y, ldy, nr, nt, acc);
   }
 };
+
+// A 4 rows x NQ quads register tile over nblk blocks, stored to y (rows [0, nr), tokens [0, nt)).
+template <class P, int NQ>
+void tile(const typename P::Rows *w, const typename P::Act *const *a, int nblk, float *y,
+          int64_t ldy, int nr, int nt, bool acc) {
+  __m256 sum[4][NQ];
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 2
+    for (int p = 0; p < NQ; ++p) sum[r][p] = _mm256_setzero_ps();
+  P::template tile<NQ>(w, a, nblk, sum);
+  store_tile<NQ>(sum, y, ldy, nr, nt, acc);
+}
 
 // One work item: its rows unpacked chunk by chunk, every pair of quads against every 4-row tile.
 template <class P>
@@ -257,9 +257,9 @@ void run_panels(const QuadArgs &a) {
         const int nr = int(std::min<int64_t>(4, a.nrows - 4 * j));
         const Rows *w = &buf[size_t(j) * P::kChunk];
         if (q + 1 < n_quads)
-          P::template tile<2>(w, qa, nblk, y + 4 * j, a.ldy, nr, nt, acc);
+          tile<P, 2>(w, qa, nblk, y + 4 * j, a.ldy, nr, nt, acc);
         else
-          P::template tile<1>(w, qa, nblk, y + 4 * j, a.ldy, nr, nt, acc);
+          tile<P, 1>(w, qa, nblk, y + 4 * j, a.ldy, nr, nt, acc);
       }
     }
   }
@@ -288,7 +288,7 @@ void quant_quads(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n, 
     QuadA8 *o = out + int64_t(q) * nb;
     for (int k = 0; k < 4; ++k) {
       const int t = 4 * q + k;
-      const float *xt = x + t * ldx;
+      const float *xt = x + (t < T ? t : 0) * ldx;  // tokens past T: zero, x unread
       for (int64_t i = 0; i < nb; ++i, xt += QK) {
         if (t >= T) {
           std::memset(o[i].qs[k], 0, QK);
@@ -310,7 +310,7 @@ void quant_quads_k(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n
     QuadA8K *o = out + int64_t(q) * nb;
     for (int k = 0; k < 4; ++k) {
       const int t = 4 * q + k;
-      const float *xt = x + t * ldx;
+      const float *xt = x + (t < T ? t : 0) * ldx;  // tokens past T: zero, x unread
       for (int64_t i = 0; i < nb; ++i, xt += QKK) {
         const float amax = t < T ? amax_of(xt, QKK) : 0.f;
         const float id = amax > 0.f ? 127.f / amax : 0.f;
