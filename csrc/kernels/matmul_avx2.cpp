@@ -150,12 +150,9 @@ void dq_q6_k(const void *src, float *y, int64_t n) {
 
 void quant_a8(const float *x, BlockA8 *y, int64_t n) {
   for (int64_t i = 0; i < n / QK; ++i, x += QK) {
-    __m256 mx = vabs(_mm256_loadu_ps(x));
-    for (int j = 8; j < QK; j += 8) mx = _mm256_max_ps(mx, vabs(_mm256_loadu_ps(x + j)));
-    const float amax = hmax(mx);
-    const float id = amax > 0.f ? 127.f / amax : 0.f;
+    const float amax = amax_of(x, QK);
     int s0, s1;
-    _mm256_storeu_si256((__m256i *)y[i].qs, quant32(x, _mm256_set1_ps(id), s0, s1));
+    _mm256_storeu_si256((__m256i *)y[i].qs, quant32(x, _mm256_set1_ps(inv_scale(amax)), s0, s1));
     y[i].d = amax / 127.f;
     y[i].s = y[i].d * float(s0 + s1);
   }
@@ -163,10 +160,8 @@ void quant_a8(const float *x, BlockA8 *y, int64_t n) {
 
 void quant_a8k(const float *x, BlockA8K *y, int64_t n) {
   for (int64_t i = 0; i < n / QKK; ++i, x += QKK) {
-    __m256 mx = vabs(_mm256_loadu_ps(x));
-    for (int j = 8; j < QKK; j += 8) mx = _mm256_max_ps(mx, vabs(_mm256_loadu_ps(x + j)));
-    const float amax = hmax(mx);
-    const __m256 id = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+    const float amax = amax_of(x, QKK);
+    const __m256 id = _mm256_set1_ps(inv_scale(amax));
     y[i].d = amax / 127.f;
     for (int c = 0; c < QKK / 32; ++c) {
       int s0, s1;

@@ -51,6 +51,14 @@ inline float hmax(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// max |x| over n floats (n a multiple of 8), and the quantizers' 127 / amax (0 for a zero block).
+inline float amax_of(const float *x, int64_t n) {
+  __m256 mx = vabs(_mm256_loadu_ps(x));
+  for (int64_t j = 8; j < n; j += 8) mx = _mm256_max_ps(mx, vabs(_mm256_loadu_ps(x + j)));
+  return hmax(mx);
+}
+inline float inv_scale(float amax) { return amax > 0.f ? 127.f / amax : 0.f; }
+
 // 32 floats times id -> 32 int8 (in order); sums of the 16-value halves in s0, s1.
 inline __m256i quant32(const float *x, __m256 id, int &s0, int &s1) {
   __m256i q[4];

@@ -265,22 +265,18 @@ void run_panels(const QuadArgs &a) {
   }
 }
 
-// One block of 32 values of token row x: codes into qs, d, and the sum of the codes (quant_a8's
-// arithmetic, code for code, with id = 127 / amax of the block or of its 256-value block).
+// One block of 32 values: codes into qs (quant_a8's arithmetic, code for code, with id = 127 /
+// amax of the block, or of its 256-value block for the K types); returns the sum of the codes.
 inline int quant_block(const float *x, float id, int8_t *qs) {
   int s0, s1;
   _mm256_storeu_si256(reinterpret_cast<__m256i *>(qs), quant32(x, _mm256_set1_ps(id), s0, s1));
   return s0 + s1;
 }
 
-inline float amax_of(const float *x, int n) {
-  __m256 mx = vabs(_mm256_loadu_ps(x));
-  for (int j = 8; j < n; j += 8) mx = _mm256_max_ps(mx, vabs(_mm256_loadu_ps(x + j)));
-  return hmax(mx);
-}
-
 }  // namespace
 
+// Tokens past T (padding of the last quad) quantize token 0's row with amax 0: codes, scale and
+// sums all zero.
 void quant_quads(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n, int zero,
                  QuadA8 *out) {
   const int64_t nb = n / QK;
@@ -288,16 +284,10 @@ void quant_quads(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n, 
     QuadA8 *o = out + int64_t(q) * nb;
     for (int k = 0; k < 4; ++k) {
       const int t = 4 * q + k;
-      const float *xt = x + (t < T ? t : 0) * ldx;  // tokens past T: zero, x unread
+      const float *xt = x + (t < T ? t : 0) * ldx;
       for (int64_t i = 0; i < nb; ++i, xt += QK) {
-        if (t >= T) {
-          std::memset(o[i].qs[k], 0, QK);
-          o[i].d[k] = 0.f;
-          o[i].corr[k] = 0;
-          continue;
-        }
-        const float amax = amax_of(xt, QK);
-        o[i].corr[k] = -(zero / 2) * quant_block(xt, amax > 0.f ? 127.f / amax : 0.f, o[i].qs[k]);
+        const float amax = t < T ? amax_of(xt, QK) : 0.f;
+        o[i].corr[k] = -(zero / 2) * quant_block(xt, inv_scale(amax), o[i].qs[k]);
         o[i].d[k] = amax / 127.f;
       }
     }
@@ -310,18 +300,12 @@ void quant_quads_k(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n
     QuadA8K *o = out + int64_t(q) * nb;
     for (int k = 0; k < 4; ++k) {
       const int t = 4 * q + k;
-      const float *xt = x + (t < T ? t : 0) * ldx;  // tokens past T: zero, x unread
+      const float *xt = x + (t < T ? t : 0) * ldx;
       for (int64_t i = 0; i < nb; ++i, xt += QKK) {
         const float amax = t < T ? amax_of(xt, QKK) : 0.f;
-        const float id = amax > 0.f ? 127.f / amax : 0.f;
-        for (int j = 0; j < QKK / QK; ++j) {
-          int s = 0;
-          if (t < T)
-            s = quant_block(xt + QK * j, id, o[i].qs[j][k]);
-          else
-            std::memset(o[i].qs[j][k], 0, QK);
-          o[i].sums[j / 4][sums_word(k, j)] = int16_t(s);
-        }
+        for (int j = 0; j < QKK / QK; ++j)
+          o[i].sums[j / 4][sums_word(k, j)] =
+              int16_t(quant_block(xt + QK * j, inv_scale(amax), o[i].qs[j][k]));
         o[i].d[k] = amax / 127.f;
       }
     }
