@@ -2,7 +2,18 @@
 
 __version__ = "0.1.0"
 
+from .errors import (  # noqa: E402
+    BackendUnavailable,
+    ChatTemplateError,
+    ContextOverflow,
+    EdgenanoError,
+    GGUFError,
+    StateFileError,
+    TokenizerError,
+)
 from .model import Model  # noqa: E402
 from .session import ChatSession  # noqa: E402
 
-__all__ = ["ChatSession", "Model", "__version__"]
+__all__ = ["BackendUnavailable", "ChatSession", "ChatTemplateError", "ContextOverflow",
+           "EdgenanoError", "GGUFError", "Model", "StateFileError", "TokenizerError",
+           "__version__"]

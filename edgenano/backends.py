@@ -9,8 +9,7 @@ import threading
 import numpy as np
 
 
-class ContextOverflow(ValueError):
-    """More tokens than the context the model was opened with."""
+from .errors import ContextOverflow  # noqa: E402  (raised here; defined with the others)
 
 
 def check_context(n_past: int, n_new: int, n_ctx: int) -> None:

@@ -1,6 +1,6 @@
-"""The chat format of Nemotron-Nano-9B-v2 (SPEC section 2): template rendering as Hugging Face
-does it, the /think switch, the thinking-budget rule, and parsing a reply into reasoning, answer
-and tool calls."""
+"""The chat format of Nemotron-Nano-9B-v2 (SPEC section 2): the /think switch as edgenano reads
+it (whole words), messages as templates expect them, the thinking-budget rule, and parsing a reply
+into reasoning, answer and tool calls. Rendering and probing templates: edgenano.template."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import lru_cache
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+from .template import THINK_CLOSE, THINK_OPEN, render  # noqa: F401  (re-exported)
 
 # `/think` or `/no_think` as a word of its own: not part of `</think>`, a path (`a/think`) or a
 # longer word (`/thinking`). The reference template tests substrings instead, so `</think>` in a
@@ -31,53 +29,95 @@ def thinking_switch(text: str) -> tuple[bool | None, str]:
     return on, cleaned
 
 
-def resolve_thinking(messages: list[dict], default: bool = True) -> tuple[bool, list[dict]]:
-    """Apply the switches in system and user messages (the last one wins) over `default`; return
-    the decision and the messages with the switches removed."""
-    thinking = default
+def message_switch(message: dict) -> bool | None:
+    """The switch a system or user message carries (whole words only), or None."""
+    if message.get("role") in ("system", "user") and isinstance(message.get("content"), str):
+        return thinking_switch(message["content"])[0]
+    return None
+
+
+def requested_thinking(messages: list[dict], *, explicit: bool | None = None,
+                       default: bool = True) -> bool:
+    """The mode a stateless request asks for: a switch in the last user message, else
+    `explicit` (enable_thinking), else the last switch in earlier messages, else `default`."""
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if users and (on := message_switch(messages[users[-1]])) is not None:
+        return on
+    if explicit is not None:
+        return explicit
+    for m in reversed(messages):
+        if (on := message_switch(m)) is not None:
+            return on
+    return default
+
+
+def strip_switches(messages: list[dict]) -> list[dict]:
+    """The messages with edgenano's switch words removed from system and user text (for
+    templates that do not read them, so the model never reads a command as text)."""
     out = []
     for m in messages:
         if m.get("role") in ("system", "user") and isinstance(m.get("content"), str):
-            on, text = thinking_switch(m["content"])
-            if on is not None:
-                thinking = on
-            m = dict(m, content=text)
+            m = dict(m, content=thinking_switch(m["content"])[1])
         out.append(m)
-    return thinking, out
+    return out
 
 
-def _tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
+def normalize_messages(messages) -> list[dict]:
+    """OpenAI-shaped messages as chat templates expect them: `developer` is `system`, content
+    parts are joined into text, tool-call arguments are objects (transformers' convention; JSON
+    strings are parsed), `reasoning` is `reasoning_content`. Refuses what no template can take."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...}")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise TypeError(f"messages[{i}] must be a dict, got {type(m).__name__}")
+        role = m.get("role")
+        role = "system" if role == "developer" else role
+        if role not in ("system", "user", "assistant", "tool"):
+            raise ValueError(f"messages[{i}] has role {m.get('role')!r}; use system, developer, "
+                             "user, assistant or tool")
+        m = dict(m, role=role, content=_text(m.get("content"), i))
+        if "reasoning" in m:
+            r = m.pop("reasoning")
+            m.setdefault("reasoning_content", r)
+        if m.get("tool_calls"):
+            m["tool_calls"] = [_call_for_template(c) for c in m["tool_calls"]]
+        out.append(m)
+    return out
 
 
-def _raise(message):
-    from jinja2.exceptions import TemplateError
+def _text(content, i: int) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for p in content:
+            if isinstance(p, str):
+                parts.append(p)
+            elif isinstance(p, dict) and p.get("type") == "text":
+                parts.append(str(p.get("text", "")))
+            else:
+                kind = p.get("type") if isinstance(p, dict) else type(p).__name__
+                raise ValueError(f"messages[{i}]: content part {kind!r} is not supported "
+                                 "(text only)")
+        return "".join(parts)
+    raise TypeError(f"messages[{i}]['content'] must be a string or a list of text parts")
 
-    raise TemplateError(message)
 
-
-@lru_cache(maxsize=8)
-def _compile(template: str):
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    # Hugging Face's settings for chat templates.
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=["jinja2.ext.loopcontrols"])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(template)
-
-
-def render(template: str, messages: list[dict], *, add_generation_prompt: bool = True,
-           enable_thinking: bool | None = None, tools: list | None = None, **extra) -> str:
-    """Render a chat template exactly as transformers' apply_chat_template(tokenize=False)."""
-    kw = dict(extra)
-    if enable_thinking is not None:
-        kw["enable_thinking"] = enable_thinking
-    return _compile(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                     tools=tools, **kw)
+def _call_for_template(call: dict) -> dict:
+    fn = dict(call.get("function", call))
+    args = fn.get("arguments")
+    if isinstance(args, str):
+        try:
+            parsed = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            fn["arguments"] = parsed
+    return {**call, "function": fn} if "function" in call else fn
 
 
 # -- thinking budget ---------------------------------------------------------------------------
@@ -132,41 +172,63 @@ class BudgetTracker:
 
 # -- replies -----------------------------------------------------------------------------------
 
+# The two tool-call syntaxes of the family: 9B-v2's JSON list and Nemotron 3 Nano's XML form.
 _TOOLCALL = re.compile(r"<TOOLCALL>(.*?)</TOOLCALL>", re.S)
+_XML_CALL = re.compile(r"<tool_call>\s*<function=([^>\n]+)>(.*?)</function>\s*</tool_call>", re.S)
+_XML_PARAM = re.compile(r"<parameter=([^>\n]+)>\n?(.*?)\n?</parameter>", re.S)
+TOOL_CALL_OPENERS = ("<TOOLCALL>", "<tool_call>")
 
 
 def split_reasoning(text: str, thinking: bool) -> tuple[str | None, str]:
-    """(reasoning, answer) of generated text. With reasoning on the prompt already opened
-    `<think>`, so the text starts inside it; an unclosed trace is all reasoning."""
+    """(reasoning, answer) of generated text. With `thinking` the prompt opened `<think>`, so
+    the text starts inside it (an unclosed trace is all reasoning); without, a reply that opens
+    `<think>` itself is split the same way."""
     if not thinking:
-        return None, text.strip()
+        stripped = text.lstrip()
+        if not stripped.startswith(THINK_OPEN):
+            return None, text.strip()
+        text = stripped[len(THINK_OPEN):]
     if THINK_CLOSE not in text:
         return text.strip(), ""
     reasoning, answer = text.split(THINK_CLOSE, 1)
     return reasoning.strip(), answer.strip()
 
 
+def _call(name: str, args) -> dict:
+    return {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+            "function": {"name": name,
+                         "arguments": args if isinstance(args, str) else json.dumps(args)}}
+
+
+def _xml_value(v: str):
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
 def parse_tool_calls(answer: str) -> tuple[str, list[dict]]:
-    """Strip `<TOOLCALL>[...]</TOOLCALL>` from an answer into OpenAI-shaped tool calls. Malformed
-    JSON is left in the text (the caller sees what the model wrote)."""
+    """Strip tool calls (`<TOOLCALL>[...]</TOOLCALL>` or `<tool_call><function=...>`) from an
+    answer into OpenAI-shaped tool calls. Malformed ones are left in the text (the caller sees
+    what the model wrote)."""
     calls: list[dict] = []
 
-    def take(m: re.Match) -> str:
+    def take_json(m: re.Match) -> str:
         try:
             items = json.loads(m.group(1))
         except json.JSONDecodeError:
             return m.group(0)
-        for it in items if isinstance(items, list) else [items]:
-            if not isinstance(it, dict) or "name" not in it:
-                continue
-            args = it.get("arguments", {})
-            calls.append({
-                "id": f"call_{uuid.uuid4().hex[:24]}",
-                "type": "function",
-                "function": {"name": it["name"],
-                             "arguments": args if isinstance(args, str) else json.dumps(args)},
-            })
+        items = items if isinstance(items, list) else [items]
+        good = [it for it in items if isinstance(it, dict) and isinstance(it.get("name"), str)]
+        if not good:
+            return m.group(0)
+        calls.extend(_call(it["name"], it.get("arguments", {})) for it in good)
         return ""
 
-    text = _TOOLCALL.sub(take, answer).strip()
+    def take_xml(m: re.Match) -> str:
+        args = {k.strip(): _xml_value(v) for k, v in _XML_PARAM.findall(m.group(2))}
+        calls.append(_call(m.group(1).strip(), args))
+        return ""
+
+    text = _XML_CALL.sub(take_xml, _TOOLCALL.sub(take_json, answer)).strip()
     return text, calls

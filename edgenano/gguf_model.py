@@ -24,8 +24,7 @@ _INT_TYPES = {VT.UINT8, VT.INT8, VT.UINT16, VT.INT16, VT.UINT32, VT.INT32, VT.UI
 _FLOAT_TYPES = {VT.FLOAT32, VT.FLOAT64}
 
 
-class GGUFError(ValueError):
-    """A GGUF file edgenano cannot run; the message names the file and what is wrong."""
+from .errors import GGUFError  # noqa: E402  (raised here; defined with the others)
 
 
 @dataclass(frozen=True)

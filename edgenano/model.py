@@ -7,33 +7,48 @@ and Hugging Face's (`apply_chat_template`, `enable_thinking`).
 from __future__ import annotations
 
 import threading
-import time
-import uuid
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import chat as chatfmt
+from . import completions
 from .backends import make_backend
-from .generation import Outcome, generate_steps
+from .generation import generate_steps
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
+
+
+DEFAULT_N_CTX = 8192  # the default context: the model's trained one, at most this
+
+
+@dataclass
+class ModelState:
+    """What `Model.save_state()` returns: the completion state and the tokens it holds
+    (llama-cpp-python's LlamaState)."""
+
+    state: object
+    tokens: list[int]
 
 
 class Model:
     """Load a nemotron_h GGUF. `path=None` opens the built-in tiny reasoner.
 
     backend: "native" (edgenano's C++ engine), "reference" (NumPy, slow and exact) or "llama.cpp"
-    (llama-cpp-python on the same file). n_batch (prefill chunk, default 512) and kv_type ("f16",
-    "q8_0" or "f32") tune the native engine.
+    (llama-cpp-python on the same file). n_ctx defaults to the trained context, at most 8192;
+    more than the trained context warns. n_batch (prefill chunk, default 512) and kv_type ("f16",
+    "q8_0" or "f32") tune the native engine. chat_template replaces the GGUF's own.
 
     >>> m = Model("model.gguf", n_threads=2, n_ctx=8192)
     >>> s = m.new_state(); last = m.eval(s, ids); s2 = s.copy(); every = m.logits(ids)
     """
 
     def __init__(self, path: str | Path | None = None, backend: str = "native", *,
-                 n_ctx: int = 8192, n_threads: int | None = None, **native_options):
+                 n_ctx: int | None = None, n_threads: int | None = None,
+                 chat_template: str | None = None, **native_options):
         from .gguf_model import load_gguf
 
         if path is None:
@@ -44,16 +59,36 @@ class Model:
         self.gguf = load_gguf(self.path)
         self.config = self.gguf.config
         self.tokenizer = Tokenizer(self.gguf.metadata)
-        self.chat_template = self.tokenizer.chat_template
+        self.chat_template = chat_template or self.tokenizer.chat_template
         self.backend_name = backend
+        trained = getattr(self.config, "n_ctx_train", 0) or 0
+        if n_ctx is None:
+            n_ctx = min(trained or DEFAULT_N_CTX, DEFAULT_N_CTX)
+        if isinstance(n_ctx, bool) or not isinstance(n_ctx, int) or not 1 <= n_ctx <= 1 << 24:
+            raise ValueError(f"n_ctx must be an int between 1 and {1 << 24}, got {n_ctx!r}")
         self.n_ctx = n_ctx
+        if trained and n_ctx > trained:
+            warnings.warn(f"n_ctx={n_ctx} is more than the {trained} tokens {Path(self.path).name}"
+                          " was trained on; quality past that is not known", stacklevel=2)
         self.backend = make_backend(backend, self.gguf, self.path, n_ctx=n_ctx,
                                     n_threads=n_threads, **native_options)
         self.stop_ids = self._stop_ids()
         # Weights are shared and every state is its own, but a backend runs one forward at a time
         # (the native engine's thread pool already uses every core; llama.cpp has one context).
         self._lock = threading.Lock()
+        self._ctx: ModelState | None = None  # create_completion's state (llama-cpp-python's)
 
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, outtype: str = "q8_0", **kwargs) -> Model:
+        """A GGUF file, or a Hugging Face checkpoint directory converted (once, with a progress
+        bar) into the cache as `outtype`, the same way as the built-in model."""
+        from .models import resolve_model
+
+        return cls(resolve_model(path, outtype=outtype), **kwargs)
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
     def _stop_ids(self) -> frozenset[int]:
         """End of turn: eos, </s> and the turn markers <SPECIAL_11>/<SPECIAL_12> (9B-v2 stops
         on 2, 11 and 12), looked up by text so other vocabularies work too."""
@@ -78,8 +113,9 @@ class Model:
 
     def eval(self, state, token_ids: Sequence[int]) -> np.ndarray:
         """Feed tokens into `state`; the logits after the last one (float32, n_vocab)."""
+        ids = self.check_ids(token_ids)
         with self._lock:
-            return self.backend.eval(state, list(token_ids))
+            return self.backend.eval(state, ids)
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Logits at every position of `token_ids`, from an empty state: (T, n_vocab)."""
@@ -91,23 +127,31 @@ class Model:
 
     # -- text ------------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
+        if not isinstance(text, str):
+            raise TypeError(f"tokenize() takes a str, got {type(text).__name__}")
         return self.tokenizer.encode(text, add_bos=add_bos, special=special)
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(ids)
+        return self.tokenizer.decode(self.check_ids(ids))
 
     def apply_chat_template(self, messages: list[dict], *, add_generation_prompt: bool = True,
                             enable_thinking: bool | None = None, tools: list | None = None,
-                            tokenize: bool = False):
-        """Render messages with the GGUF's own template, as transformers does. `/think` and
-        `/no_think` in system/user text are resolved by edgenano's word-boundary rule (so a
-        `</think>` in a user's text is not a switch) and override `enable_thinking`."""
-        if not self.chat_template:
-            raise ValueError(f"{self.path} has no tokenizer.chat_template")
-        default = True if enable_thinking is None else enable_thinking
-        thinking, msgs = chatfmt.resolve_thinking(messages, default)
-        text = chatfmt.render(self.chat_template, msgs, add_generation_prompt=add_generation_prompt,
-                              enable_thinking=thinking, tools=tools)
+                            tokenize: bool = False, **template_kwargs):
+        """Render messages with the model's template, as transformers does, except that the
+        reasoning mode is edgenano's: a `/think` or `/no_think` word in the last user message,
+        else `enable_thinking`, else the last such word earlier, else on; it is enforced
+        whatever the template reads (edgenano.template)."""
+        from .template import probe, render, render_prompt
+
+        msgs = chatfmt.normalize_messages(messages)
+        on = chatfmt.requested_thinking(msgs, explicit=enable_thinking)
+        view = msgs if probe(self.chat_template).reads_switches else chatfmt.strip_switches(msgs)
+        if add_generation_prompt:
+            text = render_prompt(self.chat_template, view, thinking=on, tools=tools,
+                                 **template_kwargs).text
+        else:
+            text = render(self.chat_template, view, add_generation_prompt=False,
+                          enable_thinking=on, tools=tools, **template_kwargs)
         return self.tokenize(text) if tokenize else text
 
     # -- generation ------------------------------------------------------------------------
@@ -127,36 +171,76 @@ class Model:
         return pieces if stream else _cut_stop("".join(pieces), stop)
 
     def chat(self, system: str | None = None, *, thinking: bool = True,
-             thinking_budget: int = -1, tools: list | None = None, **sampling):
-        """A stateful chat session (see edgenano.session.ChatSession)."""
+             thinking_budget: int = -1, tools: list | None = None, **settings):
+        """A stateful chat session (see edgenano.session.ChatSession: grace, sampling,
+        template_kwargs)."""
         from .session import ChatSession
 
         return ChatSession(self, system=system, thinking=thinking,
-                           thinking_budget=thinking_budget, tools=tools, **sampling)
+                           thinking_budget=thinking_budget, tools=tools, **settings)
 
-    def create_chat_completion(self, messages: list[dict], *, max_tokens: int = 1024,
-                               temperature: float | None = None, top_p: float | None = None,
-                               top_k: int = 0, min_p: float = 0.0, repeat_penalty: float = 1.0,
-                               seed: int | None = None, stop: Sequence[str] = (),
-                               thinking_budget: int = -1, enable_thinking: bool | None = None,
-                               tools: list | None = None, stream: bool = False):
-        """llama-cpp-python / OpenAI-shaped chat completion, with `reasoning_content`."""
-        from .session import ChatSession
+    def create_chat_completion(self, messages: list[dict], **kwargs):
+        """llama-cpp-python / OpenAI-shaped chat completion, with `reasoning_content` (and its
+        alias `reasoning`). Arguments as llama-cpp-python 0.3.36 and OpenAI name them: tools,
+        tool_choice (none, auto, required, {"type": "function", "function": {"name": ...}}),
+        temperature, top_p, top_k, min_p, repeat_penalty, presence_penalty, frequency_penalty,
+        logit_bias, seed, stop (removed from the answer), max_tokens / max_completion_tokens
+        (None: to the end of the context), response_format (json_object, json_schema: enforced
+        on the answer by constrained decoding), logprobs / top_logprobs, stream,
+        stream_options={"include_usage": True}; and edgenano's: thinking_budget (or
+        max_thinking_tokens), enable_thinking, chat_template_kwargs, grace. Sampling defaults
+        are NVIDIA's: temperature 0.6 and top_p 0.95 with reasoning on, greedy with it off.
+        Unknown arguments raise TypeError naming them."""
+        return completions.create_chat_completion(self, messages, **kwargs)
 
-        sess = ChatSession(self, thinking=True if enable_thinking is None else enable_thinking,
-                           thinking_budget=thinking_budget, tools=tools)
-        history, last = messages[:-1], messages[-1]
-        if last.get("role") != "user":
-            raise ValueError("the last message must be the user's")
-        sess.messages = [dict(m) for m in history]
-        sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
-                        repeat_penalty=repeat_penalty, seed=seed)
-        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        if stream:
-            return _completion_chunks(sess, last["content"], max_tokens, stop, sampling, cid,
-                                      created, Path(self.path).name)
-        reply = sess.send(last["content"], max_tokens=max_tokens, stop=stop, **sampling)
-        return _completion(reply, cid, created, Path(self.path).name)
+    def create_completion(self, prompt: str | Sequence[int], **kwargs):
+        """Plain completion in OpenAI's `text_completion` shape, with llama-cpp-python's
+        arguments and defaults (max_tokens 16, temperature 0.8, top_p 0.95, top_k 40, min_p
+        0.05; echo, stop, logprobs, stream, penalties, logit_bias, seed). A prompt that extends
+        the previous call's text continues from its state instead of starting over."""
+        return completions.create_completion(self, prompt, **kwargs)
+
+    __call__ = create_completion
+
+    # -- the completion state (llama-cpp-python's save_state / load_state) -----------------
+    def save_state(self) -> ModelState:
+        """A copy of the state create_completion continues from (tokens and recurrent/KV)."""
+        if self._ctx is None:
+            return ModelState(self.new_state(), [])
+        return ModelState(self._ctx.state.copy(), list(self._ctx.tokens))
+
+    def load_state(self, state: ModelState) -> None:
+        if not isinstance(state, ModelState):
+            raise TypeError(f"load_state takes what save_state returned, got "
+                            f"{type(state).__name__}")
+        self._ctx = ModelState(state.state.copy(), list(state.tokens))
+
+    def reset(self) -> None:
+        """Forget create_completion's state."""
+        self._ctx = None
+
+    def _completion_state(self, ids: list[int]):
+        """(a state to continue from, how many of `ids` it already holds)."""
+        c = self._ctx
+        if c is not None and c.tokens and len(c.tokens) < len(ids) and \
+                ids[: len(c.tokens)] == c.tokens:
+            return c.state.copy(), len(c.tokens)
+        return self.new_state(), 0
+
+    def _keep_completion_state(self, state, tokens: list[int]) -> None:
+        self._ctx = ModelState(state, list(tokens))
+
+    def check_ids(self, ids: Sequence[int]) -> list[int]:
+        """Token ids as ints in [0, n_vocab); anything else is refused (never cast)."""
+        n = self.tokenizer.n_vocab
+        out = []
+        for t in ids:
+            if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+                raise TypeError(f"token ids must be ints, got {t!r}")
+            if not 0 <= t < n:
+                raise ValueError(f"token id {t} is out of range [0, {n})")
+            out.append(int(t))
+        return out
 
 
 def _cut_stop(text: str, stop: Sequence[str]) -> str:
@@ -164,32 +248,3 @@ def _cut_stop(text: str, stop: Sequence[str]) -> str:
         if s in text:
             text = text[: text.index(s)]
     return text
-
-
-def _completion(reply, cid: str, created: int, model: str) -> dict:
-    msg = {"role": "assistant", "content": reply.content, "reasoning_content": reply.reasoning}
-    if reply.tool_calls:
-        msg["tool_calls"] = reply.tool_calls
-    return {
-        "id": cid, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": msg, "logprobs": None,
-                     "finish_reason": reply.finish_reason}],
-        "usage": dict(reply.usage),
-    }
-
-
-def _completion_chunks(sess, text, max_tokens, stop, sampling, cid, created,
-                       model) -> Iterator[dict]:
-    def chunk(delta: dict, finish=None) -> dict:
-        return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                             "finish_reason": finish}]}
-
-    yield chunk({"role": "assistant"})
-    outcome = Outcome()
-    for ev in sess.send(text, max_tokens=max_tokens, stop=stop, stream=True, outcome=outcome,
-                        **sampling):
-        key = "reasoning_content" if ev.reasoning else "content"
-        if ev.text:
-            yield chunk({key: ev.text})
-    yield chunk({}, finish=outcome.finish_reason)

@@ -49,4 +49,33 @@ def default_model_path(outtype: str = "f32", *, cache: str | Path | None = None)
     from .convert import convert_checkpoint
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    return convert_checkpoint(src, out, outtype, force=True)
+    return convert_checkpoint(src, out, outtype, force=True, progress=True)
+
+
+def resolve_model(path: str | Path, *, outtype: str = "q8_0", cache: str | Path | None = None,
+                  progress: bool = True) -> Path:
+    """The GGUF to open for `path`: the file itself, or for a Hugging Face checkpoint directory
+    its conversion to `outtype` in the cache (made once, keyed by the directory's files: names,
+    sizes and modification times, so an edited checkpoint is converted again)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory (give a GGUF file or a "
+                                "Hugging Face checkpoint directory)")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is a directory without config.json: not a Hugging Face "
+                                "checkpoint")
+    h = hashlib.sha256(f"{path.resolve()}\0{outtype}".encode())
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    out_dir = Path(cache) if cache is not None else cache_dir()
+    out = out_dir / f"{path.resolve().name}-{h.hexdigest()[:16]}-{outtype}.gguf"
+    if out.is_file():
+        return out
+    from .convert import convert_checkpoint
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return convert_checkpoint(path, out, outtype, force=True, progress=progress)

@@ -8,13 +8,16 @@ turn and feeds only what is new: the answer, the end of turn and the new user me
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from . import chat as chatfmt
-from .generation import Outcome, generate_steps
+from .generation import Outcome, StopCutter, generate_steps, partial_suffix
 from .sampling import SamplingParams
+from .template import history_prefix, probe, render_prompt
+
+# Sampling settings a session keeps; any other SamplingParams field is passed per call.
+_SESSION_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
 
 STATE_FORMAT = "edgenano.chat_state"
 STATE_VERSION = 1
@@ -28,6 +31,20 @@ class Reply:
     finish_reason: str
     usage: dict
     text: str  # everything generated, as generated
+    steps: list = field(default_factory=list, repr=False)  # generation.Step per token
+
+
+@dataclass
+class Turn:
+    """What one turn asks of the generation, beyond the session's settings."""
+
+    max_tokens: int | None = 1024  # None: up to the end of the context
+    budget: int = -1
+    stop: Sequence[str] = ()
+    outcome: Outcome | None = None
+    sampling: dict = field(default_factory=dict)
+    constraint: object = None  # a grammar over the answer (edgenano.grammar), or None
+    logprobs: int | None = None  # top alternatives to report per token (None: no logprobs)
 
 
 @dataclass
@@ -58,6 +75,7 @@ class ChatSession:
     min_p: float = 0.0
     repeat_penalty: float = 1.0
     seed: int | None = None
+    template_kwargs: dict = field(default_factory=dict)  # more chat_template_kwargs
     messages: list[dict] = field(default_factory=list)
     _snap: _Snapshot | None = field(default=None, repr=False)
     # The snapshot the last turn started from: when a reply ends inside its reasoning, the history
@@ -65,10 +83,13 @@ class ChatSession:
     # and this one bounds the re-prefill to that turn instead of the whole conversation.
     _base: _Snapshot | None = field(default=None, repr=False)
     prefill_tokens: int = 0  # tokens fed into the backend by the last send (for tests, stats)
+    last_prompt: str = ""  # the prompt the last turn rendered, generation prompt included
 
     def __post_init__(self):
         if self.system is not None and not self.messages:
             self.messages = [{"role": "system", "content": self.system}]
+            word = chatfmt.thinking_switch(self.system)[0]
+            self.thinking = self.thinking if word is None else word
         chatfmt.BudgetRule(self.thinking_budget, self.grace)  # validates
 
     # -- the turn ---------------------------------------------------------------------------
@@ -76,66 +97,125 @@ class ChatSession:
              thinking: bool | None = None, thinking_budget: int | None = None,
              stop=(), outcome: Outcome | None = None, **sampling):
         """Send a user message. Returns a Reply, or with stream=True a generator of
-        StreamEvents (reasoning and answer pieces) whose Reply is `session.last_reply` after."""
-        gen = self._turn(text, max_tokens, thinking, thinking_budget, stop, outcome, sampling)
+        StreamEvents (reasoning and answer pieces) whose Reply is `session.last_reply` after.
+
+        The mode of the turn: budget 0 is off; else a `/think` or `/no_think` word in `text`
+        (which also sets `self.thinking` from then on); else `thinking`; else `self.thinking`.
+        A turn that does not finish (the stream closed early, Ctrl-C, an error) leaves the
+        session as it was before it."""
+        if not isinstance(text, str):
+            raise TypeError(f"send() takes the user's text as a str, got {type(text).__name__}")
+        budget = self.thinking_budget if thinking_budget is None else thinking_budget
+        word = chatfmt.thinking_switch(text)[0]
+        on = False if budget == 0 else (word if word is not None else (
+            self.thinking if thinking is None else thinking))
+        msgs = self.messages + [{"role": "user", "content": text}]
+        gen = self._turn(msgs, on, word, Turn(max_tokens=max_tokens, budget=budget, stop=stop,
+                                                outcome=outcome, sampling=sampling))
         if stream:
             return gen
         for _ in gen:
             pass
         return self.last_reply
 
-    def _turn(self, text, max_tokens, thinking, budget, stop, outcome, sampling) -> Iterator:
-        budget = self.thinking_budget if budget is None else budget
-        default = self.thinking if thinking is None else thinking
-        if budget == 0:
-            default = False
-        msgs = self.messages + [{"role": "user", "content": text}]
-        on, msgs = chatfmt.resolve_thinking(msgs, default)
-        if budget == 0:
-            on = False
-        prompt, shared = self._render(msgs, on)
-        state, logits = self._prefill(shared, prompt)
-        params = self._sampling(on, sampling)
-        rule = chatfmt.BudgetRule(budget, self.grace, self.close_text, self.cut_prefix)
-        out = outcome if outcome is not None else Outcome()
-        splitter = _ReasoningSplitter(on)
-        pieces = []
-        for step in generate_steps(self.model, state, logits, max_tokens=max_tokens,
-                                   sampling=params, stop_ids=self.model.stop_ids, stop=stop,
-                                   thinking=on, budget=rule, history=prompt, outcome=out):
-            pieces.append(step.text)
-            yield from splitter.feed(step.text)
-        yield from splitter.flush()
-        self._finish(text, "".join(pieces), on, len(prompt), out)
+    def respond(self, messages: list[dict], *, thinking: bool, stream: bool = False,
+                turn: Turn | None = None):
+        """Continue the conversation `messages` (already normalized; it may end with a user,
+        tool or assistant message) without changing `self.messages`' meaning: they become the
+        history. Used by create_chat_completion."""
+        gen = self._turn(list(messages), thinking, None, turn or Turn(), append=False)
+        if stream:
+            return gen
+        for _ in gen:
+            pass
+        return self.last_reply
 
-    def _render(self, msgs: list[dict], thinking: bool) -> tuple[list[int], list[int]]:
-        """(prompt ids, ids of the prefix the next turn will share)."""
+    def _turn(self, msgs: list[dict], on: bool, word: bool | None, turn: Turn,
+              append: bool = True) -> Iterator[StreamEvent]:
+        before = (self._snap, self._base, self.thinking)
+        done = False
+        try:
+            prompt, ids, n_shared = self._render(msgs, on)
+            self.last_prompt = prompt.text
+            state, logits = self._prefill(ids, n_shared)
+            opened = prompt.thinking
+            params = self._sampling(opened, turn.sampling)
+            rule = chatfmt.BudgetRule(turn.budget, self.grace, self.close_text, self.cut_prefix)
+            out = turn.outcome if turn.outcome is not None else Outcome()
+            splitter, cutter = _ReasoningSplitter(opened), StopCutter(turn.stop)
+            pieces, steps = [], []
+            room = self.model.n_ctx - len(ids)
+            n_max = room if turn.max_tokens is None else min(turn.max_tokens, room)
+            gen = generate_steps(self.model, state, logits, max_tokens=n_max,
+                                 sampling=params, stop_ids=self.model.stop_ids,
+                                 thinking=opened, budget=rule, history=ids, outcome=out,
+                                 constraint=turn.constraint, logprobs=turn.logprobs)
+            for step in gen:
+                pieces.append(step.text)
+                steps.append(step)
+                for ev in splitter.feed(step.text):
+                    if ev.reasoning:
+                        yield ev
+                        continue
+                    safe = cutter.feed(ev.text)
+                    if safe:
+                        yield StreamEvent(safe, False)
+                if cutter.hit:
+                    out.finish_reason = "stop"
+                    gen.close()
+                    break
+            if not cutter.hit:
+                for ev in splitter.flush():
+                    if ev.reasoning:
+                        yield ev
+                    elif safe := cutter.feed(ev.text):
+                        yield StreamEvent(safe, False)
+                if rest := cutter.flush():
+                    yield StreamEvent(rest, False)
+            self._finish(msgs, "".join(pieces), opened, len(ids), out, cutter, steps, append)
+            if word is not None:
+                self.thinking = word
+            done = True
+        finally:
+            if not done:
+                self._snap, self._base, self.thinking = before
+
+    def _render(self, msgs: list[dict], thinking: bool):
+        """(the prompt, its ids, how many of them the next turn's prompt will share)."""
         m = self.model
-        prompt = chatfmt.render(m.chat_template, msgs, enable_thinking=thinking, tools=self.tools)
-        probe = chatfmt.render(m.chat_template, msgs + [{"role": "assistant", "content": "\x00"}],
-                               add_generation_prompt=False, enable_thinking=thinking,
-                               tools=self.tools)
-        shared = os.path.commonprefix([prompt, probe[: probe.index("\x00")]])
-        shared_ids = m.tokenize(shared)
-        return shared_ids + m.tokenize(prompt[len(shared):]), shared_ids
+        template = m.chat_template
+        view = msgs if probe(template).reads_switches else chatfmt.strip_switches(msgs)
+        kw = dict(self.template_kwargs)
+        prompt = render_prompt(template, view, thinking=thinking, tools=self.tools, **kw)
+        ids = m.tokenize(prompt.text)
+        nxt = m.tokenize(history_prefix(template, view, thinking=thinking, tools=self.tools,
+                                        **kw))
+        n = 0
+        for a, b in zip(ids, nxt):
+            if a != b:
+                break
+            n += 1
+        return prompt, ids, min(n, len(ids) - 1)
 
-    def _prefill(self, shared: list[int], prompt: list[int]):
-        """Restore the last snapshot if the new prompt extends it, feed the rest up to the
-        shared prefix, snapshot there, then feed the generation prompt."""
-        snap = next((x for x in (self._snap, self._base)
-                     if x is not None and shared[: len(x.tokens)] == x.tokens), None)
+    def _prefill(self, ids: list[int], n_shared: int):
+        """Restore the latest snapshot the new prompt extends, feed the rest up to the shared
+        prefix, snapshot there, then feed the generation prompt."""
+        snap = next((x for x in (self._snap, self._base) if x is not None
+                     and len(x.tokens) < len(ids) and ids[: len(x.tokens)] == x.tokens), None)
         if snap is not None:
             state, done = snap.state.copy(), len(snap.tokens)
         else:
             state, done = self.model.new_state(), 0
         self._base = snap
         logits = None
-        if len(shared) > done:
-            logits = self.model.eval(state, shared[done:])
-        self._snap = _Snapshot(state.copy(), list(shared))
-        if len(prompt) > len(shared):
-            logits = self.model.eval(state, prompt[len(shared):])
-        self.prefill_tokens = len(prompt) - done
+        if n_shared > done:
+            logits = self.model.eval(state, ids[done:n_shared])
+            self._snap = _Snapshot(state.copy(), list(ids[:n_shared]))
+        elif snap is not None and done == n_shared:
+            self._snap = snap
+        if len(ids) > max(done, n_shared):
+            logits = self.model.eval(state, ids[max(done, n_shared):])
+        self.prefill_tokens = len(ids) - done
         return state, logits
 
     def _sampling(self, thinking: bool, overrides: dict) -> SamplingParams:
@@ -144,24 +224,34 @@ class ChatSession:
             return getattr(self, name) if v is None and getattr(self, name) is not None else (
                 default if v is None else v)
 
+        extra = {k: v for k, v in overrides.items() if k not in _SESSION_SAMPLING
+                 and v is not None}
         temp = pick("temperature", 0.6 if thinking else 0.0)
         top_p = pick("top_p", 0.95 if thinking else 1.0)
         return SamplingParams(temperature=temp, top_p=top_p, top_k=pick("top_k", 0),
                               min_p=pick("min_p", 0.0),
-                              repeat_penalty=pick("repeat_penalty", 1.0), seed=pick("seed", None))
+                              repeat_penalty=pick("repeat_penalty", 1.0), seed=pick("seed", None),
+                              **extra)
 
-    def _finish(self, user_text: str, text: str, thinking: bool, n_prompt: int,
-                out: Outcome) -> None:
+    def _finish(self, msgs: list[dict], text: str, thinking: bool, n_prompt: int,
+                out: Outcome, cutter: StopCutter, steps: list, append: bool) -> None:
         reasoning, answer = chatfmt.split_reasoning(text, thinking)
+        if cutter.hit:
+            answer = cutter.text.strip()
         content, calls = chatfmt.parse_tool_calls(answer)
+        n_reason = out.reasoning_tokens if thinking or reasoning is not None else 0
         usage = {"prompt_tokens": n_prompt, "completion_tokens": out.completion_tokens,
                  "total_tokens": n_prompt + out.completion_tokens,
-                 "reasoning_tokens": out.reasoning_tokens if thinking else 0}
+                 "reasoning_tokens": n_reason,
+                 "completion_tokens_details": {"reasoning_tokens": n_reason}}
         finish = "tool_calls" if calls else out.finish_reason
-        self.last_reply = Reply(reasoning, content, calls, finish, usage, text)
-        self.messages.append({"role": "user", "content": user_text})
-        msg = {"role": "assistant", "content": answer}
-        self.messages.append(msg)
+        self.last_reply = Reply(reasoning, content, calls, finish, usage, text, steps)
+        msg = {"role": "assistant", "content": content}
+        if reasoning:
+            msg["reasoning_content"] = reasoning
+        if calls:
+            msg["tool_calls"] = calls
+        self.messages = msgs + [msg] if append else self.messages
 
     # -- state ------------------------------------------------------------------------------
     def snapshot(self) -> dict:
@@ -176,7 +266,8 @@ class ChatSession:
         self._snap = None if s is None else _Snapshot(s.state.copy(), list(s.tokens))
 
     _SETTINGS = ("thinking", "thinking_budget", "tools", "grace", "close_text", "cut_prefix",
-                 "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed")
+                 "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed",
+                 "template_kwargs")
 
     def save(self, path) -> None:
         """Write the session (messages, settings, state, tokens) to a GGUF state file."""
@@ -195,7 +286,8 @@ class ChatSession:
         from . import state_file
 
         d = state_file.load(path, fingerprint=model.fingerprint, backend=model.backend_name)
-        s = cls(model, **d["settings"])
+        settings = {k: v for k, v in d["settings"].items() if k in cls._SETTINGS}
+        s = cls(model, **settings)
         s.messages = d["messages"]
         if d["tokens"]:
             s._snap = _Snapshot(model.backend.import_state(d["tensors"], d["tokens"]),
@@ -208,24 +300,38 @@ class ChatSession:
                             grace=self.grace, close_text=self.close_text,
                             cut_prefix=self.cut_prefix, temperature=self.temperature,
                             top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
-                            repeat_penalty=self.repeat_penalty, seed=self.seed)
+                            repeat_penalty=self.repeat_penalty, seed=self.seed,
+                            template_kwargs=dict(self.template_kwargs))
         other.restore(self.snapshot())
         return other
 
 
 class _ReasoningSplitter:
     """Turns the generated text stream into reasoning and answer events, hiding `</think>` and
-    the blank line after it even when they arrive split across tokens."""
+    the blank lines around the answer even when they arrive split across tokens. A reply to a
+    prompt that did not open reasoning may open it itself (`<think>` first): split it too."""
 
     def __init__(self, thinking: bool):
         self.reasoning = thinking
         self.buf = ""
-        self.strip_lead = False
+        self.strip_lead = True
+        self.lead = not thinking  # still looking for a `<think>` the model opens itself
 
     def feed(self, piece: str) -> Iterator[StreamEvent]:
+        if self.lead:
+            self.buf += piece
+            head = self.buf.lstrip()
+            if head and chatfmt.THINK_OPEN.startswith(head):
+                return  # could still become `<think>`
+            self.lead, self.buf = False, ""
+            if head.startswith(chatfmt.THINK_OPEN):
+                self.reasoning = True
+                piece = head[len(chatfmt.THINK_OPEN):].lstrip("\n")
+            else:
+                piece = head
         if not self.reasoning:
             if self.strip_lead:
-                piece = piece.lstrip("\n")
+                piece = piece.lstrip()
                 self.strip_lead = not piece
             if piece:
                 yield StreamEvent(piece, False)
@@ -239,12 +345,14 @@ class _ReasoningSplitter:
             self.reasoning, self.buf, self.strip_lead = False, "", True
             yield from self.feed(after)
             return
-        keep = max((k for k in range(1, len(close)) if self.buf.endswith(close[:k])), default=0)
+        keep = partial_suffix(self.buf, (close,))
         emit, self.buf = self.buf[: len(self.buf) - keep], self.buf[len(self.buf) - keep:]
         if emit:
             yield StreamEvent(emit, True)
 
     def flush(self) -> Iterator[StreamEvent]:
         if self.buf:
-            yield StreamEvent(self.buf, self.reasoning)
-            self.buf = ""
+            text = self.buf.lstrip() if self.lead or not self.reasoning else self.buf
+            self.buf, self.lead = "", False
+            if text:
+                yield StreamEvent(text, self.reasoning)

@@ -16,8 +16,7 @@ VERSION = 1
 _K = "edgenano_state."
 
 
-class StateFileError(ValueError):
-    """A state file that cannot be loaded here; the message says why."""
+from .errors import StateFileError  # noqa: F401  (raised here; defined with the others)
 
 
 def model_fingerprint(gguf_model) -> str:

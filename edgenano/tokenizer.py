@@ -26,8 +26,7 @@ PRE_TOKENIZERS: dict[str, tuple[str, bool]] = {
 TOKEN_TYPE_NORMAL, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 1, 3, 4
 
 
-class TokenizerError(ValueError):
-    """The GGUF's vocabulary cannot be turned into a tokenizer."""
+from .errors import TokenizerError  # noqa: E402  (raised here; defined with the others)
 
 
 class Tokenizer:

@@ -29,3 +29,58 @@ def tiny_checkpoint(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+LLAMA_SDIST = "llama_cpp_python-0.3.36.tar.gz"
+PUBLISHED_TEMPLATES = {
+    "nano-v2": "vendor/llama.cpp/models/templates/NVIDIA-Nemotron-Nano-v2.jinja",
+    "nemotron3-nano": "vendor/llama.cpp/models/templates/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.jinja",
+}
+
+
+def _llama_sdist():
+    """llama-cpp-python 0.3.36's sdist, which carries llama.cpp's copies of the published chat
+    templates: $EDGENANO_LLAMA_SDIST, else the cache, else downloaded into the cache (never
+    committed to the repository)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = os.environ.get("EDGENANO_LLAMA_SDIST")
+    if env and Path(env).is_file():
+        return Path(env)
+    from edgenano.models import cache_dir
+
+    d = cache_dir() / "sdist"
+    path = d / LLAMA_SDIST
+    if not path.is_file():
+        d.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
+                            "--no-build-isolation", "--no-binary", "llama-cpp-python",
+                            "llama-cpp-python==0.3.36", "-d", str(d), "-q"],
+                           capture_output=True, text=True, timeout=600)
+        if not path.is_file():
+            msg = f"cannot get {LLAMA_SDIST}: {r.stderr.strip()[-300:]}"
+            if os.environ.get("CI"):
+                pytest.fail(msg)
+            pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def published_template():
+    """Factory: published_template("nano-v2" | "nemotron3-nano") -> the template's text, read
+    from llama-cpp-python's sdist at test time."""
+    import tarfile
+
+    cache: dict = {}
+
+    def get(name: str) -> str:
+        if name not in cache:
+            with tarfile.open(_llama_sdist()) as tar:
+                member = f"{LLAMA_SDIST[: -len('.tar.gz')]}/{PUBLISHED_TEMPLATES[name]}"
+                cache[name] = tar.extractfile(member).read().decode()
+        return cache[name]
+
+    return get

@@ -24,12 +24,34 @@ def test_thinking_switch(text, expect):
     assert chat.thinking_switch(text) == expect
 
 
-def test_resolve_thinking_last_wins_and_default():
+def test_requested_thinking_precedence():
     msgs = [{"role": "system", "content": "be brief /no_think"},
             {"role": "user", "content": "now /think please"}]
-    on, cleaned = chat.resolve_thinking(msgs, default=False)
-    assert on is True and cleaned[0]["content"] == "be brief"
-    assert chat.resolve_thinking([{"role": "user", "content": "x"}], default=False)[0] is False
+    assert chat.requested_thinking(msgs, explicit=False) is True  # the last user message wins
+    earlier = [{"role": "user", "content": "a /no_think"}, {"role": "assistant", "content": "x"},
+               {"role": "user", "content": "b"}]
+    assert chat.requested_thinking(earlier) is False  # else the last switch earlier
+    assert chat.requested_thinking(earlier, explicit=True) is True  # unless asked explicitly
+    assert chat.requested_thinking([{"role": "user", "content": "x"}], default=False) is False
+    assert chat.requested_thinking([{"role": "user", "content": "</think> /thinking"}]) is True
+    assert chat.strip_switches(msgs)[1]["content"] == "now please"
+
+
+def test_normalize_messages():
+    msgs = chat.normalize_messages([
+        {"role": "developer", "content": [{"type": "text", "text": "be "}, {"type": "text",
+                                                                             "text": "brief"}]},
+        {"role": "assistant", "content": None, "reasoning": "r", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]}])
+    assert msgs[0] == {"role": "system", "content": "be brief"}
+    assert msgs[1]["reasoning_content"] == "r" and "reasoning" not in msgs[1]
+    assert msgs[1]["tool_calls"][0]["function"]["arguments"] == {"a": 1}
+    with pytest.raises(ValueError, match="role 'wizard'"):
+        chat.normalize_messages([{"role": "wizard", "content": "x"}])
+    with pytest.raises(ValueError, match="non-empty"):
+        chat.normalize_messages([])
+    with pytest.raises(ValueError, match="image_url"):
+        chat.normalize_messages([{"role": "user", "content": [{"type": "image_url"}]}])
 
 
 def test_render_matches_transformers(tiny_checkpoint):
@@ -124,11 +146,18 @@ def test_split_reasoning_and_tool_calls():
     assert chat.split_reasoning("r1\n</think>\n\nThe answer.", True) == ("r1", "The answer.")
     assert chat.split_reasoning("unfinished", True) == ("unfinished", "")
     assert chat.split_reasoning(" direct ", False) == (None, "direct")
+    # a prompt that did not open reasoning, answered by a model that opens it itself
+    assert chat.split_reasoning("<think>\nr</think>\n\nA", False) == ("r", "A")
     text, calls = chat.parse_tool_calls(
         'ok <TOOLCALL>[{"name": "add", "arguments": {"a": 1}}]</TOOLCALL>')
     assert text == "ok" and calls[0]["function"] == {"name": "add", "arguments": '{"a": 1}'}
     bad = "<TOOLCALL>[not json</TOOLCALL>"
     assert chat.parse_tool_calls(bad) == (bad, [])
+    xml = ("<tool_call>\n<function=add>\n<parameter=a>\n1\n</parameter>\n<parameter=s>\ntwo "
+           "words\n</parameter>\n</function>\n</tool_call>")
+    text, calls = chat.parse_tool_calls("ok " + xml)
+    assert text == "ok" and calls[0]["function"] == {"name": "add",
+                                                     "arguments": '{"a": 1, "s": "two words"}'}
 
 
 def test_sampling_filters():

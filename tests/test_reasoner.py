@@ -160,8 +160,7 @@ def test_switches_and_multi_turn_history(codec):
         assert prompt.count("<think>") == 1  # history answers keep no reasoning
         assert prompt.count("<SPECIAL_11>User\n") == 2
         assert prompt.count("<SPECIAL_11>Assistant\n") == 2
-        thinking, _ = chat.resolve_thinking(s.messages)
-        assert thinking == s.thinking
+        assert chat.requested_thinking(s.messages) == s.thinking
         assert prompt == data.render_prompt(s.messages)
 
 

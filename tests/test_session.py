@@ -22,11 +22,6 @@ def model(tiny_checkpoint, tmp_path_factory):
     return Model(out, backend="reference", n_ctx=4096)
 
 
-def _fresh_logits(m: Model, messages: list[dict], thinking: bool) -> np.ndarray:
-    ids = m.tokenize(chat.render(m.chat_template, messages, enable_thinking=thinking))
-    return m.eval(m.new_state(), ids)
-
-
 def test_session_equals_fresh_prefill(model):
     s = model.chat(system="be brief", temperature=0.0, thinking_budget=6, grace=2)
     sizes = []
@@ -37,12 +32,12 @@ def test_session_equals_fresh_prefill(model):
             continue
         # The snapshot the session holds + the next generation prompt == rendering from scratch.
         nxt = s.messages + [{"role": "user", "content": "next"}]
-        thinking, msgs = chat.resolve_thinking(nxt, True)
-        prompt, shared = s._render(msgs, thinking)
+        prompt, ids, _ = s._render(nxt, s.thinking)
+        assert ids == model.apply_chat_template(nxt, enable_thinking=s.thinking, tokenize=True)
         state = s._snap.state.copy()
-        got = model.eval(state, prompt[len(s._snap.tokens):])
-        ref = _fresh_logits(model, msgs, thinking)
-        assert shared[: len(s._snap.tokens)] == s._snap.tokens
+        assert ids[: len(s._snap.tokens)] == s._snap.tokens
+        got = model.eval(state, ids[len(s._snap.tokens):])
+        ref = model.eval(model.new_state(), ids)
         assert nmse(got, ref) <= NMSE_SESSION_VS_FRESH
     # Only the new text is prefilled: the last answer (<= 12 tokens), the end of turn, the new
     # user turn and the generation prompt; never the history.
@@ -89,8 +84,7 @@ def test_budget_zero_is_no_think(model):
     s = model.chat(thinking_budget=0, temperature=0.0)
     r = s.send("hi", max_tokens=4)
     assert r.reasoning is None and r.usage["reasoning_tokens"] == 0
-    prompt = model.detokenize(s._render(s.messages[:-1], False)[0])
-    assert prompt.endswith("<think></think>")
+    assert s.last_prompt.endswith("<think></think>")
 
 
 def test_chat_completion_shape(model):

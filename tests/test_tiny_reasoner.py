@@ -25,7 +25,7 @@ def model(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("EDGENANO_CACHE", str(cache))
     try:
-        m = Model(n_threads=2, n_ctx=2048)  # no path: the built-in model, converted into cache
+        m = Model(n_threads=2, n_ctx=1024)  # no path: the built-in model, converted into cache
     finally:
         mp.undo()
     assert m.path.startswith(str(cache))
