@@ -1,14 +1,15 @@
 """Samplers and logits processors: small callables, composed per request (mlx-lm style).
 
 A logits processor maps (history token ids, logits) -> logits; a sampler maps logits -> token id.
-Temperature 0 is greedy. Filters follow llama.cpp's order: penalties, top-k, top-p, min-p,
-temperature.
+Temperature 0 is greedy. The order is llama-cpp-python's: logit_bias, penalties (repeat, then
+frequency/presence), then in the sampler top-k, top-p, min-p, temperature.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,16 +24,73 @@ class SamplingParams:
     top_k: int = 0
     min_p: float = 0.0
     repeat_penalty: float = 1.0
-    repeat_last_n: int = 64
+    repeat_last_n: int = 64      # window of every penalty (llama.cpp's penalty_last_n); 0: none
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    # token id (int, or str of an int as OpenAI's JSON sends it) -> bias added to its logit;
+    # normalised to {int: float}. -100 all but bans a token, +100 all but forces it.
+    logit_bias: Mapping[int | str, float] | None = field(default=None, hash=False)
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0 or not 0 <= self.min_p <= 1 or self.repeat_penalty <= 0:
-            raise ValueError("top_k >= 0, 0 <= min_p <= 1 and repeat_penalty > 0 are required")
+        _check(math.isfinite(self.temperature) and self.temperature >= 0,
+               f"temperature must be a finite number >= 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        _check(self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}")
+        _check(0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p}")
+        _check(math.isfinite(self.repeat_penalty) and self.repeat_penalty > 0,
+               f"repeat_penalty must be a finite number > 0, got {self.repeat_penalty}")
+        _check(self.repeat_last_n >= 0, f"repeat_last_n must be >= 0, got {self.repeat_last_n}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            v = getattr(self, name)
+            _check(math.isfinite(v), f"{name} must be a finite number, got {v}")
+        if self.logit_bias is not None:
+            object.__setattr__(self, "logit_bias", normalise_logit_bias(self.logit_bias))
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def normalise_logit_bias(bias: Mapping) -> dict[int, float]:
+    """{token id: bias} from OpenAI's {"50256": -100} or {50256: -100}; ids >= 0, finite biases.
+    The upper bound on ids is checked when the processor first sees the logits."""
+    if not isinstance(bias, Mapping):
+        raise TypeError(f"logit_bias must be a mapping of token id to bias, got {bias!r}")
+    out: dict[int, float] = {}
+    for k, v in bias.items():
+        try:
+            if isinstance(k, bool):
+                raise ValueError
+            tid = int(k)  # a float such as 1.5 fails the equality below
+            if isinstance(k, float) and tid != k:
+                raise ValueError
+            b = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"logit_bias entry {k!r}: {v!r} is not token id -> number") from None
+        _check(tid >= 0, f"logit_bias token id {tid} is negative")
+        _check(math.isfinite(b), f"logit_bias for token {tid} must be finite, got {v!r}")
+        out[tid] = b
+    return out
+
+
+def logit_bias(bias: Mapping) -> LogitsProcessor:
+    """Add a fixed bias to chosen tokens' logits (llama-cpp-python's logit_bias processor)."""
+    table = normalise_logit_bias(bias)
+    ids = np.fromiter(table.keys(), dtype=np.int64, count=len(table))
+    vals = np.fromiter(table.values(), dtype=np.float64, count=len(table))
+
+    def apply(history: Sequence[int], logits: np.ndarray) -> np.ndarray:
+        n = logits.shape[-1]
+        if ids.size and ids.max() >= n:
+            raise ValueError(f"logit_bias token id {int(ids[ids >= n][0])} is out of range "
+                             f"(the vocabulary has {n} tokens)")
+        out = np.array(logits, copy=True)
+        out[ids] += vals
+        return out
+
+    return apply
 
 
 def repeat_penalty(penalty: float, last_n: int = 64) -> LogitsProcessor:
@@ -45,6 +103,25 @@ def repeat_penalty(penalty: float, last_n: int = 64) -> LogitsProcessor:
         out = logits.copy()
         sel = out[recent]
         out[recent] = np.where(sel > 0, sel / penalty, sel * penalty)
+        return out
+
+    return apply
+
+
+def presence_frequency_penalty(presence: float, frequency: float, last_n: int = 64,
+                               prompt_len: int = 0) -> LogitsProcessor:
+    """OpenAI's penalties as llama.cpp applies them: logit[t] -= presence * (count[t] > 0)
+    + frequency * count[t]. Counts run over the completion only (history[prompt_len:]) and, as
+    in llama-cpp-python (whose sampler sees only the sampled tokens), over its last `last_n`
+    tokens; last_n == 0 turns the penalties off, as llama.cpp's penalty_last_n == 0 does."""
+
+    def apply(history: Sequence[int], logits: np.ndarray) -> np.ndarray:
+        window = list(history[prompt_len:])[-last_n:] if last_n else []
+        if not window or (presence == 0.0 and frequency == 0.0):
+            return logits
+        ids, counts = np.unique(np.asarray(window, dtype=np.int64), return_counts=True)
+        out = np.array(logits, copy=True)
+        out[ids] -= presence + frequency * counts
         return out
 
     return apply
@@ -88,7 +165,42 @@ def make_sampler(params: SamplingParams) -> Sampler:
     return sample
 
 
-def make_processors(params: SamplingParams) -> list[LogitsProcessor]:
-    if params.repeat_penalty == 1.0:
-        return []
-    return [repeat_penalty(params.repeat_penalty, params.repeat_last_n)]
+def make_processors(params: SamplingParams, prompt_len: int = 0) -> list[LogitsProcessor]:
+    """The processors `params` asks for, in llama-cpp-python's order. `prompt_len` is where the
+    completion starts in the history the loop passes (prompt ids + generated ids); the
+    frequency/presence penalties count only what comes after it."""
+    procs: list[LogitsProcessor] = []
+    if params.logit_bias:
+        procs.append(logit_bias(params.logit_bias))
+    if params.repeat_penalty != 1.0:
+        procs.append(repeat_penalty(params.repeat_penalty, params.repeat_last_n))
+    if params.presence_penalty != 0.0 or params.frequency_penalty != 0.0:
+        procs.append(presence_frequency_penalty(params.presence_penalty, params.frequency_penalty,
+                                                params.repeat_last_n, prompt_len))
+    return procs
+
+
+def token_logprobs(logits: np.ndarray, token_id: int,
+                   top_n: int) -> tuple[float, list[tuple[int, float]]]:
+    """(log-probability of `token_id`, the `top_n` most likely (id, logprob), best first, ties
+    to the lower id), by a float64 log-softmax of `logits`.
+
+    Which logits to pass: llama-cpp-python 0.3.36 (`_create_completion`) takes
+    `Llama.logits_to_logprobs(self._scores[...])`, and `_scores` holds the logits exactly as the
+    model returned them: before logit_bias, penalties, grammar, top-k/p and temperature (its
+    sampler works on a copy). Pass the raw model logits to match it."""
+    x = np.asarray(logits, dtype=np.float64).reshape(-1)
+    _check(0 <= token_id < x.size, f"token id {token_id} is out of range ({x.size} logits)")
+    _check(top_n >= 0, f"top_n must be >= 0, got {top_n}")
+    m = np.max(x)
+    _check(bool(np.isfinite(m)), "no finite logit to take a log-softmax of")
+    lp = x - (m + np.log(np.sum(np.exp(x - m))))
+    k = min(top_n, x.size)
+    if k == 0:
+        return float(lp[token_id]), []
+    # the k-th largest value splits the top from the rest in O(n); ties on it go to lower ids
+    kth = np.partition(lp, x.size - k)[x.size - k]
+    above, ties = np.flatnonzero(lp > kth), np.flatnonzero(lp == kth)
+    cand = np.sort(np.concatenate([above, ties[:k - above.size]]))
+    top = cand[np.argsort(-lp[cand], kind="stable")]
+    return float(lp[token_id]), [(int(i), float(lp[i])) for i in top]
