@@ -52,15 +52,14 @@ def _stop_list(stop) -> list[str]:
     return list(stop)
 
 
-def _max_tokens(kw: dict, n_prompt: int, n_ctx: int, default: int | None) -> int:
+def _max_tokens(kw: dict, default: int | None) -> int | None:
     """max_completion_tokens wins over max_tokens (OpenAI's newer name, reasoning included);
     None (or <= 0, as llama-cpp-python reads it) means up to the end of the context."""
     v = kw.get("max_completion_tokens")
     v = kw.get("max_tokens", default) if v is None else v
     if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
         raise TypeError(f"max_tokens must be an int or None, got {v!r}")
-    room = max(n_ctx - n_prompt, 0)
-    return room if v is None or v <= 0 else min(v, room)
+    return None if v is None or v <= 0 else v
 
 
 def _sampling_overrides(kw: dict) -> dict:
@@ -149,11 +148,7 @@ def create_chat_completion(model, messages, **kw):
     sess = ChatSession(model, thinking=thinking, thinking_budget=budget, tools=tools,
                        grace=kw.get("grace") or 500, template_kwargs=tkw)
     constraint = _constraint(model, kw.get("response_format"), tools, choice, msgs)
-    n_max = kw.get("max_completion_tokens")
-    n_max = kw.get("max_tokens") if n_max is None else n_max
-    if n_max is not None and (isinstance(n_max, bool) or not isinstance(n_max, int)):
-        raise TypeError(f"max_tokens must be an int or None, got {n_max!r}")
-    turn = Turn(max_tokens=None if n_max is None or n_max <= 0 else n_max, budget=budget, stop=_stop_list(kw.get("stop")),
+    turn = Turn(max_tokens=_max_tokens(kw, None), budget=budget, stop=_stop_list(kw.get("stop")),
                 outcome=Outcome(), sampling=_sampling_overrides(kw), constraint=constraint,
                 logprobs=logprobs)
     opts = kw.get("stream_options") or {}
@@ -179,8 +174,9 @@ def _constraint(model, response_format, tools, choice, msgs):
         fns = [(t.get("function") or t) for t in tools if (t.get("function") or t)["name"]
                in names]
         return grammar.tool_call_constraint(model.tokenizer, fns,
-                                            tool_call_syntax(model.chat_template))
-    return grammar.response_format_constraint(model.tokenizer, response_format)
+                                            tool_call_syntax(model.chat_template),
+                                            model.stop_ids)
+    return grammar.response_format_constraint(model.tokenizer, response_format, model.stop_ids)
 
 
 def tool_call_syntax(template: str) -> str:
@@ -248,10 +244,13 @@ class _ToolCallHold:
         at = [i for i in (self.buf.find(o) for o in chatfmt.TOOL_CALL_OPENERS) if i >= 0]
         if at:
             self.held = True
-            out, self.buf = self.buf[: min(at)], self.buf[min(at):]
+            out, self.buf = self.buf[: min(at)].rstrip(), self.buf[min(at):]
             return out
         keep = partial_suffix(self.buf, chatfmt.TOOL_CALL_OPENERS)
-        out, self.buf = self.buf[: len(self.buf) - keep], self.buf[len(self.buf) - keep:]
+        cut = len(self.buf.rstrip()) if keep == 0 else len(self.buf) - keep
+        # trailing whitespace waits too: before a call it is not content (the reply strips it)
+        cut = min(cut, len(self.buf[:cut].rstrip()))
+        out, self.buf = self.buf[:cut], self.buf[cut:]
         return out
 
 
@@ -276,8 +275,8 @@ def _chat_chunks(model, sess, req: _ChatRequest, turn) -> Iterator[dict]:
         for i, call in enumerate(reply.tool_calls):
             yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
                                          "function": call["function"]}]})
-    elif hold.buf:
-        yield chunk({"content": hold.buf})  # an opener that never became a valid call
+    elif hold.buf.rstrip():
+        yield chunk({"content": hold.buf.rstrip()})  # e.g. an opener that never became a call
     yield chunk({}, finish=reply.finish_reason)
     if req.include_usage:
         yield {"id": cid, "object": "chat.completion.chunk", "created": created,
@@ -298,7 +297,9 @@ def create_completion(model, prompt, **kw):
         raise TypeError("prompt must be a string or a list of token ids")
     if not ids:
         raise ValueError("the prompt is empty (no tokens to evaluate)")
-    n_max = _max_tokens(kw, len(ids), model.n_ctx, 16)
+    n_max = _max_tokens(kw, 16)
+    room = model.n_ctx - len(ids)
+    n_max = room if n_max is None else min(n_max, room)
     params = SamplingParams(**{"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05,
                                **_sampling_overrides(kw)})
     n_logprobs = kw.get("logprobs")

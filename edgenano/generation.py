@@ -13,11 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .chat import BudgetRule, BudgetTracker
-from .sampling import SamplingParams, make_processors, make_sampler
-try:  # TEMP until sampling lands
-    from .sampling import token_logprobs
-except ImportError:
-    token_logprobs = None
+from .sampling import SamplingParams, make_processors, make_sampler, token_logprobs
 
 
 @dataclass
@@ -61,14 +57,12 @@ def generate_steps(model, state, logits: np.ndarray, *, max_tokens: int,
     `.eval(state, ids) -> logits` and `.tokenizer`; `state` is advanced in place. With
     `thinking`, the prompt has opened `<think>` and `budget` (if any) may force its close.
     `constraint` (edgenano.grammar) masks the answer's tokens once the reasoning is closed;
-    `logprobs` asks for each sampled token's log-probability and that many alternatives."""
+    `logprobs` asks for each sampled token's log-probability (under the raw logits, before
+    penalties, bias and grammar, as llama-cpp-python reports it) and that many alternatives."""
     tok = model.tokenizer
     out = outcome if outcome is not None else Outcome()
     sampler = make_sampler(sampling)
-    try:  # TEMP
-        procs = make_processors(sampling, prompt_len=len(history))
-    except TypeError:
-        procs = make_processors(sampling)
+    procs = make_processors(sampling, prompt_len=len(history))
     tracker = BudgetTracker(budget or BudgetRule()) if thinking else None
     hist = list(history)
     utf8 = _Utf8()
@@ -88,8 +82,8 @@ def generate_steps(model, state, logits: np.ndarray, *, max_tokens: int,
             if guided:
                 x = constraint.mask(x)
             tid = sampler(x)
-            if logprobs is not None:
-                lp, top = token_logprobs(x, tid, logprobs)
+            if logprobs is not None:  # of the model's own distribution, as llama-cpp-python
+                lp, top = token_logprobs(logits, tid, logprobs)
             if tid in stop_ids:
                 out.finish_reason = "stop"
                 return

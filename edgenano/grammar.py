@@ -193,3 +193,67 @@ def response_format_constraint(tok: Tokenizer, response_format: Mapping | None,
                                    and response_format.get("type") == "text"):
         return None
     return JsonConstraint(tok, response_format, stop_ids)
+
+
+def _lark_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string literal is a Lark string literal
+
+
+# Tool-call JSON as the 9B-v2 template writes it: `{"name": ..., "arguments": {...}}`, with
+# ", " and ": " separators and no other whitespace (a forced call has nothing to pad).
+_COMPACT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def _call_schema(fn: Mapping) -> dict:
+    params = fn.get("parameters") or {"type": "object"}
+    return {"type": "object", "properties": {"name": {"const": fn["name"]}, "arguments": params},
+            "required": ["name", "arguments"], "additionalProperties": False}
+
+
+def _xml_call_rule(i: int, fn: Mapping) -> list[str]:
+    """Nemotron 3 Nano's form: `<tool_call>\\n<function=NAME>\\n` then one
+    `<parameter=P>\\nvalue\\n</parameter>\\n` per parameter (required ones in order, the rest
+    optional), `</function>\\n</tool_call>`. Strings are raw text, other values JSON."""
+    props = (fn.get("parameters") or {}).get("properties") or {}
+    required = set((fn.get("parameters") or {}).get("required") or [])
+    rules, parts = [], []
+    for j, (p, schema) in enumerate(props.items()):
+        value = ("/[^<]+/" if schema.get("type") == "string"
+                 else f"%json {json.dumps({'x-guidance': _COMPACT, **schema})}")
+        opener, closer = _lark_str(f"<parameter={p}>\n"), _lark_str("\n</parameter>\n")
+        rules.append(f"p{i}_{j}: {opener} {value} {closer}")
+        parts.append(f"p{i}_{j}" + ("" if p in required else "?"))
+    head = _lark_str(f"<tool_call>\n<function={fn['name']}>\n")
+    tail = _lark_str("</function>\n</tool_call>")
+    rules.insert(0, f"call{i}: {head} {' '.join(parts)} {tail}")
+    return rules
+
+
+def tool_call_grammar(functions: list[Mapping], syntax: str) -> str:
+    """A Lark grammar (llguidance's dialect) for exactly one call of one of `functions`, in the
+    template's syntax: 'json' (9B-v2's `<TOOLCALL>[{"name": ..., "arguments": {...}}]`) or 'xml'
+    (Nemotron 3 Nano's `<tool_call><function=...>`)."""
+    if not functions:
+        raise ValueError("a forced tool call needs at least one tool")
+    if syntax == "json":
+        schema = {"anyOf": [_call_schema(f) for f in functions]} if len(functions) > 1 \
+            else _call_schema(functions[0])
+        schema = {"x-guidance": _COMPACT, **schema}
+        return (f'start: "<TOOLCALL>[" %json {json.dumps(schema)} "]</TOOLCALL>"')
+    if syntax == "xml":
+        rules = [r for i, f in enumerate(functions) for r in _xml_call_rule(i, f)]
+        alts = " | ".join(f"call{i}" for i in range(len(functions)))
+        return "\n".join([f"start: {alts}", *rules])
+    raise ValueError(f"unknown tool-call syntax {syntax!r}")
+
+
+def tool_call_constraint(tok: Tokenizer, functions: list[Mapping], syntax: str,
+                         stop_ids: Iterable[int] | None = None) -> Constraint:
+    """The answer as one call of one of `functions` (tool_choice 'required' or a named one)."""
+    import llguidance
+
+    try:
+        grammar = llguidance.LLMatcher.grammar_from_lark(tool_call_grammar(functions, syntax))
+        return Constraint(tok, grammar, stop_ids)
+    except ValueError as e:
+        raise ValueError(f"tool_choice: cannot build the call's grammar: {e}") from None

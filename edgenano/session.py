@@ -238,7 +238,8 @@ class ChatSession:
         reasoning, answer = chatfmt.split_reasoning(text, thinking)
         if cutter.hit:
             answer = cutter.text.strip()
-        content, calls = chatfmt.parse_tool_calls(answer)
+        # tool calls only where tools were offered (tool_choice 'none' offers none)
+        content, calls = chatfmt.parse_tool_calls(answer) if self.tools else (answer, [])
         n_reason = out.reasoning_tokens if thinking or reasoning is not None else 0
         usage = {"prompt_tokens": n_prompt, "completion_tokens": out.completion_tokens,
                  "total_tokens": n_prompt + out.completion_tokens,

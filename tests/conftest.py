@@ -32,11 +32,6 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 LLAMA_SDIST = "llama_cpp_python-0.3.36.tar.gz"
-PUBLISHED_TEMPLATES = {
-    "nano-v2": "vendor/llama.cpp/models/templates/NVIDIA-Nemotron-Nano-v2.jinja",
-    "nemotron3-nano": "vendor/llama.cpp/models/templates/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.jinja",
-}
-
 
 def _llama_sdist():
     """llama-cpp-python 0.3.36's sdist, which carries llama.cpp's copies of the published chat
@@ -72,15 +67,13 @@ def _llama_sdist():
 def published_template():
     """Factory: published_template("nano-v2" | "nemotron3-nano") -> the template's text, read
     from llama-cpp-python's sdist at test time."""
-    import tarfile
+    from chat_templates import read_published
 
     cache: dict = {}
 
     def get(name: str) -> str:
         if name not in cache:
-            with tarfile.open(_llama_sdist()) as tar:
-                member = f"{LLAMA_SDIST[: -len('.tar.gz')]}/{PUBLISHED_TEMPLATES[name]}"
-                cache[name] = tar.extractfile(member).read().decode()
+            cache[name] = read_published(_llama_sdist(), name)
         return cache[name]
 
     return get

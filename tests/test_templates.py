@@ -7,35 +7,13 @@ prompt opened, and sessions keep their invariants on each."""
 from __future__ import annotations
 
 import pytest
+from chat_templates import VARIANTS, variant
 from conftest import nmse
 from tolerances import NMSE_SESSION_VS_FRESH
 
 from edgenano.generation import Outcome
 from edgenano.model import Model
 from edgenano.template import opens_reasoning, probe
-
-VARIANTS = ["own", "nano-v2", "nano-v2-blank-lines", "nano-v2-model-card", "nemotron3-nano"]
-
-
-def variant(name: str, own: str, published) -> str:
-    """The template text of a variant. The two derived ones reproduce the other published
-    revisions' layouts (SPEC section 2): `\\n<SPECIAL_12>\\n\\n` and `<think>\\n\\n`; one `\\n`
-    after the system block (the model card's Prompt Format)."""
-    if name == "own":
-        return own
-    if name == "nemotron3-nano":
-        return published("nemotron3-nano")
-    t = published("nano-v2")
-    if name == "nano-v2-blank-lines":
-        t2 = t.replace("'\n<SPECIAL_12>\n'", "'\n<SPECIAL_12>\n\n'").replace("'<think>\n'",
-                                                                          "'<think>\n\n'")
-    elif name == "nano-v2-model-card":
-        t2 = t.replace("{{- '\n\n' -}}\n{%- set messages = messages[1:]",
-                       "{{- '\n' -}}\n{%- set messages = messages[1:]")
-    else:
-        return t
-    assert t2 != t, f"{name}: the published template's layout changed; update the variant"
-    return t2
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +110,7 @@ def test_session_invariants(model):
     s = model.chat(system="Be brief.", temperature=0.0, thinking_budget=5, grace=2)
     turns = ["What is 21 + 34?", "And 40 - 13? /no_think", "Count the 7s in 7171. /think",
              "Thanks."]
+    prev_completion = 0
     for i, text in enumerate(turns):
         out = Outcome()
         r = s.send(text, max_tokens=16, outcome=out)
@@ -140,7 +119,7 @@ def test_session_invariants(model):
         if i:  # the last answer, the end of its turn and the new turn: never the history
             one_turn = len(model.apply_chat_template([{"role": "user", "content": text}],
                                                      tokenize=True))
-            assert s.prefill_tokens <= prev_completion + one_turn + 16  # noqa: F821
+            assert s.prefill_tokens <= prev_completion + one_turn + 16
         prev_completion = r.usage["completion_tokens"]
         nxt = s.messages + [{"role": "user", "content": "next"}]
         prompt, ids, _ = s._render(nxt, s.thinking)
