@@ -9,7 +9,7 @@ import pytest
 from conftest import nmse
 from tolerances import NMSE_SESSION_VS_FRESH
 
-from edgenano import chat
+import edgenano
 from edgenano.model import Model
 
 
@@ -189,3 +189,22 @@ def test_concurrent_sessions_match_solo(model, backend):
     with ThreadPoolExecutor(4) as ex:
         together = list(ex.map(run, prompts))
     assert together == solo
+
+
+def test_unfinished_turn_leaves_the_session_as_before(model):
+    """A stream closed early (Ctrl-C in the CLI) or an error inside the turn (a context overflow)
+    leaves messages, snapshot and mode as they were; the next turn is what it would have been."""
+    s = model.chat(temperature=0.0)
+    s.send("first", max_tokens=6)
+    before = (list(s.messages), s._snap, s.thinking)
+    ref = s.fork().send("second", max_tokens=6).text
+    gen = s.send("interrupted /no_think", stream=True, max_tokens=20)
+    next(gen)
+    gen.close()
+    assert (s.messages, s._snap, s.thinking) == before
+    small = Model(model.path, backend="reference", n_ctx=40)
+    t = small.chat(temperature=0.0)
+    with pytest.raises(edgenano.ContextOverflow):
+        t.send("x " * 60, max_tokens=4)
+    assert t.messages == [] and t._snap is None
+    assert s.send("second", max_tokens=6).text == ref
