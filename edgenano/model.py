@@ -21,7 +21,6 @@ from .generation import generate_steps
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 
-
 DEFAULT_N_CTX = 8192  # the default context: the model's trained one, at most this
 
 
