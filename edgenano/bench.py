@@ -11,6 +11,8 @@ import time
 
 import numpy as np
 
+from .cli import add_output_args, open_model
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -25,7 +27,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--decode", type=int, default=64, help="decode steps")
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: all cores)")
     p.add_argument("--reps", type=int, default=3, help="rounds; the best of each is kept")
+    add_output_args(p, quiet="no progress lines on stderr")
     return p
+
+
+class _Progress:
+    """What is running, on stderr: one line rewritten in place on a terminal, else one line
+    per step; stdout keeps only the table."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.tty = quiet, sys.stderr.isatty()
+
+    def __call__(self, text: str) -> None:
+        if not self.quiet:
+            sys.stderr.write(f"\r\033[Kbench: {text}" if self.tty else f"bench: {text}\n")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.tty and not self.quiet:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
 
 
 def measure(model, ids: list[int], n_decode: int) -> tuple[float, float]:
@@ -43,7 +64,6 @@ def measure(model, ids: list[int], n_decode: int) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from .engine import default_threads
-    from .model import Model
 
     if args.model is None:
         from .models import default_model_path
@@ -58,16 +78,24 @@ def main(argv: list[str] | None = None) -> int:
             print("llama-cpp-python not installed: skipping llama.cpp", file=sys.stderr)
             names.remove("llama.cpp")
     n_ctx = args.prompt + args.decode + 8
-    models = {b: Model(args.model, backend=b, n_ctx=n_ctx, n_threads=threads) for b in names}
+    progress = _Progress(args.quiet)
+    models = {}
+    for b in names:
+        progress(f"loading {b}")
+        models[b] = open_model("edgenano bench", args.model, backend=b, n_ctx=n_ctx,
+                               n_threads=threads, verbose=args.verbose, ctx_flag=None)
     n_vocab = next(iter(models.values())).config.n_vocab
     ids = np.random.default_rng(0).integers(min(300, n_vocab - 1), n_vocab, args.prompt).tolist()
     best: dict[str, list[float]] = {b: [0.0, 0.0] for b in names}
-    for m in models.values():
+    for b, m in models.items():
+        progress(f"warm-up {b}")
         measure(m, ids[:8], 2)  # warm-up: page the weights in, start the threads
-    for _ in range(args.reps):  # backends alternate, so a noisy moment hits them alike
+    for r in range(args.reps):  # backends alternate, so a noisy moment hits them alike
         for b, m in models.items():
+            progress(f"round {r + 1}/{args.reps}: {b}")
             pf, dc = measure(m, ids, args.decode)
             best[b] = [max(best[b][0], pf), max(best[b][1], dc)]
+    progress.done()
     base = names[-1]
     print(f"{args.model} | {threads} threads | prompt {args.prompt} | decode {args.decode} | "
           f"best of {args.reps}")

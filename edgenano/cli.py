@@ -1,9 +1,12 @@
-"""The `edgenano` command: one subcommand per job, each a thin wrapper over the Python API."""
+"""The `edgenano` command: one subcommand per job, each a thin wrapper over the Python API, and
+what they share: -q/-v, opening a model (errors as one line), llama.cpp's log."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 
 from . import __version__
 
@@ -56,6 +59,85 @@ COMMANDS = {
 }
 
 
+# -- what the commands that open a model share ----------------------------------------------
+def add_output_args(p: argparse.ArgumentParser, quiet: str) -> None:
+    """-q (whose help says what it hides here) and -v."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", help=quiet)
+    g.add_argument("-v", "--verbose", action="store_true",
+                   help="show llama.cpp's own log lines (silenced without -v)")
+
+
+def fail(prog: str, message: str, status: int = 1):
+    """Leave with one line on stderr (no traceback)."""
+    sys.stdout.flush()
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    raise SystemExit(status)
+
+
+def describe_error(e: BaseException) -> str:
+    """An exception as one line: OSErrors as 'file: reason', ours as their message."""
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+_llama_log = None  # the ctypes callback installed by quiet_llama_cpp (kept alive here)
+
+
+def quiet_llama_cpp(verbose: bool) -> None:
+    """llama.cpp logs through one process-wide callback. llama-cpp-python's own lets ggml's
+    warnings through even with verbose=False (it reads ggml's WARN level 3 as ERROR), so this one
+    replaces it: every line with -v, written to a copy of the stderr descriptor (which the
+    redirect Llama() puts around loading does not reach), and none without."""
+    global _llama_log
+    try:
+        import ctypes
+
+        import llama_cpp
+    except ImportError:
+        return
+    fd = os.dup(2) if verbose else None
+
+    @llama_cpp.llama_log_callback
+    def log(level, text, user_data):
+        if fd is not None:
+            os.write(fd, text)
+
+    llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
+    _llama_log = log
+
+
+def open_model(prog: str, path: str | None, *, backend: str, n_ctx: int | None,
+               n_threads: int | None, verbose: bool = False, ctx_flag: str | None = "-c/--ctx"):
+    """A Model for a command, or exit 1 with one line saying why. A context past the trained one
+    is a one-line warning naming `ctx_flag` (None: no warning, e.g. for bench)."""
+    import inspect
+
+    from .errors import EdgenanoError
+    from .model import Model
+
+    if backend == "llama.cpp":
+        quiet_llama_cpp(verbose)
+    kw = {"verbose": verbose} if "verbose" in inspect.signature(Model).parameters else {}
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = Model(path, backend=backend, n_ctx=n_ctx, n_threads=n_threads, **kw)
+    except (EdgenanoError, OSError, ImportError, ValueError) as e:
+        fail(prog, describe_error(e))
+    trained = model.config.n_ctx_train
+    over = bool(trained) and model.n_ctx > trained
+    if over and ctx_flag:
+        name = os.path.basename(model.path)
+        sys.stderr.write(f"warning: {ctx_flag} {model.n_ctx} is more than the {trained} tokens "
+                         f"{name} was trained on; past {trained} tokens its output may degrade\n")
+    for w in caught:  # Model's own warnings, in one line; the trained-context one said above
+        if not (over and "trained" in str(w.message)):
+            sys.stderr.write(f"warning: {str(w.message).splitlines()[0]}\n")
+    return model
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -69,9 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND",
                         help="one of the commands below")
     if not argv or argv[0] not in COMMANDS:
-        parser.parse_args(argv[:1] or ["--help"])
+        parser.parse_args(argv[:1])  # --help/--version exit 0; nothing or a bad name exit 2
     handler = COMMANDS[argv[0]][0]
-    return handler(argv[1:]) or 0
+    try:
+        return handler(argv[1:]) or 0
+    except KeyboardInterrupt:  # Ctrl-C outside a chat reply: leave quietly, as shells expect
+        sys.stderr.write("\n")
+        return 130
+    except BrokenPipeError:  # `edgenano generate ... | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
