@@ -135,8 +135,11 @@ class BudgetRule:
     cut_prefix: str = ".\n"
 
     def __post_init__(self):
-        if self.budget < -1 or self.grace < 0:
-            raise ValueError("thinking_budget must be -1 (unlimited), 0 (off) or > 0; grace >= 0")
+        for name, lo in (("budget", -1), ("grace", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError("thinking_budget must be an int: -1 (unlimited), 0 (off) or > 0;"
+                                 f" grace an int >= 0 (got {name}={v!r})")
 
 
 @dataclass

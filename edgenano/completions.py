@@ -54,12 +54,15 @@ def _stop_list(stop) -> list[str]:
 
 def _max_tokens(kw: dict, default: int | None) -> int | None:
     """max_completion_tokens wins over max_tokens (OpenAI's newer name, reasoning included);
-    None (or <= 0, as llama-cpp-python reads it) means up to the end of the context."""
+    None means up to the end of the context. (llama-cpp-python also reads <= 0 so; that hides
+    mistakes, and OpenAI refuses it: so do we.)"""
     v = kw.get("max_completion_tokens")
     v = kw.get("max_tokens", default) if v is None else v
     if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
         raise TypeError(f"max_tokens must be an int or None, got {v!r}")
-    return None if v is None or v <= 0 else v
+    if v is not None and v < 1:
+        raise ValueError(f"max_tokens must be >= 1 (or None: to the end of the context), got {v}")
+    return v
 
 
 def _sampling_overrides(kw: dict) -> dict:

@@ -44,6 +44,12 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             v = getattr(self, name)
             _check(math.isfinite(v), f"{name} must be a finite number, got {v}")
+        if self.seed is not None:
+            _check(not isinstance(self.seed, bool) and isinstance(self.seed, int)
+                   and -1 <= self.seed < 2**64, f"seed must be an int in [0, 2**64) or -1 "
+                   f"(random, as llama.cpp), got {self.seed!r}")
+            if self.seed == -1:
+                object.__setattr__(self, "seed", None)
         if self.logit_bias is not None:
             object.__setattr__(self, "logit_bias", normalise_logit_bias(self.logit_bias))
 

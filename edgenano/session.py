@@ -93,7 +93,7 @@ class ChatSession:
         chatfmt.BudgetRule(self.thinking_budget, self.grace)  # validates
 
     # -- the turn ---------------------------------------------------------------------------
-    def send(self, text: str, *, stream: bool = False, max_tokens: int = 1024,
+    def send(self, text: str, *, stream: bool = False, max_tokens: int | None = 1024,
              thinking: bool | None = None, thinking_budget: int | None = None,
              stop=(), outcome: Outcome | None = None, **sampling):
         """Send a user message. Returns a Reply, or with stream=True a generator of
@@ -105,7 +105,11 @@ class ChatSession:
         session as it was before it."""
         if not isinstance(text, str):
             raise TypeError(f"send() takes the user's text as a str, got {type(text).__name__}")
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(
+                max_tokens, int) or max_tokens < 1):
+            raise ValueError(f"max_tokens must be an int >= 1 or None, got {max_tokens!r}")
         budget = self.thinking_budget if thinking_budget is None else thinking_budget
+        chatfmt.BudgetRule(budget, self.grace)  # validates, before a stream starts
         word = chatfmt.thinking_switch(text)[0]
         on = False if budget == 0 else (word if word is not None else (
             self.thinking if thinking is None else thinking))

@@ -304,3 +304,29 @@ def test_from_pretrained(tiny_checkpoint, tmp_path, monkeypatch):
     assert direct.path == m.path
     with pytest.raises(FileNotFoundError, match="config.json"):
         Model.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("kwargs,error", [
+    ({"max_tokens": -3}, ValueError), ({"max_tokens": 0}, ValueError),
+    ({"max_tokens": 2.5}, TypeError), ({"temperature": float("nan")}, ValueError),
+    ({"temperature": float("inf")}, ValueError), ({"repeat_penalty": float("nan")}, ValueError),
+    ({"thinking_budget": float("nan")}, ValueError), ({"seed": -2}, ValueError),
+    ({"stop": [1]}, TypeError), ({"enable_thinking": "yes"}, TypeError),
+])
+def test_odd_arguments_are_refused(model, kwargs, error):
+    with pytest.raises(error):
+        model.create_chat_completion([{"role": "user", "content": "hi"}],
+                                     **{"max_tokens": 2, **kwargs})
+
+
+def test_odd_inputs_elsewhere(model):
+    assert model.create_chat_completion([{"role": "user", "content": "hi"}], max_tokens=2,
+                                        seed=-1, temperature=0.5)["choices"]  # -1: random
+    with pytest.raises(TypeError, match="str"):
+        model.tokenize(None)
+    with pytest.raises(ValueError, match="out of range"):
+        model.detokenize([-1])
+    with pytest.raises(ValueError, match="out of range"):
+        model.eval(model.new_state(), [2**32 + 5])  # never cast to int32
+    with pytest.raises(ValueError, match="n_ctx"):
+        Model(model.path, n_ctx=2**31)
