@@ -8,8 +8,7 @@ import threading
 
 import numpy as np
 
-
-from .errors import ContextOverflow  # noqa: E402  (raised here; defined with the others)
+from .errors import ContextOverflow  # noqa: F401  (raised here; defined with the others)
 
 
 def check_context(n_past: int, n_new: int, n_ctx: int) -> None:
@@ -76,18 +75,48 @@ class _LlamaState:
             return _LlamaState(self.backend, self.tokens, self.saved)
 
 
+_llama_log = None  # the ctypes callback llama_cpp_log installed (kept alive here)
+
+
+def llama_cpp_log(verbose: bool) -> None:
+    """llama.cpp logs through one process-wide callback. llama-cpp-python's own lets ggml's
+    warnings through even with verbose=False (it reads ggml's WARN level 3 as ERROR), so this one
+    replaces it: every line when verbose, written to a copy of the stderr descriptor (which the
+    redirect Llama() puts around loading does not reach), and none otherwise."""
+    global _llama_log
+    import ctypes
+    import os
+
+    import llama_cpp
+
+    fd = os.dup(2) if verbose else None
+
+    @llama_cpp.llama_log_callback
+    def log(level, text, user_data):
+        if fd is not None:
+            os.write(fd, text)
+
+    llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
+    _llama_log = log
+
+
 class LlamaCppBackend:
     """llama-cpp-python on the same GGUF. One llama.cpp context; a state is loaded into it when
     used (llama.cpp's own save_state/load_state), so several states can share it."""
 
-    def __init__(self, path: str, n_ctx: int, n_threads: int | None):
+    def __init__(self, path: str, n_ctx: int, n_threads: int | None, verbose: bool = False):
         try:
             import llama_cpp
         except ImportError as e:
             raise ImportError("backend='llama.cpp' needs llama-cpp-python: "
                               "pip install llama-cpp-python==0.3.36") from e
-        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
-                                   n_batch=512, verbose=False)
+        from .engine import default_threads
+
+        if _llama_log is None or not verbose:
+            llama_cpp_log(verbose)
+        self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx,
+                                   n_threads=n_threads or default_threads(), n_batch=512,
+                                   verbose=False)
         self.n_ctx = n_ctx
         self._current: _LlamaState | None = None
         self.lock = threading.RLock()  # one llama.cpp context, shared by every state
@@ -138,14 +167,15 @@ class LlamaCppBackend:
 
 
 def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int | None,
-                 **native_options):
-    """native_options (n_batch, kv_type) tune the native engine; other backends refuse them."""
+                 verbose: bool = False, **native_options):
+    """native_options (n_batch, kv_type) tune the native engine; other backends refuse them.
+    verbose lets llama.cpp's own log through (backend "llama.cpp")."""
     if native_options and kind != "native":
         raise ValueError(f"{sorted(native_options)} only apply to backend='native'")
     if kind == "reference":
         return ReferenceBackend(gguf_model, n_ctx)
     if kind == "llama.cpp":
-        return LlamaCppBackend(path, n_ctx, n_threads)
+        return LlamaCppBackend(path, n_ctx, n_threads, verbose)
     if kind == "native":
         from .engine import NativeBackend
 

@@ -314,11 +314,7 @@ class _Chat:
             self.say(f"loaded {path} ({len(s.messages)} messages)")
 
     def _reset(self, arg: str) -> None:
-        s = self.s
-        fresh = type(s)(s.model, **{k: getattr(s, k) for k in s._SETTINGS})
-        fresh.system = s.system
-        fresh.messages = [dict(m) for m in s.messages[:1] if m.get("role") == "system"]
-        self.s = fresh
+        self.s.reset()
         self.say("conversation forgotten (settings kept)")
 
     def _help(self, arg: str) -> None:

@@ -82,30 +82,10 @@ def describe_error(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
-_llama_log = None  # the ctypes callback installed by quiet_llama_cpp (kept alive here)
-
-
 def quiet_llama_cpp(verbose: bool) -> None:
-    """llama.cpp logs through one process-wide callback. llama-cpp-python's own lets ggml's
-    warnings through even with verbose=False (it reads ggml's WARN level 3 as ERROR), so this one
-    replaces it: every line with -v, written to a copy of the stderr descriptor (which the
-    redirect Llama() puts around loading does not reach), and none without."""
-    global _llama_log
-    try:
-        import ctypes
+    from .backends import llama_cpp_log
 
-        import llama_cpp
-    except ImportError:
-        return
-    fd = os.dup(2) if verbose else None
-
-    @llama_cpp.llama_log_callback
-    def log(level, text, user_data):
-        if fd is not None:
-            os.write(fd, text)
-
-    llama_cpp.llama_log_set(log, ctypes.c_void_p(0))
-    _llama_log = log
+    llama_cpp_log(verbose)
 
 
 def open_model(prog: str, path: str | None, *, backend: str, n_ctx: int | None,

@@ -15,6 +15,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as QT
 from gguf import GGUFValueType as VT
 
+from .errors import GGUFError  # noqa: F401  (raised here; defined with the others)
+
 ARCH = "nemotron_h"
 SUPPORTED_VERSIONS = (2, 3)
 # Every type gguf.quants can dequantize (it knows every ggml weight format).
@@ -22,9 +24,6 @@ SUPPORTED_TYPES = frozenset({QT.F32, QT.F16} | set(gguf.quants._type_traits))
 
 _INT_TYPES = {VT.UINT8, VT.INT8, VT.UINT16, VT.INT16, VT.UINT32, VT.INT32, VT.UINT64, VT.INT64}
 _FLOAT_TYPES = {VT.FLOAT32, VT.FLOAT64}
-
-
-from .errors import GGUFError  # noqa: E402  (raised here; defined with the others)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ class Model:
     backend: "native" (edgenano's C++ engine), "reference" (NumPy, slow and exact) or "llama.cpp"
     (llama-cpp-python on the same file). n_ctx defaults to the trained context, at most 8192;
     more than the trained context warns. n_batch (prefill chunk, default 512) and kv_type ("f16",
-    "q8_0" or "f32") tune the native engine. chat_template replaces the GGUF's own.
+    "q8_0" or "f32") tune the native engine. chat_template replaces the GGUF's own; verbose
+    lets llama.cpp's log through.
 
     >>> m = Model("model.gguf", n_threads=2, n_ctx=8192)
     >>> s = m.new_state(); last = m.eval(s, ids); s2 = s.copy(); every = m.logits(ids)
@@ -47,7 +48,8 @@ class Model:
 
     def __init__(self, path: str | Path | None = None, backend: str = "native", *,
                  n_ctx: int | None = None, n_threads: int | None = None,
-                 chat_template: str | None = None, **native_options):
+                 chat_template: str | None = None, verbose: bool = False,
+                 **native_options):
         from .gguf_model import load_gguf
 
         if path is None:
@@ -70,7 +72,7 @@ class Model:
             warnings.warn(f"n_ctx={n_ctx} is more than the {trained} tokens {Path(self.path).name}"
                           " was trained on; quality past that is not known", stacklevel=2)
         self.backend = make_backend(backend, self.gguf, self.path, n_ctx=n_ctx,
-                                    n_threads=n_threads, **native_options)
+                                    n_threads=n_threads, verbose=verbose, **native_options)
         self.stop_ids = self._stop_ids()
         # Weights are shared and every state is its own, but a backend runs one forward at a time
         # (the native engine's thread pool already uses every core; llama.cpp has one context).

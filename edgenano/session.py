@@ -299,6 +299,13 @@ class ChatSession:
                                 d["tokens"])
         return s
 
+    def reset(self) -> None:
+        """Forget the conversation (all but the system message) and its snapshots; keep every
+        setting, the current mode included."""
+        self.messages = [dict(m) for m in self.messages[:1] if m.get("role") == "system"]
+        self._snap = self._base = None
+        self.last_prompt, self.prefill_tokens = "", 0
+
     def fork(self) -> ChatSession:
         other = ChatSession(self.model, system=None, thinking=self.thinking,
                             thinking_budget=self.thinking_budget, tools=self.tools,

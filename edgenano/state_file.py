@@ -11,12 +11,11 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from .errors import StateFileError  # noqa: F401  (raised here; defined with the others)
+
 ARCH = "edgenano_state"
 VERSION = 1
 _K = "edgenano_state."
-
-
-from .errors import StateFileError  # noqa: F401  (raised here; defined with the others)
 
 
 def model_fingerprint(gguf_model) -> str:

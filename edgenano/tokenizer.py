@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .errors import TokenizerError  # noqa: F401  (raised here; defined with the others)
+
 # The split regex of Mistral's tekken vocabulary (9B-v2's), exactly as its tokenizer.json writes
 # it; llama.cpp's llama-vocab.cpp quotes the same regex for LLAMA_VOCAB_PRE_TYPE_TEKKEN.
 TEKKEN_REGEX = (
@@ -24,9 +26,6 @@ PRE_TOKENIZERS: dict[str, tuple[str, bool]] = {
 }
 
 TOKEN_TYPE_NORMAL, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED = 1, 3, 4
-
-
-from .errors import TokenizerError  # noqa: E402  (raised here; defined with the others)
 
 
 class Tokenizer:
