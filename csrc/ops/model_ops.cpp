@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "backend/registry.h"
 #include "ops/engine.h"
 #include "ops/nemotron_h.h"
 
@@ -53,14 +54,15 @@ Config parse_config(const nb::dict &d) {
 
 std::unique_ptr<Model> make_model(const std::string &path, const nb::dict &config,
                                   const std::vector<TensorTuple> &tensors, int n_ctx, int n_threads,
-                                  int n_batch, int kv_type) {
+                                  int n_batch, int kv_type, const std::string &backend) {
   std::vector<TensorInfo> infos;
   infos.reserve(tensors.size());
   for (const auto &[name, type, ne, offset, nbytes] : tensors)
     infos.push_back({name, type, ne, offset, nbytes});
   Config c = parse_config(config);
   nb::gil_scoped_release nogil;
-  return std::make_unique<Model>(path, std::move(c), infos, n_ctx, n_threads, n_batch, kv_type);
+  return std::make_unique<Model>(path, std::move(c), infos, n_ctx, n_threads, n_batch, kv_type,
+                                 backend);
 }
 
 using Ids = nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
@@ -149,7 +151,9 @@ void bind_model(nb::module_ &m) {
   nb::class_<Model>(m, "Model", "nemotron_h on the native CPU engine, weights mmapped.")
       .def(nb::new_(&make_model), nb::arg("path"), nb::arg("config"), nb::arg("tensors"),
            nb::arg("n_ctx"), nb::arg("n_threads"), nb::arg("n_batch"), nb::arg("kv_type"),
-           "tensors: (name, ggml type, ne, file offset, nbytes) for every tensor.")
+           nb::arg("backend") = "cpu",
+           "tensors: (name, ggml type, ne, file offset, nbytes) for every tensor; backend: a "
+           "name from backend_registry() (RuntimeError with its reason when it cannot run).")
       .def("new_state", &Model::new_state)
       .def("copy_state", &Model::copy_state, nb::arg("state"))
       .def("export_state", &export_state, nb::arg("state"),
@@ -174,7 +178,18 @@ void bind_model(nb::module_ &m) {
       .def_prop_ro("n_batch", &Model::n_batch)
       .def_prop_ro("n_threads", &Model::n_threads)
       .def_prop_ro("kv_type", &Model::kv_type)
-      .def_prop_ro("n_vocab", [](const Model &x) { return x.config().n_vocab; });
+      .def_prop_ro("n_vocab", [](const Model &x) { return x.config().n_vocab; })
+      .def_prop_ro("backend", &Model::backend_name, "The backend it runs on.");
+
+  m.def(
+      "backend_registry",
+      [] {
+        nb::dict out;
+        for (const auto &e : backend::registry())
+          out[e.name.c_str()] = nb::make_tuple(e.available, e.reason);
+        return out;
+      },
+      "Every backend this build knows: name -> (available, reason it cannot run; '' if it can).");
 }
 
 }  // namespace edgenano

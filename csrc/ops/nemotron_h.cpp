@@ -3,6 +3,8 @@
 // channels, H Mamba heads, Hq/Hkv attention heads of width d, F MLP width, V vocabulary.
 #include "ops/nemotron_h.h"
 
+#include "backend/registry.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -35,7 +37,7 @@ std::string shape_str(const std::vector<int64_t> &ne) {
 }  // namespace
 
 Model::Model(const std::string &path, Config cfg, const std::vector<TensorInfo> &tensors, int n_ctx,
-             int n_threads, int n_batch, int kv_type)
+             int n_threads, int n_batch, int kv_type, const std::string &backend)
     : cfg_(std::move(cfg)), n_ctx_(n_ctx), n_batch_(n_batch), kv_type_(kv_type) {
   if (n_ctx < 1) bad("n_ctx must be >= 1");
   if (n_batch < 1) bad("n_batch must be >= 1");
@@ -49,7 +51,7 @@ Model::Model(const std::string &path, Config cfg, const std::vector<TensorInfo> 
     munmap(const_cast<uint8_t *>(map_), map_bytes_);
     throw;
   }
-  backend_ = kern::make_profiling_backend(kern::make_cpu_backend(n_threads));
+  backend_ = kern::make_profiling_backend(backend::make(backend, {n_threads}));
   const char *env = std::getenv("EDGENANO_PROFILE");
   backend_->set_enabled(env && *env && *env != '0');
 }

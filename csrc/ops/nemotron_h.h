@@ -73,7 +73,7 @@ class Model {
  public:
   // Maps `path`, checks every tensor against the config and the file, builds the layer table.
   Model(const std::string &path, Config cfg, const std::vector<TensorInfo> &tensors, int n_ctx,
-        int n_threads, int n_batch, int kv_type);
+        int n_threads, int n_batch, int kv_type, const std::string &backend = "cpu");
   ~Model();
   Model(const Model &) = delete;
   Model &operator=(const Model &) = delete;
@@ -83,6 +83,7 @@ class Model {
   int n_batch() const { return n_batch_; }
   int kv_type() const { return kv_type_; }
   int n_threads() const { return backend_->n_threads(); }
+  const char *backend_name() const { return backend_->name(); }
   size_t file_bytes() const { return map_bytes_; }
   // Per-operation timing (off unless EDGENANO_PROFILE=1 or set_profiling(true)).
   void set_profiling(bool on) {
