@@ -52,7 +52,7 @@ def _llama_sdist():
     if not path.is_file():
         d.mkdir(parents=True, exist_ok=True)
         r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
-                            "--no-build-isolation", "--no-binary", "llama-cpp-python",
+                            "--no-binary", "llama-cpp-python",
                             "llama-cpp-python==0.3.36", "-d", str(d), "-q"],
                            capture_output=True, text=True, timeout=600)
         if not path.is_file():
