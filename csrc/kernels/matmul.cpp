@@ -90,7 +90,7 @@ const void *prepare_acts(const KernelTable &kt, int kind, const float *x, int64_
     return x;
   }
   const bool k = kind == ACT_A8K;
-  act_stride = k ? size_t(n / QKK) * sizeof(BlockA8K) : size_t(n / QK) * sizeof(BlockA8);
+  act_stride = k ? size_t(n / QK_K) * sizeof(BlockA8K) : size_t(n / QK) * sizeof(BlockA8);
   uint8_t *buf = ws.get_shared(act_stride * size_t(T));
   for (int t = 0; t < T; ++t) {
     if (k)
@@ -168,7 +168,7 @@ void matmul_i8gemm(const KernelTable &kt, int ti, const Weight &w, const float *
   const int n_quads = (T + 3) / 4;
   const bool k = act_kind(w.type) == ACT_A8K;
   const size_t quad_bytes =
-      k ? size_t(w.n_in / QKK) * sizeof(QuadA8K) : size_t(w.n_in / QK) * sizeof(QuadA8);
+      k ? size_t(w.n_in / QK_K) * sizeof(QuadA8K) : size_t(w.n_in / QK) * sizeof(QuadA8);
   uint8_t *act = ws.get_shared(size_t(n_quads) * quad_bytes);
   const int zero = w.type == T_Q5_0 ? 16 : 8;  // *_0 types
   pool.parallel_for(n_quads, [&](int64_t q, int) {

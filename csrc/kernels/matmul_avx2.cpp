@@ -106,7 +106,7 @@ template <bool Q5>
 void dq_k45(const void *src, float *y, int64_t n) {
   using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
   auto *b = static_cast<const B *>(src);
-  for (int64_t i = 0; i < n / QKK; ++i, y += QKK) {
+  for (int64_t i = 0; i < n / QK_K; ++i, y += QK_K) {
     uint8_t sc[8], m[8];
     k_scales(b[i].scales, sc, m);
     const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
@@ -127,7 +127,7 @@ void dq_k45(const void *src, float *y, int64_t n) {
 
 void dq_q6_k(const void *src, float *y, int64_t n) {
   auto *b = static_cast<const BlockQ6_K *>(src);
-  for (int64_t i = 0; i < n / QKK; ++i, y += QKK) {
+  for (int64_t i = 0; i < n / QK_K; ++i, y += QK_K) {
     const float d = h2f(b[i].d);
     for (int h = 0; h < 2; ++h)
       for (int q = 0; q < 4; ++q) {
@@ -159,11 +159,11 @@ void quant_a8(const float *x, BlockA8 *y, int64_t n) {
 }
 
 void quant_a8k(const float *x, BlockA8K *y, int64_t n) {
-  for (int64_t i = 0; i < n / QKK; ++i, x += QKK) {
-    const float amax = amax_of(x, QKK);
+  for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
+    const float amax = amax_of(x, QK_K);
     const __m256 id = _mm256_set1_ps(inv_scale(amax));
     y[i].d = amax / 127.f;
-    for (int c = 0; c < QKK / 32; ++c) {
+    for (int c = 0; c < QK_K / 32; ++c) {
       int s0, s1;
       _mm256_storeu_si256((__m256i *)(y[i].qs + 32 * c), quant32(x + 32 * c, id, s0, s1));
       y[i].bsums[2 * c] = int16_t(s0);

@@ -171,7 +171,7 @@ float dot_k45(const uint8_t *w, const BlockA8K *a, int64_t n) {
   using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
   auto *b = reinterpret_cast<const B *>(w);
   __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / QKK; ++i) {
+  for (int64_t i = 0; i < n / QK_K; ++i) {
     uint8_t sc[8], m[8];
     k_scales(b[i].scales, sc, m);
     const __m256i bs = _mm256_madd_epi16(loadu(a[i].bsums), _mm256_set1_epi16(1));  // 8 sums
@@ -198,7 +198,7 @@ float dot_k45(const uint8_t *w, const BlockA8K *a, int64_t n) {
 inline float dot_q6_k(const uint8_t *w, const BlockA8K *a, int64_t n) {
   auto *b = reinterpret_cast<const BlockQ6_K *>(w);
   __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n / QKK; ++i) {
+  for (int64_t i = 0; i < n / QK_K; ++i) {
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[i].scales));
     const __m256i zero_terms = _mm256_madd_epi16(sc16, loadu(a[i].bsums));
     __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(zero_terms, 5));

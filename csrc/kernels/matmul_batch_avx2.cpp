@@ -149,7 +149,7 @@ constexpr int kRowChunk = 16;
 template <class Kern>
 void k_rows(const DotArgs &a) {
   if (a.T == 1) return rows<BlockA8K, Kern::one>(a);
-  const int64_t nb = a.n / QKK;
+  const int64_t nb = a.n / QK_K;
   for (int64_t r0 = 0; r0 < a.nrows; r0 += kRowChunk) {
     const int64_t r1 = std::min<int64_t>(a.nrows, r0 + kRowChunk);
     for (int t0 = 0; t0 < a.T; t0 += kTokK) {

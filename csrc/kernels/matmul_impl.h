@@ -62,7 +62,7 @@ static_assert(sizeof(QuadA8) == 160);
 // 32-value sub-block j, and the sub-block sums S[t][j] (for the minimums) laid out for two madds
 // against the row's minimums: word (j % 4 / 2) * 8 + 2 t + j % 2 of sums[j / 4].
 struct QuadA8K {
-  int8_t qs[QKK / QK][4][QK];
+  int8_t qs[QK_K / QK][4][QK];
   int16_t sums[2][16];
   float d[4];
   float pad[4];

@@ -136,8 +136,8 @@ struct Q0Panels {
 // ---- Q4_K / Q5_K: 256-value blocks of 8 sub-blocks, 6-bit scales and minimums ----
 
 struct alignas(32) RowQuadK {
-  uint8_t u[QKK / QK][4][QK];   // sub-block j, row r
-  int16_t sc[4][QKK / QK][16];  // row r's scale of sub-block j, in every word
+  uint8_t u[QK_K / QK][4][QK];   // sub-block j, row r
+  int16_t sc[4][QK_K / QK][16];  // row r's scale of sub-block j, in every word
   int16_t m[4][2][16];          // row r's minimums, laid out as QuadA8K::sums
   float d[4];
   float dmin[4];
@@ -152,7 +152,7 @@ struct KPanels {
   using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
   using Act = QuadA8K;
   using Rows = RowQuadK;
-  static constexpr int kBlock = QKK;
+  static constexpr int kBlock = QK_K;
   static constexpr int kChunk = 4;  // blocks per pass: 64 rows' tiles take 150 KB
 
   static void unpack(const uint8_t *w, size_t row_bytes, int nr, int64_t i0, int nblk,
@@ -161,7 +161,7 @@ struct KPanels {
       RowQuadK &o = out[i];
       for (int r = 0; r < 4; ++r) {
         if (r >= nr) {
-          for (int j = 0; j < QKK / QK; ++j) std::memset(o.u[j][r], 0, QK);
+          for (int j = 0; j < QK_K / QK; ++j) std::memset(o.u[j][r], 0, QK);
           std::memset(o.sc[r], 0, sizeof(o.sc[r]));
           std::memset(o.m[r], 0, sizeof(o.m[r]));
           o.d[r] = o.dmin[r] = 0.f;
@@ -176,7 +176,7 @@ struct KPanels {
           _mm256_store_si256(reinterpret_cast<__m256i *>(o.u[2 * c][r]), lo);
           _mm256_store_si256(reinterpret_cast<__m256i *>(o.u[2 * c + 1][r]), hi);
         }
-        for (int j = 0; j < QKK / QK; ++j) {
+        for (int j = 0; j < QK_K / QK; ++j) {
           _mm256_store_si256(reinterpret_cast<__m256i *>(o.sc[r][j]), _mm256_set1_epi16(sc[j]));
           for (int t = 0; t < 4; ++t) o.m[r][j / 4][sums_word(t, j)] = m[j];
         }
@@ -195,7 +195,7 @@ struct KPanels {
         __m256i isum[NQ];
 #pragma GCC unroll 2
         for (int p = 0; p < NQ; ++p) isum[p] = _mm256_setzero_si256();
-        for (int j = 0; j < QKK / QK; ++j) {
+        for (int j = 0; j < QK_K / QK; ++j) {
           const __m256i u = _mm256_load_si256(reinterpret_cast<const __m256i *>(wi.u[j][r]));
           const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i *>(wi.sc[r][j]));
 #pragma GCC unroll 2
@@ -295,15 +295,15 @@ void quant_quads(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n, 
 }
 
 void quant_quads_k(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n, QuadA8K *out) {
-  const int64_t nb = n / QKK;
+  const int64_t nb = n / QK_K;
   for (int q = q0; q < q1; ++q) {
     QuadA8K *o = out + int64_t(q) * nb;
     for (int k = 0; k < 4; ++k) {
       const int t = 4 * q + k;
       const float *xt = x + (t < T ? t : 0) * ldx;
-      for (int64_t i = 0; i < nb; ++i, xt += QKK) {
-        const float amax = t < T ? amax_of(xt, QKK) : 0.f;
-        for (int j = 0; j < QKK / QK; ++j)
+      for (int64_t i = 0; i < nb; ++i, xt += QK_K) {
+        const float amax = t < T ? amax_of(xt, QK_K) : 0.f;
+        for (int j = 0; j < QK_K / QK; ++j)
           o[i].sums[j / 4][sums_word(k, j)] =
               int16_t(quant_block(xt + QK * j, inv_scale(amax), o[i].qs[j][k]));
         o[i].d[k] = amax / 127.f;

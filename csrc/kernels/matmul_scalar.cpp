@@ -1,5 +1,6 @@
-// Scalar kernels: the plain twin of every AVX2 matmul kernel (dequantizers, activation
-// quantizers, dot products, the f32 panel product). Written for clarity; the layouts follow ggml.
+// Scalar kernels: the plain twin of every AVX2 matmul kernel (activation quantizers, dot
+// products, the f32 panel product; the dequantizers are the format layer's reference ones).
+// Written for clarity; the layouts follow ggml.
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -9,28 +10,6 @@
 namespace edgenano::kern {
 
 namespace {
-
-// ---- dequantizers (one row, n a multiple of the block size) ----
-
-void dq_f32(const void *src, float *y, int64_t n) { std::memcpy(y, src, size_t(n) * 4); }
-
-void dq_f16(const void *src, float *y, int64_t n) {
-  auto *h = static_cast<const uint16_t *>(src);
-  for (int64_t i = 0; i < n; ++i) y[i] = f16_to_f32(h[i]);
-}
-
-void dq_bf16(const void *src, float *y, int64_t n) {
-  auto *h = static_cast<const uint16_t *>(src);
-  for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_f32(h[i]);
-}
-
-void dq_q8_0(const void *src, float *y, int64_t n) {
-  auto *b = static_cast<const BlockQ8_0 *>(src);
-  for (int64_t i = 0; i < n / QK; ++i, y += QK) {
-    const float d = f16_to_f32(b[i].d);
-    for (int j = 0; j < QK; ++j) y[j] = d * b[i].qs[j];
-  }
-}
 
 uint32_t load_u32(const uint8_t *p) {
   uint32_t v;
@@ -69,17 +48,6 @@ float block_min(const B &b) {
     return 0.f;
 }
 
-template <class B>
-void dq_small(const void *src, float *y, int64_t n) {
-  auto *b = static_cast<const B *>(src);
-  int q[QK];
-  for (int64_t i = 0; i < n / QK; ++i, y += QK) {
-    signed_codes(b[i], q);
-    const float d = f16_to_f32(b[i].d), m = block_min(b[i]);
-    for (int j = 0; j < QK; ++j) y[j] = kMin<B> ? d * float(q[j]) + m : d * float(q[j]);
-  }
-}
-
 // The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block.
 void k_scale_min(const uint8_t *s, int j, int &sc, int &m) {
   if (j < 4) {
@@ -91,31 +59,6 @@ void k_scale_min(const uint8_t *s, int j, int &sc, int &m) {
   }
 }
 
-// Element l (0..255) of a Q4_K/Q5_K super-block: 64-element chunk c = l/64 holds sub-blocks 2c
-// (low nibbles of qs[32c..32c+32]) and 2c+1 (high nibbles); Q5_K's bit 2c / 2c+1 of qh[l%32].
-template <bool Q5>
-void dq_k45(const void *src, float *y, int64_t n) {
-  using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
-  auto *b = static_cast<const B *>(src);
-  for (int64_t i = 0; i < n / QKK; ++i, y += QKK) {
-    const float d = f16_to_f32(b[i].d), dmin = f16_to_f32(b[i].dmin);
-    for (int c = 0; c < 4; ++c) {
-      int sc0, m0, sc1, m1;
-      k_scale_min(b[i].scales, 2 * c, sc0, m0);
-      k_scale_min(b[i].scales, 2 * c + 1, sc1, m1);
-      for (int l = 0; l < 32; ++l) {
-        int lo = b[i].qs[32 * c + l] & 0xf, hi = b[i].qs[32 * c + l] >> 4;
-        if constexpr (Q5) {
-          lo |= ((b[i].qh[l] >> (2 * c)) & 1) << 4;
-          hi |= ((b[i].qh[l] >> (2 * c + 1)) & 1) << 4;
-        }
-        y[64 * c + l] = d * sc0 * lo - dmin * m0;
-        y[64 * c + 32 + l] = d * sc1 * hi - dmin * m1;
-      }
-    }
-  }
-}
-
 // Q6_K element of 128-half h, position l (0..31) and quarter q (0..3): low 4 bits from
 // ql[64h + l + 32*(q&1)] (high nibble when q >= 2), 2 high bits from qh[32h + l] >> 2q.
 int q6_value(const BlockQ6_K &b, int h, int q, int l) {
@@ -123,17 +66,6 @@ int q6_value(const BlockQ6_K &b, int h, int q, int l) {
   const int low = q < 2 ? (lbyte & 0xf) : (lbyte >> 4);
   const int high = (b.qh[32 * h + l] >> (2 * q)) & 3;
   return (low | high << 4) - 32;
-}
-
-void dq_q6_k(const void *src, float *y, int64_t n) {
-  auto *b = static_cast<const BlockQ6_K *>(src);
-  for (int64_t i = 0; i < n / QKK; ++i, y += QKK) {
-    const float d = f16_to_f32(b[i].d);
-    for (int e = 0; e < QKK; ++e) {  // scale index = e / 16
-      const int h = e / 128, q = (e % 128) / 32, l = e % 32;
-      y[e] = d * b[i].scales[e / 16] * q6_value(b[i], h, q, l);
-    }
-  }
 }
 
 // ---- activation quantizers (symmetric int8, max |q| = 127, round half to even) ----
@@ -155,12 +87,12 @@ void quant_a8(const float *x, BlockA8 *y, int64_t n) {
 }
 
 void quant_a8k(const float *x, BlockA8K *y, int64_t n) {
-  for (int64_t i = 0; i < n / QKK; ++i, x += QKK) {
+  for (int64_t i = 0; i < n / QK_K; ++i, x += QK_K) {
     float amax = 0.f;
-    for (int j = 0; j < QKK; ++j) amax = std::max(amax, std::fabs(x[j]));
+    for (int j = 0; j < QK_K; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float id = amax > 0.f ? 127.f / amax : 0.f;
     y[i].d = amax / 127.f;
-    for (int g = 0; g < QKK / 16; ++g) {
+    for (int g = 0; g < QK_K / 16; ++g) {
       int sum = 0;
       for (int j = 16 * g; j < 16 * g + 16; ++j) {
         const int q = int(std::nearbyint(x[j] * id));
@@ -178,7 +110,7 @@ template <DequantFn DQ>
 float dot_float_row(const uint8_t *w, const float *a, int64_t n) {
   float buf[kKC];
   float acc[8] = {};  // eight partial sums, as the vector twin keeps
-  const size_t bytes_per = DQ == dq_f32 ? 4 : 2;
+  const size_t bytes_per = DQ == dequantize_row_f32 ? 4 : 2;
   for (int64_t k = 0; k < n; k += kKC) {
     const int64_t m = std::min<int64_t>(kKC, n - k);
     DQ(w + k * bytes_per, buf, m);
@@ -219,7 +151,7 @@ float dot_k45(const uint8_t *w, const BlockA8K *a, int64_t n) {
   using B = std::conditional_t<Q5, BlockQ5_K, BlockQ4_K>;
   auto *b = reinterpret_cast<const B *>(w);
   float acc = 0.f;
-  for (int64_t i = 0; i < n / QKK; ++i) {
+  for (int64_t i = 0; i < n / QK_K; ++i) {
     int sum_q = 0, sum_m = 0;
     for (int j = 0; j < 8; ++j) {  // sub-block j: 32 values, chunk j/2, nibble j%2
       int sc, m;
@@ -242,9 +174,9 @@ float dot_k45(const uint8_t *w, const BlockA8K *a, int64_t n) {
 float dot_q6_k(const uint8_t *w, const BlockA8K *a, int64_t n) {
   auto *b = reinterpret_cast<const BlockQ6_K *>(w);
   float acc = 0.f;
-  for (int64_t i = 0; i < n / QKK; ++i) {
+  for (int64_t i = 0; i < n / QK_K; ++i) {
     int sum = 0;
-    for (int g = 0; g < QKK / 16; ++g) {
+    for (int g = 0; g < QK_K / 16; ++g) {
       int s = 0;
       for (int e = 16 * g; e < 16 * g + 16; ++e)
         s += q6_value(b[i], e / 128, (e % 128) / 32, e % 32) * a[i].qs[e];
@@ -280,13 +212,15 @@ void gemm_panel(const float *wp, int64_t kc, const float *x, int64_t ldx, float 
 const KernelTable kScalar = {
     quant_a8,
     quant_a8k,
-    {rows<float, dot_float<dq_f32>>, rows<float, dot_float<dq_f16>>,
-     rows<float, dot_float<dq_bf16>>, rows<BlockA8, dot_q8_0>, rows<BlockA8, dot_small<BlockQ4_0>>,
+    {rows<float, dot_float<dequantize_row_f32>>, rows<float, dot_float<dequantize_row_f16>>,
+     rows<float, dot_float<dequantize_row_bf16>>, rows<BlockA8, dot_q8_0>, rows<BlockA8, dot_small<BlockQ4_0>>,
      rows<BlockA8, dot_small<BlockQ5_0>>, rows<BlockA8, dot_small<BlockQ4_1>>,
      rows<BlockA8, dot_small<BlockQ5_1>>, rows<BlockA8K, dot_k45<false>>,
      rows<BlockA8K, dot_k45<true>>, rows<BlockA8K, dot_q6_k>},
-    {dq_f32, dq_f16, dq_bf16, dq_q8_0, dq_small<BlockQ4_0>, dq_small<BlockQ5_0>,
-     dq_small<BlockQ4_1>, dq_small<BlockQ5_1>, dq_k45<false>, dq_k45<true>, dq_q6_k},
+    // the dequantizers are the format layer's reference (ggml/quants.cpp)
+    {dequantize_row_f32, dequantize_row_f16, dequantize_row_bf16, dequantize_row_q8_0,
+     dequantize_row_q4_0, dequantize_row_q5_0, dequantize_row_q4_1, dequantize_row_q5_1,
+     dequantize_row_q4_k, dequantize_row_q5_k, dequantize_row_q6_k},
     pack_panel,
     gemm_panel,
     nullptr,  // no int8 panels: prefill takes the f32 panels

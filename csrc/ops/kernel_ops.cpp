@@ -1,6 +1,7 @@
 // Kernel entry points for tests and benchmarks: check shapes and types, then call kernels/.
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -20,23 +21,30 @@ namespace nb = nanobind;
 
 namespace edgenano {
 
+PoolLease lease_pool(int n_threads) {
+  struct Entry {
+    std::mutex mu;
+    kern::ThreadPool pool;
+    kern::Workspace ws;
+    explicit Entry(int n) : pool(n) {}
+  };
+  static std::mutex registry_mu;
+  static std::map<int, std::unique_ptr<Entry>> pools;  // idle pools park their threads
+  if (n_threads < 1) throw std::invalid_argument("n_threads must be >= 1");
+  Entry *e;
+  {
+    std::lock_guard<std::mutex> g(registry_mu);
+    auto &slot = pools[n_threads];
+    if (!slot) slot = std::make_unique<Entry>(n_threads);
+    e = slot.get();
+  }
+  return {std::unique_lock<std::mutex>(e->mu), e->pool, e->ws};
+}
+
 namespace {
 
 template <class T, size_t D>
 using In = nb::ndarray<const T, nb::ndim<D>, nb::c_contig, nb::device::cpu>;
-
-// One pool and workspace for these entry points (tests call them with the GIL held).
-kern::ThreadPool &pool(int n_threads) {
-  static std::unique_ptr<kern::ThreadPool> p;
-  if (n_threads < 1) throw std::invalid_argument("n_threads must be >= 1");
-  if (!p || p->size() != n_threads) p = std::make_unique<kern::ThreadPool>(n_threads);
-  return *p;
-}
-
-kern::Workspace &workspace() {
-  static kern::Workspace ws;
-  return ws;
-}
 
 kern::Weight make_weight(const In<uint8_t, 2> &w, int type, int64_t n_in) {
   if (!kern::type_supported(type))
@@ -63,10 +71,11 @@ nb::ndarray<nb::numpy, float> matmul(In<uint8_t, 2> w, int type, int64_t n_in, I
   if (int64_t(x.shape(1)) != n_in) throw std::invalid_argument("x.shape[1] != n_in");
   auto y = new_array<float>({x.shape(0), size_t(wt.n_out)});
   const auto mode = parse_path(path);
-  auto &tp = pool(n_threads);
+  if (n_threads < 1) throw std::invalid_argument("n_threads must be >= 1");
   nb::gil_scoped_release nogil;
-  kern::matmul(wt, x.data(), n_in, y.data(), wt.n_out, int(x.shape(0)), false, tp, workspace(),
-               mode);
+  auto lease = lease_pool(n_threads);
+  kern::matmul(wt, x.data(), n_in, y.data(), wt.n_out, int(x.shape(0)), false, lease.pool,
+               lease.ws, mode);
   return y;
 }
 
@@ -88,7 +97,8 @@ F32 rmsnorm(In<float, 2> x, In<float, 1> w, float eps) {
   need(w.shape(0) == x.shape(1), "rmsnorm: w must have x.shape[1] values");
   const int64_t n = int64_t(x.shape(1));
   auto y = new_array<float>({x.shape(0), x.shape(1)});
-  kern::rmsnorm(x.data(), n, w.data(), y.data(), n, int(x.shape(0)), n, eps, pool(1));
+  kern::rmsnorm(x.data(), n, w.data(), y.data(), n, int(x.shape(0)), n, eps,
+                lease_pool(1).pool);
   return y;
 }
 
@@ -98,14 +108,15 @@ F32 gated_rmsnorm(In<float, 2> y, In<float, 2> z, In<float, 1> w, int n_group, f
   const int64_t D = int64_t(y.shape(1));
   auto out = new_array<float>({y.shape(0), y.shape(1)});
   kern::gated_rmsnorm(y.data(), D, z.data(), D, w.data(), out.data(), D, int(y.shape(0)), D,
-                      n_group, eps, pool(2));
+                      n_group, eps, lease_pool(2).pool);
   return out;
 }
 
 F32 relu2(In<float, 2> x) {
   auto y = new_array<float>({x.shape(0), x.shape(1)});
   std::memcpy(y.data(), x.data(), x.size() * sizeof(float));
-  kern::relu2(y.data(), int64_t(x.shape(1)), int(x.shape(0)), int64_t(x.shape(1)), pool(1));
+  kern::relu2(y.data(), int64_t(x.shape(1)), int(x.shape(0)), int64_t(x.shape(1)),
+              lease_pool(1).pool);
   return y;
 }
 
@@ -129,7 +140,7 @@ std::pair<F32, F32> causal_conv(In<float, 2> x, In<float, 2> state, In<float, 2>
   p.T = int(T), p.C = int64_t(C), p.K = int(K), p.x = x.data(), p.ldx = int64_t(C);
   p.w = w.data(), p.b = b.data(), p.state = st.data(), p.y = y.data(), p.ldy = int64_t(C);
   p.silu = silu;
-  kern::causal_conv(p, pool(2));
+  kern::causal_conv(p, lease_pool(2).pool);
   return {y, st};
 }
 
@@ -148,7 +159,8 @@ std::pair<F32, F32> ssm_scan(In<float, 3> state, In<float, 3> x, In<float, 2> dt
   p.x = x.data(), p.ldx = int64_t(H * P), p.B = B.data(), p.C = C.data(), p.ldbc = int64_t(G * N);
   p.dt = dt.data(), p.lddt = int64_t(H), p.A = A.data(), p.D = D.data(), p.state = st.data();
   p.y = y.data(), p.ldy = int64_t(H * P);
-  kern::ssm_scan(p, chunk, pool(2), workspace());
+  auto lease = lease_pool(2);
+  kern::ssm_scan(p, chunk, lease.pool, lease.ws);
   return {y, st};
 }
 
@@ -175,7 +187,8 @@ F32 attention(In<float, 3> q, In<uint8_t, 2> k, In<uint8_t, 2> v, int n_past, in
   p.head_dim = int(d), p.q = q.data(), p.ldq = int64_t(Hq * d), p.k = k.data(), p.v = v.data();
   p.kv_row_bytes = rb, p.kv_type = kv_type, p.scale = 1.f / std::sqrt(float(d));
   p.out = out.data(), p.ldo = int64_t(Hq * d);
-  kern::attention(p, pool(2), workspace());
+  auto lease = lease_pool(2);
+  kern::attention(p, lease.pool, lease.ws);
   return out;
 }
 
@@ -219,13 +232,14 @@ void bind_kernel_ops(nb::module_ &parent) {
   m.def(
       "pool_probe",
       [](int64_t items, int64_t work, int n_threads, int reps) {
-        auto &tp = pool(n_threads);
+        if (n_threads < 1) throw std::invalid_argument("n_threads must be >= 1");
         auto counts = new_array<int64_t>({size_t(items)});
         int64_t *c = counts.data();
         {
           nb::gil_scoped_release nogil;
+          auto lease = lease_pool(n_threads);
           for (int r = 0; r < reps; ++r)
-            tp.parallel_for(items, [&](int64_t i, int) {
+            lease.pool.parallel_for(items, [&](int64_t i, int) {
               double a = 1.0;
               for (int64_t k = 0; k < work; ++k) a = a * 1.0000001 + 1e-9;
               c[i] += a > 0.0 ? 1 : 0;
@@ -239,9 +253,9 @@ void bind_kernel_ops(nb::module_ &parent) {
   m.def(
       "read_bandwidth",
       [](size_t bytes, int n_threads, int reps) {
-        auto &tp = pool(n_threads);
+        if (n_threads < 1) throw std::invalid_argument("n_threads must be >= 1");
         nb::gil_scoped_release nogil;
-        return kern::read_bandwidth(tp, bytes, reps);
+        return kern::read_bandwidth(lease_pool(n_threads).pool, bytes, reps);
       },
       nb::arg("bytes") = size_t(1) << 30, nb::arg("n_threads") = 1, nb::arg("reps") = 3,
       "Measured memory read bandwidth in bytes/s (best of reps passes).");

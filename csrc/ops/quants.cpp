@@ -1,13 +1,17 @@
-// Python entry points for the ggml block formats: check shapes and type ids, then hand raw
-// pointers to kernels/quants (threaded, GIL released).
+// Python entry points for the ggml block formats: check shapes and type ids against the format
+// layer's table, then hand raw pointers to kernels/quantize (on the thread pool, GIL released).
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <algorithm>
 #include <string>
+#include <thread>
 #include <vector>
 
-#include "kernels/quants.h"
+#include "ggml/format.h"
+#include "kernels/quantize.h"
+#include "ops/engine.h"
 #include "ops/ops.h"
 
 namespace nb = nanobind;
@@ -18,14 +22,16 @@ namespace {
 using F32Matrix = nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>;
 using U8Array = nb::ndarray<const uint8_t, nb::c_contig, nb::device::cpu>;
 
-const std::vector<int> &native_types() {
-  static const std::vector<int> types = {QT_F32,  QT_F16,  QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_1,
-                                         QT_Q5_0, QT_Q5_1, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+std::vector<int> native_types() {
+  size_t n = 0;
+  const ggml::TypeTraits *t = ggml::all_types(&n);
+  std::vector<int> types;
+  for (size_t i = 0; i < n; ++i) types.push_back(t[i].type);
   return types;
 }
 
 int64_t checked_block_size(int type) {
-  const int64_t bs = qtype_block_size(type);
+  const int64_t bs = ggml::type_block_size(type);
   if (bs == 0) throw nb::value_error(("unsupported ggml type id " + std::to_string(type)).c_str());
   return bs;
 }
@@ -48,15 +54,20 @@ nb::ndarray<nb::numpy, T, nb::ndim<2>> new_matrix(int64_t rows, int64_t cols, T 
       buf, {static_cast<size_t>(rows), static_cast<size_t>(cols)}, owner);
 }
 
+// 0 threads: every core.
+int threads(int n_threads) {
+  return n_threads > 0 ? n_threads : std::max(1, int(std::thread::hardware_concurrency()));
+}
+
 nb::ndarray<nb::numpy, uint8_t, nb::ndim<2>> py_quantize(F32Matrix x, int type, int n_threads) {
   const int64_t rows = static_cast<int64_t>(x.shape(0)), cols = static_cast<int64_t>(x.shape(1));
   check_cols(type, cols);
-  const int64_t row_bytes = cols / qtype_block_size(type) * qtype_type_size(type);
+  const int64_t row_bytes = int64_t(ggml::row_bytes(type, cols));
   uint8_t *out;
   auto result = new_matrix<uint8_t>(rows, row_bytes, &out);
   {
     nb::gil_scoped_release release;
-    quantize(type, x.data(), out, rows * cols, n_threads);
+    kern::quantize(type, x.data(), out, rows * cols, lease_pool(threads(n_threads)).pool);
   }
   return result;
 }
@@ -65,7 +76,8 @@ nb::ndarray<nb::numpy, float, nb::ndim<2>> py_dequantize(U8Array data, int type,
                                                          int64_t cols, int n_threads) {
   if (rows < 0 || cols < 0) throw nb::value_error("rows and cols must be non-negative");
   check_cols(type, cols);
-  const int64_t want = rows * (cols / qtype_block_size(type)) * qtype_type_size(type);
+  const int64_t want =
+      rows * (cols / ggml::type_block_size(type)) * int64_t(ggml::type_block_bytes(type));
   if (static_cast<int64_t>(data.size()) != want)
     throw nb::value_error(("expected " + std::to_string(want) + " bytes for " +
                            std::to_string(rows) + " rows of " + std::to_string(cols) +
@@ -76,7 +88,7 @@ nb::ndarray<nb::numpy, float, nb::ndim<2>> py_dequantize(U8Array data, int type,
   auto result = new_matrix<float>(rows, cols, &out);
   {
     nb::gil_scoped_release release;
-    dequantize(type, data.data(), out, rows * cols, n_threads);
+    kern::dequantize(type, data.data(), out, rows * cols, lease_pool(threads(n_threads)).pool);
   }
   return result;
 }
@@ -91,15 +103,23 @@ void bind_quants(nb::module_ &m) {
         nb::arg("cols"), nb::arg("n_threads") = 0,
         "Dequantize contiguous ggml blocks to float32 (rows, cols).");
   m.def("quant_types", &native_types, "ggml type ids the native quantizer handles.");
-  m.def("quant_simd", &set_quant_simd, nb::arg("enabled"),
-        "Use the AVX2 quantizers where the CPU has them (default True); returns the previous "
-        "setting. Both paths write identical bytes.");
+  m.def(
+      "quant_simd",
+      [](bool enabled) {
+        const bool previous = !kern::force_scalar();
+        kern::set_force_scalar(!enabled);
+        return previous;
+      },
+      nb::arg("enabled"),
+      "Use the AVX2 kernels where the CPU has them (default True; the same switch as "
+      "kernels.set_force_scalar); returns the previous setting. Both paths of a quantizer write "
+      "identical bytes.");
   m.def("block_size", &checked_block_size, nb::arg("type_id"), "Elements per block.");
   m.def(
       "type_size",
       [](int type) {
         checked_block_size(type);
-        return qtype_type_size(type);
+        return int64_t(ggml::type_block_bytes(type));
       },
       nb::arg("type_id"), "Bytes per block.");
 }

@@ -1,5 +1,5 @@
-// K-quant super-block search (Q4_K, Q5_K, Q6_K), included inside a namespace by quants_k.cpp
-// (portable build) and quants_avx2.cpp (AVX2 build). Both translation units turn off FMA
+// K-quant super-block search (Q4_K, Q5_K, Q6_K), included inside a namespace by ggml/quants_k.cpp
+// (portable build) and kernels/quants_k_avx2.cpp (AVX2 build). Both translation units turn off FMA
 // contraction and the code uses only IEEE basic operations in a fixed order, so every build
 // writes identical bytes. Loops run 8 lanes wide over candidates (sums stay sequential) or over
 // elements (lane sums, then a fixed pairwise order).
