@@ -11,20 +11,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..layers import BY_LETTER, BY_WORD, KINDS, Dims
 from .errors import ConversionError
 
 ARCHITECTURES = {"NemotronHForCausalLM"}
 MODEL_TYPES = {"nemotron_h"}
 
 # One character per layer in the legacy string, one word per layer in the list spelling.
-PATTERN_KINDS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
-LIST_KINDS = {
-    "mamba": "mamba", "linear_attention": "mamba",
-    "attention": "attention", "full_attention": "attention",
-    "mlp": "mlp", "moe": "moe",
-}
-SPELLINGS = {"layers_block_type": LIST_KINDS, "hybrid_override_pattern": PATTERN_KINDS}
-SUPPORTED_KINDS = ("mamba", "attention", "mlp")
+SPELLINGS = {"layers_block_type": BY_WORD, "hybrid_override_pattern": BY_LETTER}
 
 # Canonical key -> every spelling that has shipped (first found wins); transformers' own aliases.
 ALIASES = {
@@ -63,7 +57,7 @@ DT_LIMIT_AS_INFINITY = 1e30
 class HybridConfig:
     """Everything the converter needs from config.json, with the layer kinds spelled out."""
 
-    layer_kinds: tuple[str, ...]  # "mamba" | "attention" | "mlp", one per layer
+    layer_kinds: tuple[str, ...]  # a supported kind of edgenano.layers, one per layer
     n_vocab: int
     n_embd: int
     n_ff: int  # MLP intermediate size
@@ -98,6 +92,14 @@ class HybridConfig:
     def ssm_in_dim(self) -> int:
         """in_proj width: z | xBC | dt."""
         return 2 * self.ssm_d_inner + 2 * self.ssm_n_group * self.ssm_d_state + self.ssm_n_heads
+
+    def dims(self, i: int = 0) -> Dims:
+        """The dimensions the layer table's shapes read (the same at every layer here)."""
+        return Dims(n_vocab=self.n_vocab, n_embd=self.n_embd, n_head=self.n_head,
+                    n_head_kv=self.n_head_kv, head_dim=self.head_dim, n_ff=self.n_ff,
+                    ssm_n_head=self.ssm_n_heads, ssm_d_inner=self.ssm_d_inner,
+                    ssm_n_group=self.ssm_n_group, ssm_d_state=self.ssm_d_state,
+                    ssm_d_conv=self.ssm_d_conv)
 
 
 def read_config_json(hf_dir: str | Path) -> dict:
@@ -183,7 +185,7 @@ def layer_kinds(raw: dict, source: str = "config.json") -> tuple[str, ...]:
             raise ConversionError(
                 f"{source}: layer {i} has unknown type {item!r} in {spelling} "
                 f"(known: {', '.join(repr(k) for k in table)})")
-        if kind not in SUPPORTED_KINDS:
+        if not KINDS[kind].supported:
             raise ConversionError(
                 f"{source}: layer {i} is a mixture-of-experts layer ({item!r} in {spelling}): "
                 "MoE layers are not supported yet")

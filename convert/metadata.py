@@ -1,14 +1,15 @@
 """The `general.*` and `nemotron_h.*` GGUF keys of SPEC section 3, with their exact value types.
 
-llama.cpp infers each layer's kind from the per-layer arrays: Mamba where head_count_kv and
-feed_forward_length are both 0, attention where head_count_kv > 0, MLP where feed_forward_length
-> 0.
+llama.cpp infers each layer's kind from the per-layer arrays (edgenano.layers: Mamba where
+head_count_kv and feed_forward_length are both 0, attention where head_count_kv > 0, MLP where
+feed_forward_length > 0).
 """
 
 from __future__ import annotations
 
 from gguf import GGUFValueType
 
+from ..layers import layer_arrays
 from .config import HybridConfig
 from .presets import OutType
 from .tokenizer import KV
@@ -21,8 +22,6 @@ QUANTIZATION_VERSION = 2
 def model_kvs(c: HybridConfig, out: OutType, name: str) -> list[KV]:
     """Every non-tokenizer key except general.architecture (which the writer adds first)."""
     a = ARCH
-    ff = [c.n_ff if k == "mlp" else 0 for k in c.layer_kinds]
-    kv = [c.n_head_kv if k == "attention" else 0 for k in c.layer_kinds]
     u32 = {
         f"{a}.block_count": c.n_layer,
         f"{a}.context_length": c.n_ctx_train,
@@ -47,6 +46,6 @@ def model_kvs(c: HybridConfig, out: OutType, name: str) -> list[KV]:
         [KV("general.name", name, V.STRING)]
         + [KV(k, int(v), V.UINT32) for k, v in u32.items()]
         + [KV(k, float(v), V.FLOAT32) for k, v in f32.items()]
-        + [KV(f"{a}.feed_forward_length", ff, V.ARRAY, V.INT32),
-           KV(f"{a}.attention.head_count_kv", kv, V.ARRAY, V.INT32)]
+        + [KV(f"{a}.{key}", vals, V.ARRAY, V.INT32)
+           for key, vals in layer_arrays(c.layer_kinds, c.dims).items()]
     )

@@ -16,6 +16,16 @@ from gguf import GGMLQuantizationType as QT
 from gguf import GGUFValueType as VT
 
 from .errors import GGUFError  # noqa: F401  (raised here; defined with the others)
+from .layers import (
+    EMBEDDING,
+    KINDS,
+    LAYER_ARRAYS,
+    OUTPUT,
+    OUTPUT_NORM,
+    Dims,
+    kinds_from_arrays,
+    layer_tensors,
+)
 
 ARCH = "nemotron_h"
 SUPPORTED_VERSIONS = (2, 3)
@@ -33,7 +43,7 @@ class ModelConfig:
     n_vocab: int
     n_embd: int
     n_layer: int
-    layer_kinds: list[str]  # per layer: "mamba" | "attention" | "mlp"
+    layer_kinds: list[str]  # per layer, a kind of edgenano.layers ("mamba", "attention", ...)
     n_ff: list[int]  # per layer: MLP width at "mlp" layers, 0 elsewhere
     n_head: int  # attention query heads
     n_head_kv: list[int]  # per layer: KV heads at "attention" layers, 0 elsewhere
@@ -59,6 +69,14 @@ class ModelConfig:
     def ssm_in_dim(self) -> int:
         """Width of in_proj's output: z | xBC | dt (2D + 2GN + H)."""
         return self.ssm_d_inner + self.ssm_conv_dim + self.ssm_n_head
+
+    def dims(self, i: int) -> Dims:
+        """Layer i's dimensions, as the layer table's shapes read them."""
+        return Dims(n_vocab=self.n_vocab, n_embd=self.n_embd, n_head=self.n_head,
+                    n_head_kv=self.n_head_kv[i], head_dim=self.head_dim, n_ff=self.n_ff[i],
+                    ssm_n_head=self.ssm_n_head, ssm_d_inner=self.ssm_d_inner,
+                    ssm_n_group=self.ssm_n_group, ssm_d_state=self.ssm_d_state,
+                    ssm_d_conv=self.ssm_d_conv)
 
 
 @dataclass(frozen=True)
@@ -266,9 +284,9 @@ def _config(path: Path, reader: gguf.GGUFReader, meta: dict[str, Any]) -> ModelC
     k = _Keys(path, reader, meta)
     a = ARCH + "."
     n_layer = k.int(a + "block_count")
-    n_ff = k.int_array(a + "feed_forward_length", n_layer)
-    n_head_kv = k.int_array(a + "attention.head_count_kv", n_layer)
-    kinds = _layer_kinds(path, n_ff, n_head_kv)
+    arrays = {key: k.int_array(a + key, n_layer) for key in LAYER_ARRAYS}
+    n_ff, n_head_kv = arrays["feed_forward_length"], arrays["attention.head_count_kv"]
+    kinds = _layer_kinds(path, arrays)
     n_head = k.int(a + "attention.head_count", minimum=0 if "attention" not in kinds else 1)
     n_embd = k.int(a + "embedding_length")
     head_dim = k.int(a + "attention.key_length", required=False)
@@ -299,15 +317,13 @@ def _config(path: Path, reader: gguf.GGUFReader, meta: dict[str, Any]) -> ModelC
     return cfg
 
 
-def _layer_kinds(path: Path, n_ff: list[int], n_head_kv: list[int]) -> list[str]:
-    """SPEC section 3: the kind of layer i is data, read from the two per-layer arrays."""
-    kinds = []
-    for i, (ff, kv) in enumerate(zip(n_ff, n_head_kv, strict=True)):
-        if ff > 0 and kv > 0:
-            raise GGUFError(f"{path}: layer {i} has both feed_forward_length {ff} and "
-                            f"head_count_kv {kv}; a nemotron_h layer is exactly one mixer")
-        kinds.append("attention" if kv > 0 else "mlp" if ff > 0 else "mamba")
-    return kinds
+def _layer_kinds(path: Path, arrays: dict[str, list[int]]) -> list[str]:
+    """SPEC section 3: the layer list is data, derived once from the per-layer arrays (and then
+    checked against each layer's tensors, `_check_layers`)."""
+    try:
+        return kinds_from_arrays(arrays)
+    except ValueError as e:
+        raise GGUFError(f"{path}: {e}") from None
 
 
 def _n_vocab(path: Path, reader: gguf.GGUFReader, k: _Keys) -> int:
@@ -347,36 +363,11 @@ def _check_divisibility(path: Path, c: ModelConfig) -> None:
 
 
 def _expected(c: ModelConfig, i: int) -> dict[str, list[tuple[int, ...]]]:
-    """Accepted ggml shapes (ne order) of layer i's tensors; the first is what we write."""
-    p, E = f"blk.{i}.", c.n_embd
-    shapes = {p + "attn_norm.weight": [(E,)]}
-    kind = c.layer_kinds[i]
-    if kind == "mamba":
-        D, G, H = c.ssm_d_inner, c.ssm_n_group, c.ssm_n_head
-        shapes.update({
-            p + "ssm_in.weight": [(E, c.ssm_in_dim)],
-            p + "ssm_conv1d.weight": [(c.ssm_d_conv, c.ssm_conv_dim)],
-            p + "ssm_conv1d.bias": [(c.ssm_conv_dim,)],
-            p + "ssm_dt.bias": [(H,)],
-            p + "ssm_a": [(1, H), (H,)],
-            p + "ssm_d": [(1, H), (H,)],
-            p + "ssm_norm.weight": [(D // G, G), (D,)],
-            p + "ssm_out.weight": [(D, E)],
-        })
-    elif kind == "attention":
-        q, kv = c.n_head * c.head_dim, c.n_head_kv[i] * c.head_dim
-        shapes.update({
-            p + "attn_q.weight": [(E, q)],
-            p + "attn_k.weight": [(E, kv)],
-            p + "attn_v.weight": [(E, kv)],
-            p + "attn_output.weight": [(q, E)],
-        })
-    else:
-        shapes.update({
-            p + "ffn_up.weight": [(E, c.n_ff[i])],
-            p + "ffn_down.weight": [(c.n_ff[i], E)],
-        })
-    return shapes
+    """Accepted ggml shapes (ne order) of layer i's tensors, from the layer table; the first is
+    what we write."""
+    d = c.dims(i)
+    return {f"blk.{i}.{t.gguf}": [tuple(reversed(s)) for s in t.shapes(d)]
+            for t in layer_tensors(c.layer_kinds[i])}
 
 
 def _view(path: Path, reader: gguf.GGUFReader, t) -> TensorView:
@@ -403,17 +394,16 @@ def _view(path: Path, reader: gguf.GGUFReader, t) -> TensorView:
 
 def _tensors(path: Path, reader: gguf.GGUFReader, c: ModelConfig):
     views = {t.name: _view(path, reader, t) for t in reader.tensors}
-    fused = [i for i in range(c.n_layer) if f"blk.{i}.attn_qkv.weight" in views]
-    for i in fused:
-        _split_qkv(path, views, c, i)
-    tied = "output.weight" not in views
-    expected = {"token_embd.weight": [(c.n_embd, c.n_vocab)], "output_norm.weight": [(c.n_embd,)],
-                "output.weight": [(c.n_embd, c.n_vocab)]}
+    fused = _split_fused(path, views, c)
+    tied = OUTPUT.gguf not in views
+    d = c.dims(0)
+    expected = {t.gguf: [tuple(reversed(t.shape(d)))] for t in (EMBEDDING, OUTPUT_NORM, OUTPUT)}
     for i in range(c.n_layer):
-        expected.update(_expected(c, i))
+        layer = _expected(c, i)
+        _check_layer(path, views, c, i, layer)
+        expected.update(layer)
     if tied:
-        views["output.weight"] = dataclasses.replace(views["token_embd.weight"],
-                                                     name="output.weight")
+        views[OUTPUT.gguf] = dataclasses.replace(views[EMBEDDING.gguf], name=OUTPUT.gguf)
     for name, shapes in expected.items():
         _check_shape(path, views, name, shapes)
     unknown = sorted(set(views) - set(expected))
@@ -423,20 +413,50 @@ def _tensors(path: Path, reader: gguf.GGUFReader, c: ModelConfig):
     return views, tied, fused
 
 
-def _split_qkv(path: Path, views: dict[str, TensorView], c: ModelConfig, i: int) -> None:
-    """A fused blk.i.attn_qkv ({E, q + 2 kv}) becomes attn_q, attn_k, attn_v row views."""
+def _check_layer(path: Path, views, c: ModelConfig, i: int, layer: dict) -> None:
+    """Layer i's tensors are exactly its kind's (the kind came from the per-layer arrays)."""
     p = f"blk.{i}."
-    qkv = views.pop(p + "attn_qkv.weight")
-    q, kv = c.n_head * c.head_dim, c.n_head_kv[i] * c.head_dim
-    want = (c.n_embd, q + 2 * kv)
-    if c.layer_kinds[i] != "attention" or qkv.ne != want:
-        raise GGUFError(f"{path}: tensor {qkv.name!r} has ne {qkv.ne}, expected {want} at an "
-                        "attention layer")
-    parts = (("attn_q", 0, q), ("attn_k", q, q + kv), ("attn_v", q + kv, want[1]))
-    for name, a, b in parts:
-        if p + name + ".weight" in views:
-            raise GGUFError(f"{path}: layer {i} has both attn_qkv and {name}")
-        views[p + name + ".weight"] = dataclasses.replace(qkv.rows(a, b), name=p + name + ".weight")
+    have = {n for n in views if n.startswith(p)}
+    missing, extra = sorted(set(layer) - have), sorted(have - set(layer))
+    if not (missing or extra):
+        return
+    why = ", ".join(f"{key.rsplit('.', 1)[-1]} {getattr(c, attr)[i]}"
+                    for key, attr in LAYER_ARRAYS.items())
+    found = [f"missing tensor {', '.join(map(repr, missing))}"] if missing else []
+    if extra:
+        found.append(f"unexpected tensors {extra}")
+    raise GGUFError(f"{path}: layer {i} is {c.layer_kinds[i]} by its per-layer metadata "
+                    f"({why}), but its tensors do not match that kind: {'; '.join(found)}")
+
+
+def _split_fused(path: Path, views: dict[str, TensorView], c: ModelConfig) -> list[int]:
+    """Fused tensors of others' files (attn_qkv) become row views of their parts; the layers
+    that had one."""
+    layers = []
+    for i in range(c.n_layer):
+        for t in (t for k in KINDS.values() for t in k.fused if f"blk.{i}.{t}" in views):
+            _split(path, views, c, i, t)
+            layers.append(i)
+    return layers
+
+
+def _split(path: Path, views: dict[str, TensorView], c: ModelConfig, i: int, name: str) -> None:
+    """blk.i.<fused> ({E, sum of the parts' rows}) becomes one row view per part."""
+    p, kind = f"blk.{i}.", next(k for k in KINDS.values() if name in k.fused)
+    fused = views.pop(p + name)
+    parts = [next(t for t in kind.tensors if t.gguf == part) for part in kind.fused[name]]
+    rows = [t.shape(c.dims(i))[0] for t in parts]
+    want = (c.n_embd, sum(rows))
+    if c.layer_kinds[i] != kind.name or fused.ne != want:
+        raise GGUFError(f"{path}: tensor {fused.name!r} has ne {fused.ne}, expected {want} at "
+                        f"an {kind.name} layer")
+    start = 0
+    for t, n in zip(parts, rows, strict=True):
+        if p + t.gguf in views:
+            raise GGUFError(f"{path}: layer {i} has both {name.split('.')[0]} and "
+                            f"{t.gguf.split('.')[0]}")
+        views[p + t.gguf] = dataclasses.replace(fused.rows(start, start + n), name=p + t.gguf)
+        start += n
 
 
 def _check_shape(path: Path, views, name: str, shapes: list[tuple[int, ...]]) -> None:

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections import Counter
 
+from .layers import KINDS, pattern
+
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "f32": 4.0}  # bytes per cached element
-_PATTERN = {"mamba": "M", "attention": "*", "mlp": "-"}
 
 
 def session_bytes(cfg, n_ctx: int, kv_type: str = "f16") -> dict[str, int]:
-    """Memory one sequence needs: recurrent state of every Mamba layer (f32) and the KV cache of
-    every attention layer at n_ctx tokens (SPEC section 1.3)."""
-    n_mamba = cfg.layer_kinds.count("mamba")
-    conv = (cfg.ssm_d_conv - 1) * cfg.ssm_conv_dim * 4
-    ssm = cfg.ssm_n_head * cfg.ssm_head_dim * cfg.ssm_d_state * 4
-    kv_per_token = sum(2 * h * cfg.head_dim for h in cfg.n_head_kv) * KV_BYTES[kv_type]
-    return {"conv_state": n_mamba * conv, "ssm_state": n_mamba * ssm,
-            "kv_cache": int(kv_per_token * n_ctx)}
+    """Memory one sequence needs, from the layer table's state arrays: the recurrent state of
+    every Mamba layer (f32) and the KV cache of every attention layer at n_ctx tokens (SPEC
+    section 1.3). Keys: `<name>_state` per recurrent array, `kv_cache` for the per-token ones."""
+    fixed = {f"{st.name}_state": 0 for k in KINDS.values() for st in k.state if not st.per_token}
+    per_token = 0
+    for i, kind in enumerate(cfg.layer_kinds):
+        for st in KINDS[kind].state:
+            n = math.prod(st.shape(cfg.dims(i)))
+            if st.per_token:
+                per_token += n
+            else:
+                fixed[f"{st.name}_state"] += n * 4
+    return {**fixed, "kv_cache": int(per_token * KV_BYTES[kv_type] * n_ctx)}
 
 
 def _human(n: float) -> str:
@@ -45,7 +52,7 @@ def describe(path: str, n_ctx: int | None = None, kv_type: str = "f16",
         f"file          {path}",
         f"architecture  nemotron_h, {cfg.n_layer} layers: {kinds['mamba']} Mamba-2, "
         f"{kinds['mlp']} MLP, {kinds['attention']} attention",
-        f"pattern       {''.join(_PATTERN[k] for k in cfg.layer_kinds)}",
+        f"pattern       {pattern(cfg.layer_kinds)}",
         f"hidden        {cfg.n_embd}, vocab {cfg.n_vocab}, context (trained) {cfg.n_ctx_train}",
         f"mamba         {cfg.ssm_n_head} heads x {cfg.ssm_head_dim}, state {cfg.ssm_d_state}, "
         f"groups {cfg.ssm_n_group}, conv {cfg.ssm_d_conv}",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .gguf_model import GGUFModel, TensorView
+from .layers import KINDS
 
 # Letters used in shapes: T tokens, E embedding, H Mamba heads, P Mamba head width, N state size,
 # G groups, D = H*P, K conv width, C = D + 2GN conv channels, Hq/Hkv attention heads, d head width.
@@ -262,12 +263,9 @@ class ReferenceModel:
         """Zero conv and SSM states, empty KV caches."""
         c, st = self.config, ReferenceState()
         for i, kind in enumerate(c.layer_kinds):
-            if kind == "mamba":
-                st.conv[i] = np.zeros((c.ssm_d_conv - 1, c.ssm_conv_dim), self.dtype)
-                st.ssm[i] = np.zeros((c.ssm_n_head, c.ssm_head_dim, c.ssm_d_state), self.dtype)
-            elif kind == "attention":
-                st.k[i] = np.zeros((0, c.n_head_kv[i], c.head_dim), self.dtype)
-                st.v[i] = np.zeros((0, c.n_head_kv[i], c.head_dim), self.dtype)
+            for a in KINDS[kind].state:  # per-token arrays start empty: (0, ...)
+                shape = ((0,) if a.per_token else ()) + a.shape(c.dims(i))
+                getattr(st, a.name)[i] = np.zeros(shape, self.dtype)
         return st
 
     # -- public forward

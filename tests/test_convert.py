@@ -595,24 +595,18 @@ def write_raw_checkpoint(d: Path, fields: dict, vocab_size: int, *, dtype: str =
     """A checkpoint written straight from the name table, tensor by tensor (never whole in
     memory); `sparse` leaves the data a hole (headers-only work). Returns the data bytes."""
     from edgenano.convert import tiny
-    from edgenano.convert.tensors import (
-        CONV_BIAS_ROW,
-        GLOBAL_ROWS,
-        LAYER_ROWS,
-        NORM_ROW,
-        OUTPUT_ROW,
-    )
+    from edgenano.convert.tensors import expected_rows, hf_name
+    from edgenano.layers import TOP_LEVEL_HF
 
     raw = tiny.make_config(fields, vocab_size=vocab_size) | fields
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps(raw))
     tiny.save_tokenizer(tiny.build_tokenizer(vocab_size=min(vocab_size, 1024)), d)
     c = parse_config(raw)
-    names = [("backbone." + r.hf, r.hf_shape(c)) for r in GLOBAL_ROWS]
-    names.append((OUTPUT_ROW.hf, OUTPUT_ROW.hf_shape(c)))
-    for i, kind in enumerate(c.layer_kinds):
-        rows = (NORM_ROW, *LAYER_ROWS[kind], *((CONV_BIAS_ROW,) if kind == "mamba" else ()))
-        names += [(f"backbone.layers.{i}.{r.hf}", r.hf_shape(c)) for r in rows]
+    rows = expected_rows(c, has_output=True)
+    rows = [r for r in rows if r[0] < 0] + [r for r in rows if r[0] >= 0]  # globals first
+    names = [(("" if t.hf in TOP_LEVEL_HF else "backbone.") + hf_name(i, t),
+              t.hf_shape_of(c.dims())) for i, t in rows]
     width = {"F32": 4, "BF16": 2}[dtype]
     header, offset = {}, 0
     for name, shape in names:

@@ -261,6 +261,11 @@ BAD_FILES = {
     "two_mixers": (_rewrite(keys={A + "feed_forward_length": ([0, 96, 0, 96, 96, 0, 96],
                                                              VT.ARRAY, VT.INT32)}),
                    "layer 3 has both feed_forward_length 96 and head_count_kv 2"),
+    "kind_vs_tensors": (_rewrite(keys={A + "feed_forward_length": ([96, 96, 0, 0, 96, 0, 96],
+                                                                  VT.ARRAY, VT.INT32)}),
+                        r"layer 0 is mlp by its per-layer metadata \(feed_forward_length 96, "
+                        r"head_count_kv 0\), but .*: missing tensor 'blk.0.ffn_down.weight', "
+                        r"'blk.0.ffn_up.weight'; unexpected tensors \['blk.0.ssm_a', "),
     "missing_tensor": (_rewrite(tensors={"blk.5.ssm_out.weight": None}),
                        "missing tensor 'blk.5.ssm_out.weight'"),
     "wrong_shape": (_rewrite(tensors={"blk.2.ssm_conv1d.weight": np.zeros((192, 5))}),
