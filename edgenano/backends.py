@@ -1,6 +1,7 @@
 """Backends behind `edgenano.Model`: each gives new_state(), eval(state, ids) -> last logits,
-and states with copy(). "native" is our C++ engine, "reference" the NumPy oracle, "llama.cpp"
-llama-cpp-python on the same file (so users can switch engines and we can compare them)."""
+export_state / import_state, and states with copy(). "native" is our C++ engine (engine.py),
+"reference" the NumPy oracle, "llama.cpp" llama-cpp-python on the same file (so users can switch
+engines and we can compare them). `make_backend` picks one by name."""
 
 from __future__ import annotations
 
@@ -8,16 +9,12 @@ import threading
 
 import numpy as np
 
-from .errors import ContextOverflow  # noqa: F401  (raised here; defined with the others)
+from .backend_base import check_context, default_threads
+from .errors import BackendUnavailable, ContextOverflow  # noqa: F401  (re-exported)
+from .layers import KINDS
 
-
-def check_context(n_past: int, n_new: int, n_ctx: int) -> None:
-    if n_new < 1:
-        raise ValueError("no tokens to evaluate")
-    if n_past + n_new > n_ctx:
-        raise ContextOverflow(
-            f"context full: {n_past} tokens + {n_new} new > n_ctx={n_ctx}; open the model with a "
-            "larger n_ctx or start a new session")
+BACKENDS = ("native", "reference", "llama.cpp")
+STATE_ARRAYS = tuple(a.name for k in KINDS.values() for a in k.state)  # conv, ssm, k, v
 
 
 class ReferenceBackend:
@@ -45,9 +42,9 @@ class ReferenceBackend:
 
     def export_state(self, state) -> dict[str, np.ndarray]:
         out = {}
-        for kind in ("conv", "ssm", "k", "v"):
-            for i, a in getattr(state, kind).items():
-                out[f"{kind}.{i}"] = np.ascontiguousarray(a, dtype=np.float32)
+        for name in STATE_ARRAYS:
+            for i, a in getattr(state, name).items():
+                out[f"{name}.{i}"] = np.ascontiguousarray(a, dtype=np.float32)
         return out
 
     def import_state(self, tensors: dict[str, np.ndarray], tokens: list[int]):
@@ -110,7 +107,6 @@ class LlamaCppBackend:
         except ImportError as e:
             raise ImportError("backend='llama.cpp' needs llama-cpp-python: "
                               "pip install llama-cpp-python==0.3.36") from e
-        from .engine import default_threads
 
         if _llama_log is None or not verbose:
             llama_cpp_log(verbose)
@@ -166,10 +162,37 @@ class LlamaCppBackend:
         return _LlamaState(self, tokens, saved)
 
 
+def native_registry() -> dict[str, tuple[bool, str]]:
+    """The C++ engine's own backends, {name: (available, reason)}, as the extension reports them
+    (`_C.backend_registry()`); empty without the extension or where it does not report them."""
+    try:
+        from . import _C
+    except ImportError:
+        return {}
+    registry = getattr(_C, "backend_registry", None)
+    return {} if registry is None else {k: (bool(v[0]), str(v[1])) for k, v in registry().items()}
+
+
+def check_available(kind: str) -> None:
+    """BackendUnavailable, with the reason, for a backend this machine or build cannot run;
+    ValueError for a name no backend has."""
+    if kind in BACKENDS:
+        return
+    registry = native_registry()
+    if kind != "cuda" and kind not in registry:
+        raise ValueError(f"unknown backend {kind!r}: use 'native', 'reference' or 'llama.cpp'")
+    ok, reason = registry.get(kind, (False, "this build of edgenano has no CUDA backend"))
+    if not ok:
+        raise BackendUnavailable(f"backend {kind!r} is not available: {reason}")
+    raise BackendUnavailable(f"backend {kind!r} is built into the native engine, but edgenano "
+                             "cannot select it by name yet; open the model with backend='native'")
+
+
 def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int | None,
                  verbose: bool = False, **native_options):
     """native_options (n_batch, kv_type) tune the native engine; other backends refuse them.
     verbose lets llama.cpp's own log through (backend "llama.cpp")."""
+    check_available(kind)
     if native_options and kind != "native":
         raise ValueError(f"{sorted(native_options)} only apply to backend='native'")
     if kind == "reference":
@@ -180,4 +203,4 @@ def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int
         from .engine import NativeBackend
 
         return NativeBackend(gguf_model, path, n_ctx=n_ctx, n_threads=n_threads, **native_options)
-    raise ValueError(f"unknown backend {kind!r}: use 'native', 'reference' or 'llama.cpp'")
+    raise AssertionError(kind)

@@ -63,7 +63,7 @@ def measure(model, ids: list[int], n_decode: int) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .engine import default_threads
+    from .backend_base import default_threads
 
     if args.model is None:
         from .models import default_model_path

@@ -102,7 +102,7 @@ def add_model_args(p: argparse.ArgumentParser, *, chat: bool) -> None:
 def _threads(a) -> int | None:
     """-t, or every core for llama.cpp too (llama-cpp-python's own default is half of them)."""
     if a.threads is None and a.backend == "llama.cpp":
-        from .engine import default_threads
+        from .backend_base import default_threads
 
         return default_threads()
     return a.threads

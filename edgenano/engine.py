@@ -4,37 +4,19 @@ backend="native")` is the way in; this module is the thin layer over the extensi
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
-from .backends import check_context
+from .backend_base import as_ids, check_context, default_threads
 from .gguf_model import GGUFError, GGUFModel
 
 KV_TYPES = {"f16": QT.F16, "q8_0": QT.Q8_0, "f32": QT.F32}  # f32: exact comparisons
 CONFIG_KEYS = ("n_vocab", "n_embd", "n_layer", "layer_kinds", "n_ff", "n_head", "n_head_kv",
                "head_dim", "ssm_d_conv", "ssm_d_state", "ssm_n_group", "ssm_d_inner",
                "ssm_n_head", "eps")
-
-
-def default_threads() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def as_ids(ids) -> np.ndarray:
-    arr = np.asarray(ids)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError("token ids must be a 1-D sequence of integers")
-    return np.ascontiguousarray(arr, dtype=np.int32)
 
 
 class NativeState:

@@ -1,7 +1,10 @@
 """`edgenano.Model`: a GGUF, its tokenizer and chat template, and an engine to run it.
 
-The names follow what users know: llama-cpp-python's (`create_chat_completion`, OpenAI dicts)
-and Hugging Face's (`apply_chat_template`, `enable_thinking`).
+The model layer: file, tokenizer, backend and a public state API (new, copy, export, import).
+Chat, generation and sessions sit above it and use only that API; the chat-shaped methods here
+(generate, chat, create_*completion) import them when called. The names follow what users know:
+llama-cpp-python's (`create_chat_completion`, OpenAI dicts) and Hugging Face's
+(`apply_chat_template`, `enable_thinking`).
 """
 
 from __future__ import annotations
@@ -14,11 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import chat as chatfmt
-from . import completions
 from .backends import make_backend
-from .generation import generate_steps
-from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 
 DEFAULT_N_CTX = 8192  # the default context: the model's trained one, at most this
@@ -108,9 +107,24 @@ class Model:
             self._fingerprint = model_fingerprint(self.gguf)
         return self._fingerprint
 
-    # -- the engine surface ---------------------------------------------------------------
+    # -- the engine surface and its states --------------------------------------------------
     def new_state(self):
+        """An empty sequence: recurrent state per Mamba layer, KV cache per attention layer."""
         return self.backend.new_state()
+
+    def copy_state(self, state):
+        """An independent snapshot of `state` (continuing both gives identical results)."""
+        return state.copy()
+
+    def export_state(self, state) -> dict[str, np.ndarray]:
+        """`state` as named arrays (what a chat state file holds; the names are the backend's:
+        conv.i, ssm.i, k.i, v.i for ours)."""
+        return self.backend.export_state(state)
+
+    def import_state(self, tensors: dict[str, np.ndarray], tokens: Sequence[int]):
+        """A state rebuilt from `export_state`'s arrays and the tokens it holds; arrays that do
+        not fit this model are refused (ValueError)."""
+        return self.backend.import_state(tensors, list(tokens))
 
     def eval(self, state, token_ids: Sequence[int]) -> np.ndarray:
         """Feed tokens into `state`; the logits after the last one (float32, n_vocab)."""
@@ -142,6 +156,7 @@ class Model:
         reasoning mode is edgenano's: a `/think` or `/no_think` word in the last user message,
         else `enable_thinking`, else the last such word earlier, else on; it is enforced
         whatever the template reads (edgenano.template)."""
+        from . import chat as chatfmt
         from .template import probe, render, render_prompt
 
         msgs = chatfmt.normalize_messages(messages)
@@ -162,6 +177,9 @@ class Model:
                  stop: Sequence[str] = (), stream: bool = False):
         """Continue a prompt (text or ids). Returns the text, or with stream=True a generator
         of text pieces."""
+        from .generation import generate_steps
+        from .sampling import SamplingParams
+
         ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
         params = SamplingParams(temperature, top_p, top_k, min_p, repeat_penalty, seed=seed)
         state = self.new_state()
@@ -192,6 +210,8 @@ class Model:
         max_thinking_tokens), enable_thinking, chat_template_kwargs, grace. Sampling defaults
         are NVIDIA's: temperature 0.6 and top_p 0.95 with reasoning on, greedy with it off.
         Unknown arguments raise TypeError naming them."""
+        from . import completions
+
         return completions.create_chat_completion(self, messages, **kwargs)
 
     def create_completion(self, prompt: str | Sequence[int], **kwargs):
@@ -199,6 +219,8 @@ class Model:
         arguments and defaults (max_tokens 16, temperature 0.8, top_p 0.95, top_k 40, min_p
         0.05; echo, stop, logprobs, stream, penalties, logit_bias, seed). A prompt that extends
         the previous call's text continues from its state instead of starting over."""
+        from . import completions
+
         return completions.create_completion(self, prompt, **kwargs)
 
     __call__ = create_completion

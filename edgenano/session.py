@@ -283,7 +283,7 @@ class ChatSession:
         state_file.save(path, fingerprint=m.fingerprint, backend=m.backend_name,
                         tokens=snap.tokens, messages=self.messages,
                         settings={k: getattr(self, k) for k in self._SETTINGS},
-                        tensors=m.backend.export_state(snap.state))
+                        tensors=m.export_state(snap.state))
 
     @classmethod
     def load(cls, path, model) -> ChatSession:
@@ -295,7 +295,7 @@ class ChatSession:
         s = cls(model, **settings)
         s.messages = d["messages"]
         if d["tokens"]:
-            s._snap = _Snapshot(model.backend.import_state(d["tensors"], d["tokens"]),
+            s._snap = _Snapshot(model.import_state(d["tensors"], d["tokens"]),
                                 d["tokens"])
         return s
 

@@ -210,19 +210,19 @@ def test_export_import_state_bit_identical(gguf_file, kv_type):
     m = native(path, kv_type=kv_type)
     s = m.new_state()
     m.eval(s, PROMPT[:20])
-    arrays = {k: v.copy() for k, v in m.backend.export_state(s).items()}
+    arrays = {k: v.copy() for k, v in m.export_state(s).items()}
     assert {k.split(".")[0] for k in arrays} == {"conv", "ssm", "k", "v", "kv_type"}
     other = native(path, kv_type=kv_type)  # another instance of the same file
-    restored = other.backend.import_state(arrays, PROMPT[:20])
+    restored = other.import_state(arrays, PROMPT[:20])
     assert restored.n_past == 20
     assert np.array_equal(m.eval(s, PROMPT[20:]), other.eval(restored, PROMPT[20:]))
 
     for broken, match in [({k: v for k, v in arrays.items() if k != "ssm.0"}, "missing ssm.0"),
                           (dict(arrays, **{"conv.0": arrays["conv.0"][:1]}), "conv.0 holds")]:
         with pytest.raises(ValueError, match=match):
-            other.backend.import_state(broken, PROMPT[:20])
+            other.import_state(broken, PROMPT[:20])
     with pytest.raises(ValueError, match="kv_type"):
-        native(path, kv_type="f32" if kv_type != "f32" else "f16").backend.import_state(
+        native(path, kv_type="f32" if kv_type != "f32" else "f16").import_state(
             arrays, PROMPT[:20])
 
 

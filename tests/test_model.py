@@ -1,0 +1,55 @@
+"""edgenano.Model's own surface: the public state API (new, copy, export, import) on every
+backend, and backends refused by name or by this machine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgenano import BackendUnavailable, Model, backends
+
+IDS = np.random.default_rng(0).integers(16, 512, size=12).tolist()
+
+
+@pytest.fixture(scope="module")
+def path(tiny_checkpoint, tmp_path_factory):
+    from edgenano.convert import convert_checkpoint
+
+    out = tmp_path_factory.mktemp("gguf") / "mix.gguf"
+    return convert_checkpoint(tiny_checkpoint("mix"), out, "f32")
+
+
+@pytest.mark.parametrize("backend", ["reference", "native", "llama.cpp"])
+def test_state_api_roundtrip(path, backend):
+    """export then import (into another instance of the same file) continues identically, and a
+    copy is independent of its original."""
+    if backend == "native":
+        pytest.importorskip("edgenano._C")
+    if backend == "llama.cpp":
+        pytest.importorskip("llama_cpp")
+    m, other = (Model(path, backend=backend, n_ctx=256, n_threads=2) for _ in range(2))
+    s = m.new_state()
+    m.eval(s, IDS[:8])
+    snap = m.copy_state(s)
+    arrays = m.export_state(s)
+    assert arrays and all(isinstance(a, np.ndarray) for a in arrays.values())
+    restored = other.import_state(arrays, IDS[:8])
+    assert restored.n_past == 8
+    want = m.eval(s, IDS[8:])
+    assert np.array_equal(other.eval(restored, IDS[8:]), want)
+    assert snap.n_past == 8 and np.array_equal(m.eval(snap, IDS[8:]), want)
+
+
+def test_cuda_unavailable_says_why(path, monkeypatch):
+    with pytest.raises(BackendUnavailable, match="'cuda' is not available"):
+        Model(path, backend="cuda")
+    monkeypatch.setattr(backends, "native_registry",
+                        lambda: {"cpu": (True, ""), "cuda": (False, "no CUDA device found")})
+    with pytest.raises(BackendUnavailable, match="no CUDA device found"):
+        Model(path, backend="cuda")
+
+
+def test_unknown_backend_is_a_value_error(path):
+    with pytest.raises(ValueError, match="unknown backend 'bogus'") as e:
+        Model(path, backend="bogus")
+    assert not isinstance(e.value, BackendUnavailable)
