@@ -1,10 +1,11 @@
-// edgenano._C: the module definition only. Each ops/ file registers its own functions.
+// edgenano._C: the module definition only. Each bind/*.cpp registers its own functions.
 #include <nanobind/nanobind.h>
 
-#include "ops/ops.h"
+#include "bind/bind.h"
 
 NB_MODULE(_C, m) {
-  m.doc() = "edgenano native kernels";
+  m.doc() = "edgenano native engine: the nemotron_h model, its backends, ggml formats, kernels";
   edgenano::bind_quants(m);
-  edgenano::bind_engine(m);
+  edgenano::bind_kernels(m);
+  edgenano::bind_model(m);
 }

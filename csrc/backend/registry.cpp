@@ -10,12 +10,10 @@ namespace {
 struct Factory {
   const char *name;
   const char *(*unavailable)();  // nullptr when it always runs
-  std::unique_ptr<kern::Backend> (*make)(const Options &);
+  std::unique_ptr<Backend> (*make)(const Options &);
 };
 
-std::unique_ptr<kern::Backend> make_cpu(const Options &o) {
-  return kern::make_cpu_backend(o.n_threads);
-}
+std::unique_ptr<Backend> make_cpu(const Options &o) { return make_cpu_backend(o.n_threads); }
 
 const Factory kFactories[] = {
     {"cpu", nullptr, make_cpu},
@@ -33,7 +31,7 @@ std::vector<Entry> registry() {
   return out;
 }
 
-std::unique_ptr<kern::Backend> make(const std::string &name, const Options &opt) {
+std::unique_ptr<Backend> make(const std::string &name, const Options &opt) {
   for (const Factory &f : kFactories) {
     if (name != f.name) continue;
     if (const char *why = f.unavailable ? f.unavailable() : nullptr)

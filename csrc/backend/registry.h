@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/backend.h"
+#include "backend/backend.h"
 
 namespace edgenano::backend {
 
@@ -24,7 +24,7 @@ std::vector<Entry> registry();
 
 // A new backend; std::runtime_error with the entry's reason when it is not available here, and
 // std::invalid_argument for a name the registry does not know.
-std::unique_ptr<kern::Backend> make(const std::string &name, const Options &opt);
+std::unique_ptr<Backend> make(const std::string &name, const Options &opt);
 
 // The CUDA entry's reason, defined by cuda_entry.cpp (which sees EDGENANO_HAS_CUDA).
 const char *cuda_unavailable_reason();

@@ -93,8 +93,8 @@ struct TypeTraits {
 const TypeTraits *all_types(size_t *count);
 const TypeTraits *traits(int type);  // nullptr when edgenano does not handle the type
 
-int type_block_size(int type);    // 0 when unsupported
-size_t type_block_bytes(int type);  // 0 when unsupported
+int type_block_size(int type);          // 0 when unsupported
+size_t type_block_bytes(int type);      // 0 when unsupported
 size_t row_bytes(int type, int64_t n);  // 0 when unsupported or n is not whole blocks
 bool type_supported(int type);
 const char *type_name(int type);  // "unsupported" when unsupported

@@ -1,0 +1,229 @@
+// Matmul drivers: pick the kernel table for this CPU, split rows over the pool, and choose between
+// the int8 dot-product path (small batches) and the f32 panel path (prefill).
+#include "kernels/cpu/matmul.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "kernels/cpu/matmul_impl.h"
+
+namespace edgenano::kern {
+
+int type_index(int type) {
+  switch (type) {
+    case T_F32: return I_F32;
+    case T_F16: return I_F16;
+    case T_BF16: return I_BF16;
+    case T_Q8_0: return I_Q8_0;
+    case T_Q4_0: return I_Q4_0;
+    case T_Q5_0: return I_Q5_0;
+    case T_Q4_1: return I_Q4_1;
+    case T_Q5_1: return I_Q5_1;
+    case T_Q4_K: return I_Q4_K;
+    case T_Q5_K: return I_Q5_K;
+    case T_Q6_K: return I_Q6_K;
+    default: return -1;
+  }
+}
+
+ActKind act_kind(int type) {
+  switch (type) {
+    case T_Q8_0:
+    case T_Q4_0:
+    case T_Q5_0:
+    case T_Q4_1:
+    case T_Q5_1: return ACT_A8;
+    case T_Q4_K:
+    case T_Q5_K:
+    case T_Q6_K: return ACT_A8K;
+    default: return ACT_F32;
+  }
+}
+
+const KernelTable &active_kernels() {
+#ifdef EDGENANO_X86
+  if (use_avx2()) return avx2_kernels();
+#endif
+  return scalar_kernels();
+}
+
+uint8_t *Workspace::get_shared(size_t bytes) {
+  if (shared.size() < bytes) shared.resize(bytes);
+  return shared.data();
+}
+
+float *Workspace::get_thread(int tid, size_t n) {
+  if (per_thread.size() <= size_t(tid)) per_thread.resize(size_t(tid) + 1);
+  auto &v = per_thread[size_t(tid)];
+  if (v.size() < n + 16) v.resize(n + 16);
+  const auto addr = reinterpret_cast<uintptr_t>(v.data());
+  return v.data() + ((64 - addr % 64) % 64) / sizeof(float);  // 64-byte aligned
+}
+
+int gemm_min_batch(int type) {
+  switch (type) {
+    case T_Q8_0:  // the int8 tiles match the f32 panels from here
+    case T_Q4_0:
+    case T_Q5_0: return 64;
+    default: break;
+  }
+  switch (act_kind(type)) {
+    case ACT_A8: return 32;
+    case ACT_A8K: return 128;  // the K types' multi-token dots stay ahead of f32 panels this long
+    default: return 4;
+  }
+}
+
+void dequantize_row(int type, const void *src, float *dst, int64_t n) {
+  const int ti = type_index(type);
+  if (ti < 0 || row_bytes(type, n) == 0) throw std::invalid_argument("dequantize_row: bad type/n");
+  active_kernels().dequant[ti](src, dst, n);
+}
+
+namespace {
+
+// Prepare the activations a dot kernel reads: quantized blocks (one row per token) or x itself.
+const void *prepare_acts(const KernelTable &kt, int kind, const float *x, int64_t ldx, int64_t n,
+                         int T, Workspace &ws, size_t &act_stride) {
+  if (kind == ACT_F32) {
+    act_stride = size_t(ldx) * sizeof(float);
+    return x;
+  }
+  const bool k = kind == ACT_A8K;
+  act_stride = k ? size_t(n / QK_K) * sizeof(BlockA8K) : size_t(n / QK) * sizeof(BlockA8);
+  uint8_t *buf = ws.get_shared(act_stride * size_t(T));
+  for (int t = 0; t < T; ++t) {
+    if (k)
+      kt.quant_a8k(x + t * ldx, reinterpret_cast<BlockA8K *>(buf + t * act_stride), n);
+    else
+      kt.quant_a8(x + t * ldx, reinterpret_cast<BlockA8 *>(buf + t * act_stride), n);
+  }
+  return buf;
+}
+
+void matmul_vec(const KernelTable &kt, int ti, const Weight &w, const float *x, int64_t ldx,
+                float *y, int64_t ldy, int T, bool acc, ThreadPool &pool, Workspace &ws) {
+  size_t stride = 0;
+  auto *act = static_cast<const uint8_t *>(
+      prepare_acts(kt, act_kind(w.type), x, ldx, w.n_in, T, ws, stride));
+  // About 8 items per thread for balance on a busy machine; rows per item a multiple of 4.
+  int64_t per = (w.n_out + int64_t(pool.size()) * 8 - 1) / (int64_t(pool.size()) * 8);
+  per = std::max<int64_t>(4, (per + 3) / 4 * 4);
+  const int64_t items = (w.n_out + per - 1) / per;
+  const DotFn dot = kt.dot[ti];
+  pool.parallel_for(items, [&](int64_t it, int) {
+    const int64_t r0 = it * per;
+    dot({w.data + r0 * w.row_bytes, w.row_bytes, std::min(per, w.n_out - r0), w.n_in, act, stride,
+         T, y + r0, ldy, acc});
+  });
+}
+
+// Panels are grouped kMacro at a time: their packed k-chunks (kMacro x 16 KB) stay in L2 while
+// the tokens pass in blocks of kTokBlock, so each block of activations is read from L3 once per
+// kMacro panels and then from L1/L2 (at 512 tokens the whole activation chunk is 512 KB).
+constexpr int kMacro = 4;
+constexpr int kTokBlock = 48;
+
+void matmul_gemm(const KernelTable &kt, int ti, const Weight &w, const float *x, int64_t ldx,
+                 float *y, int64_t ldy, int T, bool acc, ThreadPool &pool, Workspace &ws) {
+  const int64_t panels = (w.n_out + kPanel - 1) / kPanel;
+  const int64_t items = (panels + kMacro - 1) / kMacro;
+  const int bs = type_block_size(w.type);
+  const size_t bbytes = type_block_bytes(w.type);
+  std::vector<float *> bufs(size_t(pool.size()));
+  for (int t = 0; t < pool.size(); ++t)
+    bufs[size_t(t)] = ws.get_thread(t, size_t(1 + kMacro) * kPanel * kKC);
+  const DequantFn dq = kt.dequant[ti];
+  auto run = [&](int64_t p0, int np, int tid) {
+    float *rows = bufs[size_t(tid)], *wp = rows + kPanel * kKC;
+    for (int64_t k0 = 0; k0 < w.n_in; k0 += kKC) {
+      const int64_t kc = std::min<int64_t>(kKC, w.n_in - k0);
+      for (int j = 0; j < np; ++j) {
+        const int64_t r0 = (p0 + j) * kPanel;
+        const int nr = int(std::min<int64_t>(kPanel, w.n_out - r0));
+        if (nr < kPanel) std::fill(rows, rows + kPanel * kKC, 0.f);
+        for (int r = 0; r < nr; ++r)
+          dq(w.data + (r0 + r) * w.row_bytes + size_t(k0 / bs) * bbytes, rows + r * kKC, kc);
+        kt.pack_panel(rows, kc, wp + j * kPanel * kKC);
+      }
+      for (int t0 = 0; t0 < T; t0 += kTokBlock)
+        for (int j = 0; j < np; ++j) {
+          const int64_t r0 = (p0 + j) * kPanel;
+          kt.gemm_panel(wp + j * kPanel * kKC, kc, x + t0 * ldx + k0, ldx, y + t0 * ldy + r0, ldy,
+                        std::min(kTokBlock, T - t0), int(std::min<int64_t>(kPanel, w.n_out - r0)),
+                        acc || k0 > 0);
+        }
+    }
+  };
+  pool.parallel_for(items, [&](int64_t it, int tid) {
+    const int64_t p0 = it * kMacro;
+    run(p0, int(std::min<int64_t>(kMacro, panels - p0)), tid);
+  });
+}
+
+// Int8 panels: the activations quantized once into quads (in parallel), then each item of rows
+// runs the blocked integer kernel over all tokens.
+void matmul_i8gemm(const KernelTable &kt, int ti, const Weight &w, const float *x, int64_t ldx,
+                   float *y, int64_t ldy, int T, bool acc, ThreadPool &pool, Workspace &ws) {
+  const int n_quads = (T + 3) / 4;
+  const bool k = act_kind(w.type) == ACT_A8K;
+  const size_t quad_bytes =
+      k ? size_t(w.n_in / QK_K) * sizeof(QuadA8K) : size_t(w.n_in / QK) * sizeof(QuadA8);
+  uint8_t *act = ws.get_shared(size_t(n_quads) * quad_bytes);
+  const int zero = w.type == T_Q5_0 ? 16 : 8;  // *_0 types
+  pool.parallel_for(n_quads, [&](int64_t q, int) {
+    if (k)
+      kt.quant_quads_k(x, ldx, T, int(q), int(q) + 1, w.n_in, reinterpret_cast<QuadA8K *>(act));
+    else
+      kt.quant_quads(x, ldx, T, int(q), int(q) + 1, w.n_in, zero, reinterpret_cast<QuadA8 *>(act));
+  });
+  // Up to 64 rows per item (each item streams every token's activations once), at least 4 items
+  // per thread.
+  int64_t per = (w.n_out + int64_t(pool.size()) * 4 - 1) / (int64_t(pool.size()) * 4);
+  per = std::clamp<int64_t>((per + 3) / 4 * 4, 4, 64);
+  const int64_t items = (w.n_out + per - 1) / per;
+  const QuadFn gemm = kt.quad_gemm[ti];
+  pool.parallel_for(items, [&](int64_t it, int) {
+    const int64_t r0 = it * per;
+    gemm({w.data + r0 * w.row_bytes, w.row_bytes, std::min(per, w.n_out - r0), w.n_in, act, T,
+          y + r0, ldy, acc});
+  });
+}
+
+}  // namespace
+
+// From here the int8 panels beat the dots and tiles (2 threads): Q4_0 at 4480x15680, 116 vs 111
+// GFLOP/s at 8 tokens, 144 vs 121 at 16 (Q5_0: 102 vs 109 at 8, 137 vs 120 at 16); Q4_K at
+// 10240x8960, 152 vs 162 at 12, 188 vs 165 at 16 (Q5_K: 140 vs 147 at 12, 161 vs 145 at 16).
+static int i8gemm_min_batch(int type) { return act_kind(type) == ACT_A8K ? 16 : 12; }
+
+static bool has_i8gemm(const KernelTable &kt, int ti) { return kt.quad_gemm[ti] != nullptr; }
+
+MatmulPath resolve_path(int type, int T, MatmulPath path) {
+  const int ti = type_index(type);
+  if (ti < 0) throw std::invalid_argument(std::string("unsupported type ") + type_name(type));
+  const bool i8 = has_i8gemm(active_kernels(), ti);
+  if (path == MatmulPath::I8Gemm && i8) return path;
+  if (path == MatmulPath::Vec || path == MatmulPath::Gemm) return path;
+  if (i8 && T >= i8gemm_min_batch(type)) return MatmulPath::I8Gemm;
+  return T >= gemm_min_batch(type) ? MatmulPath::Gemm : MatmulPath::Vec;
+}
+
+void matmul(const Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy, int T,
+            bool accumulate, ThreadPool &pool, Workspace &ws, MatmulPath path) {
+  const int ti = type_index(w.type);
+  if (ti < 0)
+    throw std::invalid_argument(std::string("matmul: unsupported type ") + type_name(w.type));
+  if (row_bytes(w.type, w.n_in) != w.row_bytes || w.row_bytes == 0)
+    throw std::invalid_argument("matmul: row size does not match the type and n_in");
+  if (T <= 0 || w.n_out <= 0) return;
+  const KernelTable &kt = active_kernels();
+  switch (resolve_path(w.type, T, path)) {
+    case MatmulPath::I8Gemm:
+      return matmul_i8gemm(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);
+    case MatmulPath::Gemm: return matmul_gemm(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);
+    default: return matmul_vec(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);
+  }
+}
+
+}  // namespace edgenano::kern

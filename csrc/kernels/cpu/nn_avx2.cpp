@@ -1,0 +1,146 @@
+// AVX2/FMA/F16C vector primitives for the non-matmul kernels (built with -mavx2 -mfma -mf16c,
+// entered only after use_avx2()); the algorithms themselves are in nn_impl.h.
+#include <immintrin.h>
+
+#include "kernels/cpu/nn_impl.h"
+#include "kernels/cpu/simd_avx2.h"
+
+namespace edgenano::kern {
+
+namespace {
+
+using avx2::hsum;
+
+// e^x to about 1 ulp: x = n ln2 + r, |r| <= ln2/2, e^r by its degree-6 Taylor polynomial,
+// 2^n through the exponent bits; 0 below -87.3 (no denormals), clamped above 88.7.
+inline __m256 exp8(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.3f);
+  const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), _mm256_set1_ps(88.7f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
+  __m256 p = _mm256_set1_ps(1.f / 720);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  // 2^n in two factors so that n = 128 (x near 88.7) does not overflow the exponent field.
+  const __m256i ni = _mm256_cvtps_epi32(n);
+  const __m256i half = _mm256_srai_epi32(ni, 1);
+  const __m256 s1 =
+      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+  const __m256 s2 = _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
+  return _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(p, s1), s2), keep);
+}
+
+struct Avx2V {
+  static float dot(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+      s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8)
+      s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum(_mm256_add_ps(s0, s1));
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+  }
+  static float sumsq(const float *x, int64_t n) { return dot(x, x, n); }
+  static void axpy(float *y, float a, const float *x, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; ++i) y[i] += a * x[i];
+  }
+  static void scale_axpy(float *y, float s, float a, const float *x, int64_t n) {
+    const __m256 vs = _mm256_set1_ps(s), va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(y + i, _mm256_fmadd_ps(vs, _mm256_loadu_ps(y + i),
+                                              _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+    for (; i < n; ++i) y[i] = s * y[i] + a * x[i];
+  }
+  static void exp_inplace(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp8(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+      alignas(32) float t[8] = {};
+      for (int64_t j = i; j < n; ++j) t[j - i] = x[j];
+      _mm256_store_ps(t, exp8(_mm256_load_ps(t)));
+      for (int64_t j = i; j < n; ++j) x[j] = t[j - i];
+    }
+  }
+  static __m256 silu8(__m256 v) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+    return _mm256_div_ps(v, _mm256_add_ps(_mm256_set1_ps(1.f), e));
+  }
+  static void silu_inplace(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, silu8(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+      alignas(32) float t[8] = {};
+      for (int64_t j = i; j < n; ++j) t[j - i] = x[j];
+      _mm256_store_ps(t, silu8(_mm256_load_ps(t)));
+      for (int64_t j = i; j < n; ++j) x[j] = t[j - i];
+    }
+  }
+  static void f16_to_f32(const uint16_t *h, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; ++i) y[i] = _cvtsh_ss(h[i]);
+  }
+  static void relu2_inplace(float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v = _mm256_max_ps(_mm256_loadu_ps(x + i), _mm256_setzero_ps());
+      _mm256_storeu_ps(x + i, _mm256_mul_ps(v, v));
+    }
+    for (; i < n; ++i) x[i] = x[i] > 0.f ? x[i] * x[i] : 0.f;
+  }
+  static float update_dot(float *s, float decay, float a, const float *b, const float *c,
+                          int64_t n) {
+    const __m256 vd = _mm256_set1_ps(decay), va = _mm256_set1_ps(a);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v =
+          _mm256_fmadd_ps(vd, _mm256_loadu_ps(s + i), _mm256_mul_ps(va, _mm256_loadu_ps(b + i)));
+      _mm256_storeu_ps(s + i, v);
+      acc = _mm256_fmadd_ps(v, _mm256_loadu_ps(c + i), acc);
+    }
+    float r = hsum(acc);
+    for (; i < n; ++i) {
+      s[i] = decay * s[i] + a * b[i];
+      r += s[i] * c[i];
+    }
+    return r;
+  }
+  static void gemm_panel(const float *wp, int64_t kc, const float *x, int64_t ldx, float *y,
+                         int64_t ldy, int T, int nr, bool acc) {
+    avx2_kernels().gemm_panel(wp, kc, x, ldx, y, ldy, T, nr, acc);
+  }
+  static void f32_to_f16(const float *x, uint16_t *h, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      _mm_storeu_si128((__m128i *)(h + i),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; ++i) h[i] = kern::f32_to_f16(x[i]);
+  }
+};
+
+const NnTable kAvx2Nn = NnImpl<Avx2V>::table();
+
+}  // namespace
+
+const NnTable &nn_avx2() { return kAvx2Nn; }
+
+}  // namespace edgenano::kern

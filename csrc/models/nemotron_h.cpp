@@ -1,0 +1,428 @@
+// nemotron_h on a backend (see nemotron_h.h). Shapes in comments are (rows, cols)
+// of row-major buffers with T token rows; E embedding, D = H*P Mamba inner width, C = D + 2GN conv
+// channels, H Mamba heads, Hq/Hkv attention heads of width d, F MLP width, V vocabulary.
+#include "models/nemotron_h.h"
+
+#include "backend/registry.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace edgenano {
+
+namespace {
+
+constexpr int kScanChunk = 64;        // SSD chunk length for prefill
+constexpr int kChunkedScanMinT = 32;  // shorter batches use the recurrence
+constexpr int kKvGrain = 256;         // KV rows are allocated in multiples of this
+
+std::string shape_str(const std::vector<int64_t> &ne) {
+  std::string s = "{";
+  for (size_t i = 0; i < ne.size(); ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+  return s + "}";
+}
+
+[[noreturn]] void bad(const std::string &msg) { throw std::invalid_argument(msg); }
+
+}  // namespace
+
+Model::Model(const std::string &path, Config cfg, const std::vector<TensorInfo> &tensors, int n_ctx,
+             int n_threads, int n_batch, int kv_type, const std::string &backend)
+    : cfg_(std::move(cfg)), n_ctx_(n_ctx), n_batch_(n_batch), kv_type_(kv_type) {
+  if (n_ctx < 1) bad("n_ctx must be >= 1");
+  if (n_batch < 1) bad("n_batch must be >= 1");
+  if (n_threads < 1) bad("n_threads must be >= 1");
+  if (kv_type != ggml::T_F16 && kv_type != ggml::T_Q8_0 && kv_type != ggml::T_F32)
+    bad("kv_type must be F16, Q8_0 or F32");
+  backend_ = backend::make_profiling_backend(backend::make(backend, {n_threads}));
+  const char *env = std::getenv("EDGENANO_PROFILE");
+  backend_->set_enabled(env && *env && *env != '0');
+  map_file(path);
+  try {
+    weights_ = backend_->map_weights(map_, map_bytes_);
+    build(tensors);
+  } catch (...) {
+    converted_.clear();
+    weights_.reset();
+    munmap(const_cast<uint8_t *>(map_), map_bytes_);
+    throw;
+  }
+}
+
+Model::~Model() {
+  weights_.reset();  // before the mapping it may view
+  if (map_) munmap(const_cast<uint8_t *>(map_), map_bytes_);
+}
+
+void Model::map_file(const std::string &path) {
+  const int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
+  struct stat st{};
+  if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+    close(fd);
+    bad(path + ": cannot read the file size or the file is empty");
+  }
+  void *p = mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) throw std::runtime_error(path + ": mmap failed: " + std::strerror(errno));
+  map_ = static_cast<const uint8_t *>(p);
+  map_bytes_ = size_t(st.st_size);
+}
+
+// Checks type, shape (trailing 1s allowed), size and bounds; returns the data in the mapping.
+const uint8_t *Model::tensor_data(const TensorInfo &t, const std::vector<int64_t> &ne) const {
+  if (!ggml::type_supported(t.type))
+    bad(t.name + ": ggml type " + std::to_string(t.type) + " is not supported by the engine");
+  std::vector<int64_t> got = t.ne;
+  while (got.size() > ne.size() && got.back() == 1) got.pop_back();
+  if (got != ne) bad(t.name + ": shape " + shape_str(t.ne) + ", expected " + shape_str(ne));
+  const size_t rb = ggml::row_bytes(t.type, ne[0]);
+  if (rb == 0)
+    bad(t.name + ": rows of " + std::to_string(ne[0]) + " are not whole " +
+        ggml::type_name(t.type) + " blocks");
+  uint64_t rows = 1;
+  for (size_t i = 1; i < ne.size(); ++i) rows *= uint64_t(ne[i]);
+  if (t.nbytes != rb * rows)
+    bad(t.name + ": " + std::to_string(t.nbytes) + " bytes, expected " + std::to_string(rb * rows));
+  if (t.offset > map_bytes_ || t.nbytes > map_bytes_ - t.offset)
+    bad(t.name + ": data [" + std::to_string(t.offset) + ", +" + std::to_string(t.nbytes) +
+        ") lies outside the file (" + std::to_string(map_bytes_) + " bytes)");
+  return map_ + t.offset;
+}
+
+const uint8_t *Model::on_backend(const uint8_t *host) const {
+  return weights_->as<const uint8_t>() + (host - map_);
+}
+
+backend::Weight Model::weight(const TensorInfo &t, int64_t n_in, int64_t n_out) const {
+  const uint8_t *p = tensor_data(t, {n_in, n_out});
+  return {t.type, on_backend(p), n_in, n_out, ggml::row_bytes(t.type, n_in)};
+}
+
+// A vector of n floats: the weights' bytes when stored as aligned F32, else a copy converted on
+// the host and uploaded.
+const float *Model::vector(const TensorInfo &t, int64_t n) {
+  int64_t count = 1;
+  for (int64_t d : t.ne) count *= d;
+  if (count != n)
+    bad(t.name + ": " + std::to_string(count) + " values, expected " + std::to_string(n));
+  const uint8_t *p = tensor_data(t, t.ne.size() > 1 ? t.ne : std::vector<int64_t>{n});
+  if (t.type == ggml::T_F32 && reinterpret_cast<uintptr_t>(p) % alignof(float) == 0)
+    return reinterpret_cast<const float *>(on_backend(p));
+  std::vector<float> host(static_cast<size_t>(n));
+  const int64_t row = t.ne[0];
+  for (int64_t r = 0; r < n / row; ++r)
+    ggml::traits(t.type)->to_float(p + r * ggml::row_bytes(t.type, row), host.data() + r * row,
+                                   row);
+  converted_.push_back(backend_->alloc(host.size() * sizeof(float)));
+  backend_->upload(*converted_.back(), 0, host.data(), host.size() * sizeof(float));
+  return converted_.back()->as<const float>();
+}
+
+void Model::build(const std::vector<TensorInfo> &tensors) {
+  const Config &c = cfg_;
+  if (c.n_layer < 1 || int(c.kind.size()) != c.n_layer || int(c.n_ff.size()) != c.n_layer ||
+      int(c.n_head_kv.size()) != c.n_layer)
+    bad("config: per-layer arrays must have n_layer entries");
+  if (c.n_vocab < 1 || c.n_embd < 1) bad("config: n_vocab and n_embd must be positive");
+  std::unordered_map<std::string, const TensorInfo *> by_name;
+  for (const auto &t : tensors) by_name[t.name] = &t;
+  auto get = [&](const std::string &name) -> const TensorInfo & {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) bad("missing tensor " + name);
+    return *it->second;
+  };
+  const int64_t E = c.n_embd;
+  tok_embd_ = weight(get("token_embd.weight"), E, c.n_vocab);
+  output_ = weight(get("output.weight"), E, c.n_vocab);
+  output_norm_ = vector(get("output_norm.weight"), E);
+  bool any_mamba = false;
+  for (int i = 0; i < c.n_layer; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    Layer l;
+    l.kind = c.kind[size_t(i)];
+    l.attn_norm = vector(get(p + "attn_norm.weight"), E);
+    if (l.kind == LayerKind::Mamba) {
+      any_mamba = true;
+      const int64_t D = c.ssm_d_inner, C = c.ssm_conv_dim(), H = c.ssm_n_head;
+      l.ssm_in = weight(get(p + "ssm_in.weight"), E, c.ssm_in_dim());
+      l.conv_w = vector(get(p + "ssm_conv1d.weight"), C * c.ssm_d_conv);
+      l.conv_b = vector(get(p + "ssm_conv1d.bias"), C);
+      l.dt_bias = vector(get(p + "ssm_dt.bias"), H);
+      l.A = vector(get(p + "ssm_a"), H);
+      l.D = vector(get(p + "ssm_d"), H);
+      l.ssm_norm = vector(get(p + "ssm_norm.weight"), D);
+      l.ssm_out = weight(get(p + "ssm_out.weight"), D, E);
+    } else if (l.kind == LayerKind::Attention) {
+      l.n_head_kv = c.n_head_kv[size_t(i)];
+      if (l.n_head_kv < 1 || c.n_head % l.n_head_kv)
+        bad(p + ": n_head must be a multiple of n_head_kv");
+      const int64_t q = int64_t(c.n_head) * c.head_dim, kv = int64_t(l.n_head_kv) * c.head_dim;
+      l.wq = weight(get(p + "attn_q.weight"), E, q);
+      l.wk = weight(get(p + "attn_k.weight"), E, kv);
+      l.wv = weight(get(p + "attn_v.weight"), E, kv);
+      l.wo = weight(get(p + "attn_output.weight"), q, E);
+      if (kv_type_ == ggml::T_Q8_0 && c.head_dim % ggml::QK)
+        bad("a q8_0 KV cache needs head_dim % 32 == 0");
+      l.kv_row_bytes = ggml::row_bytes(kv_type_, kv);
+    } else {
+      l.up = weight(get(p + "ffn_up.weight"), E, c.n_ff[size_t(i)]);
+      l.down = weight(get(p + "ffn_down.weight"), c.n_ff[size_t(i)], E);
+    }
+    layers_.push_back(l);
+  }
+  if (any_mamba) {
+    if (c.ssm_n_head < 1 || c.ssm_n_group < 1 || c.ssm_d_inner % c.ssm_n_head ||
+        c.ssm_n_head % c.ssm_n_group || c.ssm_d_inner % c.ssm_n_group)
+      bad("config: ssm inner size, heads and groups do not divide");
+    if (c.ssm_d_conv < 1 || c.ssm_d_conv > 8) bad("config: ssm conv kernel must be 1..8");
+  }
+}
+
+size_t State::nbytes() const {
+  size_t b = 0;
+  for (const auto *bufs : {&conv, &ssm, &k, &v})
+    for (const auto &buf : *bufs) b += buf ? buf->nbytes() : 0;
+  return b;
+}
+
+std::unique_ptr<State> Model::new_state() const {
+  auto s = std::make_unique<State>();
+  s->owner = this;
+  const size_t L = size_t(cfg_.n_layer);
+  s->conv.resize(L), s->ssm.resize(L), s->k.resize(L), s->v.resize(L);
+  for (size_t i = 0; i < L; ++i)
+    if (layers_[i].kind == LayerKind::Mamba) {
+      const size_t conv = size_t(cfg_.ssm_d_conv - 1) * size_t(cfg_.ssm_conv_dim());
+      s->conv[i] = backend_->alloc(conv * sizeof(float));
+      s->ssm[i] =
+          backend_->alloc(size_t(cfg_.ssm_d_inner) * size_t(cfg_.ssm_d_state) * sizeof(float));
+    }
+  return s;
+}
+
+// Grows every KV buffer to at least `rows` rows, keeping the n_past rows in use.
+void Model::reserve_kv(State &s, int rows) const {
+  if (rows <= s.kv_capacity) return;
+  int cap = std::max(rows, std::min(n_ctx_, std::max(2 * s.kv_capacity, kKvGrain)));
+  cap = std::min(n_ctx_, (cap + kKvGrain - 1) / kKvGrain * kKvGrain);
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i].kind == LayerKind::Attention) {
+      const size_t rb = layers_[i].kv_row_bytes, used = size_t(s.n_past) * rb;
+      for (auto *kv : {&s.k[i], &s.v[i]})
+        *kv =
+            *kv ? backend_->clone(**kv, used, size_t(cap) * rb) : backend_->alloc(size_t(cap) * rb);
+    }
+  s.kv_capacity = cap;
+}
+
+std::unique_ptr<State> Model::copy_state(const State &src) const {
+  auto s = std::make_unique<State>();
+  s->owner = this;
+  s->n_past = src.n_past;
+  s->tokens = src.tokens;
+  const size_t L = layers_.size();
+  s->conv.resize(L), s->ssm.resize(L), s->k.resize(L), s->v.resize(L);
+  for (size_t i = 0; i < L; ++i) {
+    if (src.conv[i])
+      s->conv[i] = backend_->clone(*src.conv[i], src.conv[i]->nbytes(), src.conv[i]->nbytes());
+    if (src.ssm[i])
+      s->ssm[i] = backend_->clone(*src.ssm[i], src.ssm[i]->nbytes(), src.ssm[i]->nbytes());
+  }
+  reserve_kv(*s, src.n_past);
+  for (size_t i = 0; i < L; ++i)
+    if (const size_t used = size_t(src.n_past) * layers_[i].kv_row_bytes; used) {
+      backend_->copy(*src.k[i], 0, *s->k[i], 0, used);
+      backend_->copy(*src.v[i], 0, *s->v[i], 0, used);
+    }
+  return s;
+}
+
+void Model::export_state(const State &s,
+                         const std::function<void *(const std::string &, bool,
+                                                    const std::vector<size_t> &)> &dst) const {
+  if (s.owner != this) bad("this state was made by another model");
+  const Config &c = cfg_;
+  const size_t H = size_t(c.ssm_n_head), P = size_t(c.ssm_head_dim()), N = size_t(c.ssm_d_state);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string il = "." + std::to_string(i);
+    const Layer &l = layers_[i];
+    if (l.kind == LayerKind::Mamba) {
+      backend_->download(
+          *s.conv[i], 0,
+          dst("conv" + il, true, {size_t(c.ssm_d_conv - 1), size_t(c.ssm_conv_dim())}),
+          s.conv[i]->nbytes());
+      backend_->download(*s.ssm[i], 0, dst("ssm" + il, true, {H, P, N}), s.ssm[i]->nbytes());
+    } else if (l.kind == LayerKind::Attention && s.n_past > 0) {
+      const size_t used = size_t(s.n_past) * l.kv_row_bytes;
+      backend_->download(*s.k[i], 0, dst("k" + il, false, {size_t(s.n_past), l.kv_row_bytes}),
+                         used);
+      backend_->download(*s.v[i], 0, dst("v" + il, false, {size_t(s.n_past), l.kv_row_bytes}),
+                         used);
+    }
+  }
+}
+
+std::unique_ptr<State> Model::restore_state(
+    const std::vector<int32_t> &tokens,
+    const std::function<const void *(const std::string &, size_t)> &buffer) const {
+  if (tokens.size() > size_t(n_ctx_))
+    throw std::invalid_argument("state holds " + std::to_string(tokens.size()) +
+                                " tokens, more than n_ctx=" + std::to_string(n_ctx_));
+  auto s = new_state();
+  s->n_past = int(tokens.size());
+  s->tokens = tokens;
+  reserve_kv(*s, s->n_past);
+  auto fill = [&](const std::string &name, backend::Buffer &dst, size_t nbytes) {
+    if (nbytes) backend_->upload(dst, 0, buffer(name, nbytes), nbytes);
+  };
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string il = "." + std::to_string(i);
+    if (layers_[i].kind == LayerKind::Mamba) {
+      fill("conv" + il, *s->conv[i], s->conv[i]->nbytes());
+      fill("ssm" + il, *s->ssm[i], s->ssm[i]->nbytes());
+    } else if (layers_[i].kind == LayerKind::Attention && s->n_past > 0) {
+      const size_t used = size_t(s->n_past) * layers_[i].kv_row_bytes;
+      fill("k" + il, *s->k[i], used);
+      fill("v" + il, *s->v[i], used);
+    }
+  }
+  return s;
+}
+
+void Model::ensure_scratch(int T) {
+  if (T <= scratch_T_) return;
+  const Config &c = cfg_;
+  size_t big = 1, y = size_t(c.ssm_d_inner);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer &l = layers_[i];
+    if (l.kind == LayerKind::Mamba) big = std::max(big, size_t(c.ssm_in_dim()));
+    if (l.kind == LayerKind::Mlp) big = std::max(big, size_t(c.n_ff[i]));
+    if (l.kind == LayerKind::Attention) {
+      const size_t q = size_t(c.n_head) * size_t(c.head_dim);
+      big = std::max(big, q + 2 * size_t(l.n_head_kv) * size_t(c.head_dim));
+      y = std::max(y, q);
+    }
+  }
+  const size_t t = size_t(T) * sizeof(float), E = size_t(c.n_embd);
+  backend::Backend &be = *backend_;  // contents need not survive: every forward writes first
+  x_ = be.alloc(t * E), xn_ = be.alloc(t * E), big_ = be.alloc(t * big), y_ = be.alloc(t * y);
+  conv_ = be.alloc(t * size_t(c.ssm_conv_dim())), dt_ = be.alloc(t * size_t(c.ssm_n_head));
+  yn_ = be.alloc(t * size_t(c.ssm_d_inner));
+  scratch_T_ = T;
+}
+
+void Model::eval(State &s, const int32_t *ids, int n_ids, float *logits, bool all_logits) {
+  if (n_ids < 1) bad("no tokens to evaluate");
+  for (int i = 0; i < n_ids; ++i)
+    if (ids[i] < 0 || ids[i] >= cfg_.n_vocab)
+      bad("token id " + std::to_string(ids[i]) + " outside [0, " + std::to_string(cfg_.n_vocab) +
+          ")");
+  if (int64_t(s.n_past) + n_ids > n_ctx_)
+    throw std::length_error("context full: " + std::to_string(s.n_past) + " tokens + " +
+                            std::to_string(n_ids) + " new > n_ctx=" + std::to_string(n_ctx_));
+  if (s.owner != this) bad("this state was made by another model");
+  std::lock_guard<std::mutex> lock(mu_);
+  reserve_kv(s, s.n_past + n_ids);
+  for (int i0 = 0; i0 < n_ids; i0 += n_batch_) {
+    const int T = std::min(n_batch_, n_ids - i0);
+    const bool last = i0 + T == n_ids;
+    float *out =
+        all_logits ? logits + size_t(i0) * size_t(cfg_.n_vocab) : (last ? logits : nullptr);
+    forward(s, ids + i0, T, out, all_logits);
+  }
+  s.tokens.insert(s.tokens.end(), ids, ids + n_ids);
+}
+
+void Model::forward(State &s, const int32_t *ids, int T, float *logits, bool all_logits) {
+  ensure_scratch(T);
+  backend::Backend &be = *backend_;
+  const int64_t E = cfg_.n_embd;
+  be.embed(tok_embd_, ids, T, x_->as<float>(), E);  // x (T, E)
+  for (size_t il = 0; il < layers_.size(); ++il) {
+    const Layer &l = layers_[il];
+    be.rmsnorm(x_->as<float>(), E, l.attn_norm, xn_->as<float>(), E, T, E, cfg_.eps);  // xn (T, E)
+    switch (l.kind) {  // each mixer adds its output to x
+      case LayerKind::Mamba: mamba(l, s, int(il), T); break;
+      case LayerKind::Attention: attention(l, s, int(il), T); break;
+      case LayerKind::Mlp: mlp(l, T); break;
+    }
+  }
+  s.n_past += T;
+  if (!logits) return;
+  const int rows = all_logits ? T : 1;
+  const float *src = x_->as<float>() + int64_t(T - rows) * E;
+  be.rmsnorm(src, E, output_norm_, xn_->as<float>(), E, rows, E, cfg_.eps);
+  be.matmul(output_, xn_->as<float>(), E, logits, cfg_.n_vocab, rows, false);  // (rows, V)
+}
+
+void Model::mamba(const Layer &l, State &s, int il, int T) {
+  backend::Backend &be = *backend_;
+  const Config &c = cfg_;
+  const int64_t E = c.n_embd, D = c.ssm_d_inner, C = c.ssm_conv_dim(), W = c.ssm_in_dim();
+  const int H = c.ssm_n_head, G = c.ssm_n_group, N = c.ssm_d_state;
+  float *zxbcdt = big_->as<float>();  // (T, W): z (D) | xBC (C) | dt (H)
+  be.matmul(l.ssm_in, xn_->as<float>(), E, zxbcdt, W, T, false);
+
+  backend::ConvParams cp;  // xBC -> conv_ (T, C), silu applied
+  cp.T = T, cp.C = C, cp.K = c.ssm_d_conv, cp.x = zxbcdt + D, cp.ldx = W, cp.w = l.conv_w;
+  cp.b = l.conv_b, cp.state = s.conv[size_t(il)]->as<float>(), cp.y = conv_->as<float>(),
+  cp.ldy = C;
+  cp.silu = true;
+  be.causal_conv(cp);
+  be.softplus_bias(zxbcdt + D + C, W, l.dt_bias, dt_->as<float>(), H, T, H);  // dt (T, H)
+
+  backend::ScanParams sp;  // x (T, H, P), B, C (T, G, N) from conv_ -> y_ (T, D)
+  sp.T = T, sp.H = H, sp.P = c.ssm_head_dim(), sp.N = N, sp.G = G;
+  sp.x = conv_->as<float>(), sp.ldx = C, sp.B = conv_->as<float>() + D,
+  sp.C = conv_->as<float>() + D + G * N;
+  sp.ldbc = C, sp.dt = dt_->as<float>(), sp.lddt = H, sp.A = l.A, sp.D = l.D;
+  sp.state = s.ssm[size_t(il)]->as<float>(), sp.y = y_->as<float>(), sp.ldy = D;
+  be.ssm_scan(sp, T >= kChunkedScanMinT ? kScanChunk : 0);
+
+  be.gated_rmsnorm(y_->as<float>(), D, zxbcdt, W, l.ssm_norm, yn_->as<float>(), D, T, D, G,
+                   c.eps);                                                 // (T, D)
+  be.matmul(l.ssm_out, yn_->as<float>(), D, x_->as<float>(), E, T, true);  // x += (T, E)
+}
+
+void Model::attention(const Layer &l, State &s, int il, int T) {
+  backend::Backend &be = *backend_;
+  const Config &c = cfg_;
+  const int64_t E = c.n_embd, d = c.head_dim, q = int64_t(c.n_head) * d;
+  const int64_t kv = int64_t(l.n_head_kv) * d, W = q + 2 * kv;
+  float *qkv = big_->as<float>();  // (T, W): q (Hq*d) | k (Hkv*d) | v (Hkv*d)
+  be.matmul(l.wq, xn_->as<float>(), E, qkv, W, T, false);
+  be.matmul(l.wk, xn_->as<float>(), E, qkv + q, W, T, false);
+  be.matmul(l.wv, xn_->as<float>(), E, qkv + q + kv, W, T, false);
+  uint8_t *kc = s.k[size_t(il)]->as<uint8_t>(), *vc = s.v[size_t(il)]->as<uint8_t>();
+  be.kv_store(qkv + q, W, T, kv, kv_type_, kc + size_t(s.n_past) * l.kv_row_bytes);
+  be.kv_store(qkv + q + kv, W, T, kv, kv_type_, vc + size_t(s.n_past) * l.kv_row_bytes);
+
+  backend::AttnParams ap;  // -> y_ (T, Hq*d)
+  ap.T = T, ap.n_past = s.n_past, ap.n_head = c.n_head, ap.n_head_kv = l.n_head_kv;
+  ap.head_dim = int(d), ap.q = qkv, ap.ldq = W, ap.k = kc, ap.v = vc;
+  ap.kv_row_bytes = l.kv_row_bytes, ap.kv_type = kv_type_, ap.scale = 1.f / std::sqrt(float(d));
+  ap.out = y_->as<float>(), ap.ldo = q;
+  be.attention(ap);
+  be.matmul(l.wo, y_->as<float>(), q, x_->as<float>(), E, T, true);  // x += (T, E)
+}
+
+void Model::mlp(const Layer &l, int T) {
+  backend::Backend &be = *backend_;
+  const int64_t E = cfg_.n_embd, F = l.up.n_out;
+  be.matmul(l.up, xn_->as<float>(), E, big_->as<float>(), F, T, false);  // (T, F)
+  be.relu2(big_->as<float>(), F, T, F);
+  be.matmul(l.down, big_->as<float>(), F, x_->as<float>(), E, T, true);  // x += (T, E)
+}
+
+}  // namespace edgenano
