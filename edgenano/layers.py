@@ -51,7 +51,7 @@ class Dims:
 Shape = Callable[[Dims], tuple[int, ...]]
 
 # Type rules. MATRIX: a quantizable 2-D weight, written in the output type (with llama.cpp's
-# fallbacks and mixtures, convert/presets.py). F32: norms, conv, A, D and biases, always F32.
+# fallbacks and mixtures: edgenano.convert.presets). F32: norms, conv, A, D and biases.
 MATRIX, F32 = "matrix", "f32"
 
 # Value transforms from the checkpoint's tensor to the GGUF's.

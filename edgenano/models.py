@@ -14,6 +14,11 @@ CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "token
                     "special_tokens_map.json")
 
 
+def chat_template() -> str:
+    """edgenano's chat template (SPEC section 2), the built-in model's, shipped in the package."""
+    return resources.files("edgenano").joinpath("assets/chat_template.jinja").read_text()
+
+
 def default_checkpoint_dir() -> Path:
     """The shipped HF checkpoint directory (edgenano/assets/tiny-reasoner)."""
     return Path(str(resources.files("edgenano").joinpath("assets", DEFAULT_MODEL_NAME)))

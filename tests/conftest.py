@@ -17,7 +17,7 @@ def nmse(got, ref) -> float:
 def tiny_checkpoint(tmp_path_factory):
     """Factory: tiny_checkpoint("mix", seed=0, dtype="float32", **overrides) -> HF dir (cached)."""
     pytest.importorskip("torch")
-    from edgenano.convert import tiny
+    from devtools import tiny
 
     cache: dict = {}
 

@@ -57,7 +57,7 @@ def test_normalize_messages():
 def test_render_matches_transformers(tiny_checkpoint):
     from transformers import AutoTokenizer
 
-    from edgenano.convert.tiny import chat_template
+    from edgenano.models import chat_template
 
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint("mix"))
     tools = [{"type": "function", "function": {"name": "add", "parameters": {}}}]

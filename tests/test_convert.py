@@ -16,11 +16,11 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf import GGUFValueType as V
 
+from devtools.tiny import TINY_CONFIGS, make_config
 from edgenano.convert import ConversionError, convert_checkpoint, plan_conversion, writer
 from edgenano.convert.cli import main
 from edgenano.convert.config import parse_config
 from edgenano.convert.presets import OUTTYPES, use_more_bits
-from edgenano.convert.tiny import TINY_CONFIGS, make_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package (importlib mode)
 from tolerances import MAX_CONVERT_RSS_GROWTH_FRACTION  # noqa: E402
@@ -594,7 +594,7 @@ def write_raw_checkpoint(d: Path, fields: dict, vocab_size: int, *, dtype: str =
                          sparse: bool = False, seed: int = 0) -> int:
     """A checkpoint written straight from the name table, tensor by tensor (never whole in
     memory); `sparse` leaves the data a hole (headers-only work). Returns the data bytes."""
-    from edgenano.convert import tiny
+    from devtools import tiny
     from edgenano.convert.tensors import expected_rows, hf_name
     from edgenano.layers import TOP_LEVEL_HF
 

@@ -80,7 +80,7 @@ def f32(path: Path, name: str) -> np.ndarray:
 
 @pytest.mark.parametrize("config", ["mix", "attn_first", "groups4"])
 def test_config_matches_the_checkpoint(converted, config):
-    from edgenano.convert import tiny
+    from devtools import tiny
 
     hf = tiny.make_config(config)
     c = load_gguf(converted(config)[1]).config

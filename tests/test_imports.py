@@ -87,3 +87,30 @@ def test_no_reaching_into_backends():
     for m in CHAT_LAYER | {"state_file", "cli", "info", "bench", "reasoner/eval"}:
         text = (PKG / f"{m}.py").read_text()
         assert ".backend." not in text and ".impl" not in text, m
+
+
+def test_convert_imports_from_the_source_tree_as_installed():
+    """`edgenano.convert` is the source tree's edgenano/convert, with no install and without the
+    C++ extension (the editable install's import redirect taken away, edgenano._C blocked)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    root = PKG.parent
+    code = textwrap.dedent(f"""
+        import sys
+
+        class NoExtension:
+            def find_spec(self, name, path=None, target=None):
+                if name == "edgenano._C":
+                    raise ImportError("blocked")
+
+        sys.meta_path[:] = [NoExtension()] + [
+            f for f in sys.meta_path if "ScikitBuild" not in type(f).__name__]
+        sys.path.insert(0, {str(root)!r})
+        import edgenano.convert
+        print(edgenano.convert.__file__)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd="/", check=True).stdout.strip()
+    assert out == str(root / "edgenano" / "convert" / "__init__.py")

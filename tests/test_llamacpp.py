@@ -53,7 +53,7 @@ class Case:
     """One tiny checkpoint: its HF model, reference logits and converted files (made on demand)."""
 
     def __init__(self, hf_dir: Path, out_dir: Path):
-        from edgenano.convert import tiny
+        from devtools import tiny
 
         self.hf_dir, self.out_dir = hf_dir, out_dir
         self.model, self.tokenizer = tiny.load_hf(hf_dir)

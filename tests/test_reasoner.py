@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from edgenano import chat
-from edgenano.reasoner import data, tasks
 from edgenano.reasoner import eval as reval
+from edgenano.reasoner import tasks
 from tests import tolerances as tol
+from train import data
 
 # -- tasks -----------------------------------------------------------------------------------
 
@@ -226,7 +227,7 @@ def shipped():
     pytest.importorskip("torch")
     from tokenizers import Tokenizer
 
-    from edgenano.convert.tiny import load_hf
+    from devtools.tiny import load_hf
     from edgenano.models import default_checkpoint_dir
 
     d = default_checkpoint_dir()

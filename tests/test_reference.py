@@ -32,7 +32,7 @@ CONFIGS = ["mix", "attn_first", "groups4"]
 
 
 def chunk_of(config: str) -> int:
-    from edgenano.convert import tiny
+    from devtools import tiny
 
     return tiny.TINY_CONFIGS[config]["chunk_size"]
 
@@ -64,7 +64,7 @@ def built(tiny_checkpoint, tmp_path_factory):
 def hf_logits(built):
     """hf_logits(config, ids, **overrides) -> (prefill (T, V), token-by-token decode (T, V))."""
     torch = pytest.importorskip("torch")
-    from edgenano.convert import tiny
+    from devtools import tiny
 
     cache = {}
 

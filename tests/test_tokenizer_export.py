@@ -10,7 +10,8 @@ import gguf
 import pytest
 from gguf import TokenType
 
-from edgenano.convert import ConversionError, convert_checkpoint, tiny
+from devtools import tiny
+from edgenano.convert import ConversionError, convert_checkpoint
 from edgenano.convert.tokenizer import (
     chat_template,
     merges,

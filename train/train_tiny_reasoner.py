@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -17,16 +18,13 @@ import numpy as np
 import torch
 from transformers import NemotronHConfig, NemotronHForCausalLM
 
-from edgenano.convert.tiny import PAD_ID, build_tokenizer, make_config, save_tokenizer
-from edgenano.reasoner import data, tasks
-from edgenano.reasoner import eval as reval
-
-try:
-    from . import ssd_quadratic
-except ImportError:
-    import ssd_quadratic
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # devtools/ and train/ are source-tree packages, never installed
+
+from devtools.tiny import PAD_ID, build_tokenizer, make_config, save_tokenizer  # noqa: E402
+from edgenano.reasoner import eval as reval  # noqa: E402
+from edgenano.reasoner import tasks  # noqa: E402
+from train import data, ssd_quadratic  # noqa: E402
 
 # The 9B-v2 mix in miniature: Mamba-2 (M), MLP (-) and attention (*) layers, n_groups > 1,
 # every matrix width a multiple of 256 so every K-quant applies without fallback. Two attention

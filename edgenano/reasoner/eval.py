@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..chat import BudgetRule, BudgetTracker
-from . import data, tasks
+from . import prompt, tasks
 
 STOP_TOKENS = ("</s>", "<SPECIAL_11>", "<SPECIAL_12>")
 DEFAULT_BUDGETS = (16, 32)
@@ -91,7 +91,7 @@ class HFRunner:
         import torch
 
         self.torch, self.model, self.batch = torch, model, batch
-        self.encode, self.piece = data.hf_codec(tokenizer)
+        self.encode, self.piece = prompt.hf_codec(tokenizer)
         self.stop_ids = {tokenizer.token_to_id(t) for t in STOP_TOKENS} - {None}
 
     def generate(self, prompts: list[list[int]], make_decoder: Callable) -> list[GreedyDecoder]:
@@ -170,7 +170,7 @@ def evaluate_mode(runner, problems: list[tasks.Problem], mode: Mode, *, grace: i
     """Greedy answers to `problems` in one mode; counts correct, well-formed and budget-cut."""
     rule = BudgetRule(budget=mode.budget, grace=grace)
     encode_plain = getattr(runner, "encode_plain", runner.encode)
-    prompts = [runner.encode(data.render_prompt(mode.messages(p))) for p in problems]
+    prompts = [runner.encode(prompt.render_prompt(mode.messages(p))) for p in problems]
 
     def make():
         return GreedyDecoder(mode.thinking, rule, encode_plain=encode_plain, piece=runner.piece,
@@ -224,8 +224,8 @@ def kl_sequences(encode, n_per_kind: int = 4) -> list[list[int]]:
     """Held-out conversations with their reasoning-on completions, as token ids."""
     out = []
     for p in tasks.heldout(n_per_kind):
-        prompt = data.render_prompt(Mode("on", True).messages(p))
-        out.append(encode(prompt + p.trace + data.CLOSE + p.answer_line + "\n"))
+        text = prompt.render_prompt(Mode("on", True).messages(p))
+        out.append(encode(text + p.trace + prompt.CLOSE + p.answer_line + "\n"))
     return out
 
 

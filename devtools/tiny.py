@@ -1,18 +1,19 @@
-"""Tiny Nemotron-H checkpoints and vocabularies, built locally (tests, the built-in model).
+"""Tiny Nemotron-H checkpoints and vocabularies, built locally (tests, training the built-in
+model); development only, not in the wheel.
 
 A tekken-style byte-level BPE (SPEC section 3) with Nemotron's special tokens, our chat template,
 and random `NemotronHForCausalLM` weights written as a complete Hugging Face checkpoint directory.
-torch and transformers are imported lazily: only `make_checkpoint` needs them.
+torch and transformers are imported lazily: only `make_checkpoint` and `load_hf` need them.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
 
-from ..tokenizer import TEKKEN_REGEX
+from edgenano.models import chat_template
+from edgenano.tokenizer import TEKKEN_REGEX
 
 # ids 0..15 are control tokens as in 9B-v2: <unk>, <s>, </s>, then <SPECIAL_n>.
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"] + [f"<SPECIAL_{i}>" for i in range(3, 16)]
@@ -29,11 +30,6 @@ DEFAULT_CORPUS = [
     "    indented code(x, y) {\n\treturn x * y;\n}\n",
     "emoji 🙂👍🏽 and symbols ©®™ ← → ∑ √",
 ]
-
-
-def chat_template() -> str:
-    """edgenano's chat template (SPEC section 2), shipped in the package."""
-    return resources.files("edgenano").joinpath("assets/chat_template.jinja").read_text()
 
 
 def build_tokenizer(corpus: Iterable[str] = DEFAULT_CORPUS, vocab_size: int = 512):

@@ -1,4 +1,5 @@
-"""Training conversations for the tiny reasoner, rendered with edgenano's chat template.
+"""Training conversations for the tiny reasoner, rendered with edgenano's chat template
+(training only: the evaluation's prompt rendering is edgenano.reasoner.prompt).
 
 An example is a prompt (system, optional earlier turn, user question; `/think` or `/no_think` in
 any of them, last one wins, none = on) rendered by the template with the generation prompt, and a
@@ -14,18 +15,19 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import chat
-from ..convert.tiny import DEFAULT_CORPUS, EOS_ID, chat_template
-from .tasks import Problem, sample_problem
+from devtools.tiny import DEFAULT_CORPUS, EOS_ID
+from edgenano.reasoner.prompt import (  # noqa: F401  (hf_codec: re-exported for training)
+    CLOSE,
+    CUT_PREFIX,
+    Encode,
+    hf_codec,
+    render_prompt,
+)
+from edgenano.reasoner.tasks import Problem, sample_problem
 
-CLOSE = "</think>\n\n"      # after a trace that ends a line
-CUT_PREFIX = ".\n"          # forced first when the cut falls mid-line
 SYSTEM_TEXTS = ("", "You are a helpful assistant.", "You are a careful assistant. Show your work.",
                 "Answer the question.")
 SWITCHES = (None, "/think", "/no_think")
-
-Encode = Callable[[str], list[int]]
-
 
 @dataclass
 class Mix:
@@ -101,11 +103,6 @@ def make_sample(rng: random.Random, mix: Mix, exclude: frozenset = frozenset()) 
     return sample
 
 
-def render_prompt(messages: list[dict], template: str | None = None) -> str:
-    """The prompt text up to and including the generation prompt, as transformers renders it."""
-    return chat.render(template or chat_template(), messages, add_generation_prompt=True)
-
-
 def _cut_point(trace_ids: list[int], pieces: list[str], sample: Sample) -> int:
     """Tokens of the trace kept: a line end or a mid-line position, drawn by cut_fraction."""
     ends = [i + 1 for i, p in enumerate(pieces[:-1]) if p.endswith("\n")]
@@ -135,12 +132,6 @@ def encode_sample(sample: Sample, encode: Encode, decode_one: Callable[[int], st
         ids += part
         mask += [trained] * len(part)
     return Example(ids, mask, len(prompt), sample)
-
-
-def hf_codec(tok) -> tuple[Encode, Callable[[int], str]]:
-    """(encode, decode one token) for a `tokenizers.Tokenizer`."""
-    return (lambda s: tok.encode(s, add_special_tokens=False).ids,
-            lambda i: tok.decode([i], skip_special_tokens=False))
 
 
 def tokenizer_corpus(n: int = 4000, seed: int = 1) -> list[str]:

@@ -1,0 +1,1 @@
+"""Training the built-in tiny reasoner (development only, not in the wheel)."""
