@@ -16,6 +16,17 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
+from edgenano.layers import (
+    BY_LETTER,
+    EMBEDDING,
+    MATRIX,
+    OUTPUT,
+    OUTPUT_NORM,
+    Dims,
+    layer_arrays,
+    layer_tensors,
+)
+
 PATTERN_9B_V2 = "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-"
 
 
@@ -49,9 +60,6 @@ SHAPES = {
     "9b-v2": Shape(4480, 15680, 40, 8, 128, 128, 80, 8, 128, 131072),
     "9b-v2/4": Shape(1120, 3936, 10, 2, 128, 32, 80, 2, 128, 32768),
 }
-MATRICES = ("token_embd.weight", "output.weight", "ssm_in.weight", "ssm_out.weight",
-            "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
-            "ffn_up.weight", "ffn_down.weight")
 # Byte offsets of the f16 scales inside each block, per type.
 SCALE_OFFSETS = {QT.Q8_0: [0], QT.Q4_0: [0], QT.Q5_0: [0], QT.Q4_K: [0, 2], QT.Q5_K: [0, 2],
                  QT.Q6_K: [208]}
@@ -74,38 +82,41 @@ def random_matrix(rng, qtype, n_in: int, n_out: int) -> np.ndarray:
     return data.reshape(n_out, nb * bb)
 
 
+# Values per GGUF name (after blk.{i}.) for the F32 tensors; every matrix is random_matrix's.
+F32_VALUES = {
+    "ssm_conv1d.weight": lambda rng, shape: rng.standard_normal(shape, dtype=np.float32) * 0.3,
+    "ssm_dt.bias": lambda rng, shape: rng.uniform(-3, -1, shape).astype(np.float32),
+    "ssm_a": lambda rng, shape: -rng.uniform(1, 16, shape).astype(np.float32),
+    "ssm_conv1d.bias": lambda rng, shape: np.zeros(shape, np.float32),
+}
+
+
+def dims(s: Shape) -> Dims:
+    return Dims(n_vocab=s.n_vocab, n_embd=s.n_embd, n_head=s.n_head, n_head_kv=s.n_head_kv,
+                head_dim=s.head_dim, n_ff=s.n_ff, ssm_n_head=s.ssm_n_head, ssm_d_inner=s.d_inner,
+                ssm_n_group=s.ssm_n_group, ssm_d_state=s.ssm_d_state, ssm_d_conv=s.ssm_d_conv)
+
+
 def tensors(s: Shape, qtype, rng):
-    """(name, ggml shape ne, array) in file order; arrays made lazily (one in memory at a time)."""
-    E, V = s.n_embd, s.n_vocab
-    f32 = lambda *ne: lambda: np.ones(ne[::-1], np.float32)  # noqa: E731
-    mat = lambda n_in, n_out: lambda: random_matrix(rng, qtype, n_in, n_out)  # noqa: E731
-    yield "token_embd.weight", (E, V), mat(E, V)
-    for i, kind in enumerate(s.pattern):
-        p = f"blk.{i}."
-        yield p + "attn_norm.weight", (E,), f32(E)
-        if kind == "M":
-            H, D, C = s.ssm_n_head, s.d_inner, s.conv_dim
-            yield p + "ssm_in.weight", (E, D + C + H), mat(E, D + C + H)
-            yield p + "ssm_conv1d.weight", (s.ssm_d_conv, C), lambda C=C: (
-                rng.standard_normal((C, s.ssm_d_conv), dtype=np.float32) * 0.3)
-            yield p + "ssm_conv1d.bias", (C,), lambda C=C: np.zeros(C, np.float32)
-            yield p + "ssm_dt.bias", (H,), lambda H=H: rng.uniform(-3, -1, H).astype(np.float32)
-            yield p + "ssm_a", (1, H), lambda H=H: -rng.uniform(1, 16, (H, 1)).astype(np.float32)
-            yield p + "ssm_d", (1, H), lambda H=H: np.ones((H, 1), np.float32)
-            G = s.ssm_n_group
-            yield p + "ssm_norm.weight", (D // G, G), f32(D // G, G)
-            yield p + "ssm_out.weight", (D, E), mat(D, E)
-        elif kind == "*":
-            q, kv = s.n_head * s.head_dim, s.n_head_kv * s.head_dim
-            yield p + "attn_q.weight", (E, q), mat(E, q)
-            yield p + "attn_k.weight", (E, kv), mat(E, kv)
-            yield p + "attn_v.weight", (E, kv), mat(E, kv)
-            yield p + "attn_output.weight", (q, E), mat(q, E)
+    """(name, ggml shape ne, matrix?, array) in file order, from the layer table; arrays made
+    lazily (one in memory at a time)."""
+    d = dims(s)
+
+    def item(name: str, t):
+        shape = t.shape(d)
+        if t.rule == MATRIX:
+            make = lambda: random_matrix(rng, qtype, shape[1], shape[0])  # noqa: E731
         else:
-            yield p + "ffn_up.weight", (E, s.n_ff), mat(E, s.n_ff)
-            yield p + "ffn_down.weight", (s.n_ff, E), mat(s.n_ff, E)
-    yield "output_norm.weight", (E,), f32(E)
-    yield "output.weight", (E, V), mat(E, V)
+            fill = F32_VALUES.get(t.gguf, lambda rng, shape: np.ones(shape, np.float32))
+            make = lambda: fill(rng, shape)  # noqa: E731
+        return name, shape[::-1], t.rule == MATRIX, make
+
+    yield item(EMBEDDING.gguf, EMBEDDING)
+    for i, letter in enumerate(s.pattern):
+        for t in layer_tensors(BY_LETTER[letter]):
+            yield item(f"blk.{i}.{t.gguf}", t)
+    yield item(OUTPUT_NORM.gguf, OUTPUT_NORM)
+    yield item(OUTPUT.gguf, OUTPUT)
 
 
 def add_metadata(w: gguf.GGUFWriter, s: Shape, qtype) -> None:
@@ -113,9 +124,10 @@ def add_metadata(w: gguf.GGUFWriter, s: Shape, qtype) -> None:
     w.add_uint32(a + "block_count", n)
     w.add_uint32(a + "context_length", 131072)
     w.add_uint32(a + "embedding_length", s.n_embd)
-    w.add_array(a + "feed_forward_length", [s.n_ff if k == "-" else 0 for k in s.pattern])
+    kinds = [BY_LETTER[k] for k in s.pattern]
+    for key, vals in layer_arrays(kinds, lambda i: dims(s)).items():
+        w.add_array(a + key, vals)
     w.add_uint32(a + "attention.head_count", s.n_head)
-    w.add_array(a + "attention.head_count_kv", [s.n_head_kv if k == "*" else 0 for k in s.pattern])
     w.add_uint32(a + "attention.key_length", s.head_dim)
     w.add_uint32(a + "attention.value_length", s.head_dim)
     w.add_float32(a + "attention.layer_norm_epsilon", 1e-5)
@@ -157,8 +169,8 @@ def write(shape: str, outtype: str, path: str | Path, seed: int = 0, verbose: bo
     w = gguf.GGUFWriter(path, "nemotron_h")
     add_metadata(w, s, qtype)
     items = list(tensors(s, qtype, rng))
-    for name, ne, _ in items:
-        tq = qtype if name.endswith(MATRICES) else QT.F32
+    for name, ne, matrix, _ in items:
+        tq = qtype if matrix else QT.F32
         nb = gguf.quants.quant_shape_to_byte_shape(ne[::-1], tq) if tq != QT.F32 else None
         nbytes = int(np.prod(nb)) if nb is not None else int(np.prod(ne)) * 4
         if tq == QT.F32:
@@ -169,7 +181,7 @@ def write(shape: str, outtype: str, path: str | Path, seed: int = 0, verbose: bo
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
     t0 = time.time()
-    for _, _, make in items:
+    for _, _, _, make in items:
         w.write_tensor_data(np.ascontiguousarray(make()))
     w.close()
     if verbose:
