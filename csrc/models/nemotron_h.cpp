@@ -4,6 +4,7 @@
 #include "models/nemotron_h.h"
 
 #include "backend/registry.h"
+#include "ggml/format.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
