@@ -47,14 +47,19 @@ def default_model_path(outtype: str = "f32", *, cache: str | Path | None = None)
     shipped checkpoint on first use. The converter writes to a temporary file and renames it, so
     a concurrent or interrupted first use never leaves a partial file under the final name."""
     src = default_checkpoint_dir()
+    return _converted(src, f"{DEFAULT_MODEL_NAME}-{checkpoint_hash(src)}", outtype, cache, True)
+
+
+def _converted(src: Path, key: str, outtype: str, cache, progress: bool) -> Path:
+    """The cached conversion `{key}-{outtype}.gguf` of checkpoint `src`, made on first use."""
     out_dir = Path(cache) if cache is not None else cache_dir()
-    out = out_dir / f"{DEFAULT_MODEL_NAME}-{checkpoint_hash(src)}-{outtype}.gguf"
+    out = out_dir / f"{key}-{outtype}.gguf"
     if out.is_file():
         return out
     from .convert import convert_checkpoint
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    return convert_checkpoint(src, out, outtype, force=True, progress=True)
+    return convert_checkpoint(src, out, outtype, force=True, progress=progress)
 
 
 def resolve_model(path: str | Path, *, outtype: str = "q8_0", cache: str | Path | None = None,
@@ -76,11 +81,5 @@ def resolve_model(path: str | Path, *, outtype: str = "q8_0", cache: str | Path 
         if f.is_file():
             st = f.stat()
             h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-    out_dir = Path(cache) if cache is not None else cache_dir()
-    out = out_dir / f"{path.resolve().name}-{h.hexdigest()[:16]}-{outtype}.gguf"
-    if out.is_file():
-        return out
-    from .convert import convert_checkpoint
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return convert_checkpoint(path, out, outtype, force=True, progress=progress)
+    return _converted(path, f"{path.resolve().name}-{h.hexdigest()[:16]}", outtype, cache,
+                      progress)
