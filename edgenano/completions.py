@@ -14,22 +14,23 @@ from . import chat as chatfmt
 from .generation import Outcome, StopCutter, generate_steps, partial_suffix
 from .sampling import SamplingParams
 
+# Accepted and ignored, as by OpenAI's local servers: an end-user tag.
+_IGNORED = {"user"}
 # Accepted for compatibility, honoured only at their neutral value (llama-cpp-python's names).
 _NEUTRAL = {"typical_p": 1.0, "tfs_z": 1.0, "mirostat_mode": 0, "mirostat_tau": 5.0,
             "mirostat_eta": 0.1, "n": 1, "logits_processor": None, "grammar": None,
-            "stopping_criteria": None, "parallel_tool_calls": None, "user": None,
-            "suffix": None, "metadata": None, "store": None, "service_tier": None,
-            "reasoning_effort": None}
+            "stopping_criteria": None, "parallel_tool_calls": None, "suffix": None,
+            "metadata": None, "store": None, "service_tier": None, "reasoning_effort": None}
 
 CHAT_ARGS = {"tools", "tool_choice", "functions", "function_call", "temperature", "top_p",
              "top_k", "min_p", "stream", "stream_options", "stop", "seed", "response_format",
              "max_tokens", "max_completion_tokens", "presence_penalty", "frequency_penalty",
              "repeat_penalty", "logit_bias", "logprobs", "top_logprobs", "model",
              "thinking_budget", "max_thinking_tokens", "enable_thinking",
-             "chat_template_kwargs", "grace"} | set(_NEUTRAL)
+             "chat_template_kwargs", "grace"} | set(_NEUTRAL) | _IGNORED
 COMPLETION_ARGS = {"max_tokens", "temperature", "top_p", "top_k", "min_p", "logprobs", "echo",
                    "stop", "frequency_penalty", "presence_penalty", "repeat_penalty", "stream",
-                   "stream_options", "seed", "model", "logit_bias"} | set(_NEUTRAL)
+                   "stream_options", "seed", "model", "logit_bias"} | set(_NEUTRAL) | _IGNORED
 
 
 def check_args(fn: str, kwargs: dict, accepted: set[str]) -> None:
@@ -38,7 +39,7 @@ def check_args(fn: str, kwargs: dict, accepted: set[str]) -> None:
         raise TypeError(f"{fn}() got unknown argument(s): {', '.join(unknown)} "
                         f"(accepted: {', '.join(sorted(accepted))})")
     for k, neutral in _NEUTRAL.items():
-        if k in kwargs and kwargs[k] is not None and kwargs[k] != neutral and k != "user":
+        if k in kwargs and kwargs[k] is not None and kwargs[k] != neutral:
             raise ValueError(f"{fn}(): {k}={kwargs[k]!r} is not supported (only {neutral!r})")
 
 
@@ -80,7 +81,6 @@ def _sampling_overrides(kw: dict) -> dict:
 class _ChatRequest:
     messages: list[dict]
     tools: list | None
-    tool_choice: object
     thinking: bool
     budget: int
     stream: bool
@@ -150,12 +150,12 @@ def create_chat_completion(model, messages, **kw):
             raise ValueError("top_logprobs must be between 0 and 20")
     sess = ChatSession(model, thinking=thinking, thinking_budget=budget, tools=tools,
                        grace=kw.get("grace") or 500, template_kwargs=tkw)
-    constraint = _constraint(model, kw.get("response_format"), tools, choice, msgs)
+    constraint = _constraint(model, kw.get("response_format"), tools, choice)
     turn = Turn(max_tokens=_max_tokens(kw, None), budget=budget, stop=_stop_list(kw.get("stop")),
                 outcome=Outcome(), sampling=_sampling_overrides(kw), constraint=constraint,
                 logprobs=logprobs)
     opts = kw.get("stream_options") or {}
-    req = _ChatRequest(msgs, tools, choice, thinking, budget, bool(kw.get("stream")),
+    req = _ChatRequest(msgs, tools, thinking, budget, bool(kw.get("stream")),
                        bool(opts.get("include_usage")), logprobs,
                        kw.get("model") or model.name)
     if req.stream:
@@ -164,7 +164,7 @@ def create_chat_completion(model, messages, **kw):
     return _chat_completion(model, reply, req)
 
 
-def _constraint(model, response_format, tools, choice, msgs):
+def _constraint(model, response_format, tools, choice):
     """The grammar over the answer: response_format's JSON, or the forced tool call."""
     forced = isinstance(choice, dict) or choice == "required"
     if not forced and (response_format is None or response_format.get("type") == "text"):
