@@ -131,13 +131,90 @@ class GGUFModel:
 
 
 class _Truncated(Exception):
-    def __init__(self, end: int, size: int, in_data: bool):
+    def __init__(self, end: int, size: int, in_data: bool, what: str = ""):
         super().__init__(end, size, in_data)
-        self.end, self.size, self.in_data = end, size, in_data
+        self.end, self.size, self.in_data, self.what = end, size, in_data, what
+
+
+class _Layout(Exception):
+    """The tensor table does not describe the data section (the message says how)."""
+
+
+# ggml's limits (ggml.h): at most 4 dimensions, element counts that fit an int64_t.
+_MAX_DIMS, _INT64_MAX = 4, 2**63 - 1
+
+
+def _check_layout(data_offset: int, alignment: int, size: int, fields) -> None:
+    """The tensor table of a GGUF describes its data section exactly, before any view is made.
+
+    llama.cpp's loader (ggml/src/gguf.cpp, gguf_init_from_file_impl, as vendored by
+    llama-cpp-python 0.3.36) checks: n_dims <= 4; every ne >= 0 and the element count below
+    INT64_MAX; a known type; ne0 a multiple of the type's block size; nbytes without size_t
+    overflow; general.alignment a power of two (default 32); the data section starts at the
+    header's end padded to the alignment; and each tensor's offset is *exactly* the previous
+    tensor's offset plus its nbytes padded to the alignment (the first at 0): offsets are
+    contiguous, in table order, which is how both llama.cpp's writer and gguf-py's GGUFWriter
+    (our converter) lay them out. We require the same, and more: every tensor ends inside the
+    file (llama-model-loader checks that later, per tensor), and nothing but the last tensor's
+    padding follows it, so a tensor count one short (the last tensor's data left over, the data
+    section read from the wrong start) is an error rather than garbage weights.
+    """
+    expected, prev = 0, None
+    for fld in fields:
+        _, name_data, n_dims, dims, raw_type, offset = fld.parts
+        name = bytes(name_data).decode("utf-8", errors="replace")
+        ne, tid, off = tuple(int(d) for d in dims), int(raw_type[0]), int(offset[0])
+        if not 1 <= int(n_dims[0]) <= _MAX_DIMS:
+            raise _Layout(f"tensor {name!r} has {int(n_dims[0])} dimensions; ggml allows 1 to "
+                          f"{_MAX_DIMS}")
+        n_elem = int(np.prod(ne, dtype=object))
+        if n_elem > _INT64_MAX:
+            raise _Layout(f"tensor {name!r} has an impossible shape {ne} ({n_elem} elements, "
+                          "more than an int64 holds)")
+        try:
+            qtype = QT(tid)
+            block, tsize = gguf.GGML_QUANT_SIZES[qtype]
+        except (ValueError, KeyError):
+            raise _Layout(f"tensor {name!r} has unknown ggml type id {tid}") from None
+        if ne[0] % block:
+            raise _Layout(f"tensor {name!r} ({qtype.name}) has ne0 {ne[0]}, not a multiple of "
+                          f"the {qtype.name} block size {block}")
+        nbytes = n_elem // ne[0] * (ne[0] // block) * tsize if ne[0] else 0
+        desc = f"{qtype.name} {ne}, {nbytes} bytes at offset {off}"
+        if off % alignment:
+            raise _Layout(f"tensor {name!r} ({desc}) is not aligned to {alignment} bytes")
+        start, end = data_offset + off, data_offset + off + nbytes
+        if nbytes > size - data_offset:
+            raise _Layout(f"tensor {name!r} ({desc}) needs more bytes than the file's whole data "
+                          f"section ({size - data_offset}): its shape or type is wrong")
+        if end > size:
+            if off == expected:
+                raise _Truncated(end, size, True, f" (tensor {name!r}, {desc})")
+            raise _Layout(f"tensor {name!r} ({desc}) lies past the end of the file: its data "
+                          f"needs bytes [{start}, {end}) of {size}")
+        if off != expected:
+            p = f"tensor {prev[0]!r} ({prev[1]})"
+            what = (f"overlaps the previous {p}, which ends at offset {prev[2]}" if off < prev[2]
+                    else f"should start at offset {expected}, where the previous {p} ends "
+                    f"(padded to {alignment})") if prev else "should start at offset 0"
+            raise _Layout(f"tensor {name!r} ({desc}) {what}: a tensor's type or shape does not "
+                          "match its data, or its offset was edited")
+        prev = (name, desc, off + nbytes)
+        expected = off + -(-nbytes // alignment) * alignment
+    tail = size - data_offset - (prev[2] if prev else 0)
+    if prev and tail >= alignment:
+        raise _Layout(f"{tail} bytes of data follow the last tensor {prev[0]!r}, more than its "
+                      f"padding: the header lists {len(fields)} tensors, fewer than the file "
+                      "holds (a wrong tensor count?)")
 
 
 class _Reader(gguf.GGUFReader):
-    """GGUFReader that reports a read past the end of the file instead of failing obscurely."""
+    """GGUFReader that reports a read past the end of the file instead of failing obscurely,
+    and checks the tensor table against the data section before building any view."""
+
+    def _build_tensors(self, start_offs, fields):
+        _check_layout(int(start_offs), int(self.alignment), len(self.data), fields)
+        return super()._build_tensors(start_offs, fields)
 
     def _get(self, offset, dtype, count=1, override_order=None):
         end = int(offset) + np.dtype(dtype).itemsize * int(count)
@@ -211,7 +288,9 @@ def _open(path: Path) -> tuple[gguf.GGUFReader, int]:
     except _Truncated as e:
         where = "tensor data" if e.in_data else "header"
         raise GGUFError(f"{path}: truncated file: the {where} needs {e.end} bytes but the file "
-                        f"has {e.size}; the download or conversion was cut short") from None
+                        f"has {e.size}{e.what}; the download or conversion was cut short") from None
+    except _Layout as e:
+        raise GGUFError(f"{path}: bad tensor layout: {e}") from None
     except (ValueError, KeyError, IndexError, UnicodeDecodeError, OverflowError) as e:
         raise GGUFError(f"{path}: corrupt GGUF header: {e}") from None
 

@@ -292,3 +292,98 @@ def test_bad_file_raises_a_clear_error(converted, tmp_path, case):
 def test_missing_file(tmp_path):
     with pytest.raises(GGUFError, match="no such file"):
         load_gguf(tmp_path / "nope.gguf")
+
+
+# ---------------------------------------------------------------------------------------------
+# A tensor table that does not describe the data section (header fields edited in place)
+
+
+def _patch_tensor(name: str, *, qtype: int | None = None, offset=None, ne1: int | None = None):
+    """Edit one tensor's entry in the header: its type id, its data offset (an int, or a
+    function of the old offset and the reader) or its second dimension."""
+    def edit(src: Path, dst: Path) -> Path:
+        r = gguf.GGUFReader(src)
+        t = next(t for t in r.tensors if t.name == name)
+        f, data = t.field, bytearray(src.read_bytes())
+        n_dims = len(t.shape)
+        at_dims = f.offset + 8 + len(name.encode()) + 4
+        at_type = at_dims + 8 * n_dims
+        at_off = at_type + 4
+        if qtype is not None:
+            data[at_type:at_type + 4] = int(qtype).to_bytes(4, "little")
+        if offset is not None:
+            old = int.from_bytes(data[at_off:at_off + 8], "little")
+            new = offset(old, r) if callable(offset) else offset
+            data[at_off:at_off + 8] = new.to_bytes(8, "little")
+        if ne1 is not None:
+            data[at_dims + 8:at_dims + 16] = ne1.to_bytes(8, "little")
+        dst.write_bytes(bytes(data))
+        return dst
+    return edit
+
+
+def _prev_offset(name: str):
+    def get(old, r):
+        names = [t.name for t in r.tensors]
+        return int(r.tensors[names.index(name) - 1].data_offset - r.data_offset) + 32
+    return get
+
+
+def _one_tensor_short(src: Path, dst: Path) -> Path:
+    data = bytearray(src.read_bytes())
+    n = int.from_bytes(data[8:16], "little")
+    data[8:16] = (n - 1).to_bytes(8, "little")
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _table_cases(path: Path) -> dict:
+    names = [t.name for t in gguf.GGUFReader(path).tensors]
+    mid = names[len(names) // 2]  # an f32 tensor with a neighbour on each side
+    before = names[names.index(mid) - 1]
+    return {
+        "overlapping_offset": (_patch_tensor(mid, offset=_prev_offset(mid)),
+                               rf"tensor '{mid}' .* overlaps the previous tensor '{before}'"),
+        "type_needs_more_data": (_patch_tensor(mid, qtype=QT.F64),
+                                 rf"overlaps the previous tensor '{mid}' \(F64"),
+        "type_needs_less_data": (_patch_tensor(mid, qtype=QT.F16),
+                                 rf"should start at offset \d+, where the previous tensor "
+                                 rf"'{mid}' \(F16"),
+        "unaligned_offset": (_patch_tensor(mid, offset=lambda old, r: old + 4),
+                             rf"tensor '{mid}' .* is not aligned to 32 bytes"),
+        "offset_past_the_end": (_patch_tensor(mid, offset=1 << 40),
+                                rf"tensor '{mid}' .* lies past the end of the file"),
+        "n_tensors_one_short": (_one_tensor_short,
+                                rf"follow the last tensor '{names[-2]}'.*header lists "
+                                rf"{len(names) - 1} tensors, fewer than the file holds"),
+        "oversized_dims": (_patch_tensor("token_embd.weight", ne1=1 << 62),
+                           r"'token_embd.weight' has an impossible shape"),
+        "huge_dims": (_patch_tensor("token_embd.weight", ne1=1 << 40),
+                      r"'token_embd.weight' .* needs more bytes than the file's whole data"),
+        "unknown_type": (_patch_tensor(mid, qtype=250), rf"'{mid}' has unknown ggml type id 250"),
+        "block_size": (_patch_tensor("blk.0.ssm_a", qtype=QT.Q8_0),
+                       r"'blk.0.ssm_a' \(Q8_0\) has ne0 1, not a multiple of the Q8_0 block"),
+    }
+
+
+TABLE_CASES = ["overlapping_offset", "type_needs_more_data", "type_needs_less_data",
+               "unaligned_offset", "offset_past_the_end", "n_tensors_one_short",
+               "oversized_dims", "huge_dims", "unknown_type", "block_size"]
+
+
+@pytest.mark.parametrize("case", TABLE_CASES)
+def test_bad_tensor_table_raises_a_clear_error(converted, tmp_path, case):
+    path = converted("mix")[1]
+    edit, message = _table_cases(path)[case]
+    bad = edit(path, tmp_path / f"{case}.gguf")
+    with pytest.raises(GGUFError, match=message) as err:
+        load_gguf(bad)
+    assert str(bad) in str(err.value)
+
+
+def test_our_files_are_contiguous_like_llamacpp_writes_them(converted):
+    r = gguf.GGUFReader(converted("mix")[1])
+    expected = 0
+    for t in r.tensors:
+        assert t.data_offset - r.data_offset == expected
+        expected += -(-int(t.n_bytes) // r.alignment) * r.alignment
