@@ -119,7 +119,7 @@ def test_matmul(qtype, T, path, simd):
     w = dequant(raw, qtype, cols)
     x = rng.standard_normal((T, cols)).astype(np.float32)
     y = K.matmul(raw, int(qtype), cols, x, path=path, n_threads=2)
-    ran = K.matmul_path(int(qtype), T, path)  # i8gemm is Q4_0/Q5_0 on AVX2 only
+    ran = K.matmul_path(int(qtype), T, path)  # i8gemm: I8_PANEL_TYPES on AVX2 only
     assert ran == path or path == "i8gemm"
     if ran == "gemm" or qtype in FLOAT_TYPES:  # f32 activations
         assert_oracle(y, _matmul_sequential, x, w)
@@ -143,13 +143,13 @@ def test_matmul_scalar_matches_avx2(qtype, T):
         assert nmse(a, b) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
-I8_PANEL_TYPES = [QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K]
+I8_PANEL_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K]
 
 
 @pytest.mark.parametrize("T", [1, 5, 12, 70, 131])
 @pytest.mark.parametrize("qtype", I8_PANEL_TYPES, ids=lambda t: t.name)
 def test_int8_panels_match_dots(qtype, T):
-    """The int8 panels (prefill of Q4_0/Q5_0/Q4_K/Q5_K on AVX2) compute the dots' integer sums
+    """The int8 panels (prefill of Q8_0/Q4_0/Q5_0/Q4_K/Q5_K on AVX2) compute the dots' integer sums
     over the same int8 activations, only summed in another float order: equal to rounding, across
     chunks of the reduced dimension with a tail (70 blocks of 32; 9 of 256), partial row tiles
     (37 rows) and partial token quads."""
@@ -163,6 +163,27 @@ def test_int8_panels_match_dots(qtype, T):
     panels = K.matmul(raw, int(qtype), cols, x, path="i8gemm", n_threads=2)
     dots = K.matmul(raw, int(qtype), cols, x, path="vec")
     assert nmse(panels, dots) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
+def test_int8_panels_q8_0_extreme_codes():
+    """Q8_0's panels at the bound of their integer sums: codes -128 and 127 against activation
+    codes +-127 (x = +-1 quantizes exactly), signs chosen so every product of a row has one sign
+    (maddubs words of 2 * 128 * 127, block sums of 32 * 128 * 127): no saturation, no wrap."""
+    if not K.cpu_has_avx2():
+        pytest.skip("no AVX2 on this CPU")
+    rng, cols, rows, T = rng_for("i8x"), 2240, 37, 9
+    x = np.where(rng.random((T, cols)) < 0.5, -1.0, 1.0).astype(np.float32)
+    codes = np.where(rng.random((rows, cols)) < 0.5, -128, 127)
+    codes[0] = np.where(x[0] > 0, 127, -128)  # row 0 . token 0: all products positive
+    codes[1] = np.where(x[0] > 0, -128, 127)  # row 1 . token 0: all negative
+    data = np.zeros((rows, cols // 32, 34), dtype=np.uint8)
+    data[:, :, 0:2] = np.full((rows, cols // 32), 0.01, np.float16).view(np.uint8).reshape(
+        rows, cols // 32, 2)
+    data[:, :, 2:] = codes.astype(np.int8).view(np.uint8).reshape(rows, cols // 32, 32)
+    raw = data.reshape(rows, -1)
+    w = dequant(raw, QT.Q8_0, cols)
+    panels = K.matmul(raw, int(QT.Q8_0), cols, x, path="i8gemm", n_threads=2)
+    assert nmse(panels, f64(x)[0] @ f64(w)[0].T) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
 def test_matmul_threads_bit_identical():

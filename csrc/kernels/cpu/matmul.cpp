@@ -170,7 +170,7 @@ void matmul_i8gemm(const KernelTable &kt, int ti, const Weight &w, const float *
   const size_t quad_bytes =
       k ? size_t(w.n_in / QK_K) * sizeof(QuadA8K) : size_t(w.n_in / QK) * sizeof(QuadA8);
   uint8_t *act = ws.get_shared(size_t(n_quads) * quad_bytes);
-  const int zero = w.type == T_Q5_0 ? 16 : 8;  // *_0 types
+  const int zero = w.type == T_Q5_0 ? 16 : w.type == T_Q4_0 ? 8 : 0;  // Q8_0: signed codes
   pool.parallel_for(n_quads, [&](int64_t q, int) {
     if (k)
       kt.quant_quads_k(x, ldx, T, int(q), int(q) + 1, w.n_in, reinterpret_cast<QuadA8K *>(act));
@@ -195,7 +195,15 @@ void matmul_i8gemm(const KernelTable &kt, int ti, const Weight &w, const float *
 // From here the int8 panels beat the dots and tiles (2 threads): Q4_0 at 4480x15680, 116 vs 111
 // GFLOP/s at 8 tokens, 144 vs 121 at 16 (Q5_0: 102 vs 109 at 8, 137 vs 120 at 16); Q4_K at
 // 10240x8960, 152 vs 162 at 12, 188 vs 165 at 16 (Q5_K: 140 vs 147 at 12, 161 vs 145 at 16).
-static int i8gemm_min_batch(int type) { return act_kind(type) == ACT_A8K ? 16 : 12; }
+// Q8_0 (sign trick, a madd per token: 24 integer ops per 4 block dots against Q4_0's 18) beats
+// the dots from 24 tokens and matches the f32 panels from about 96 (2 threads, best of 6, at
+// 4480x15680 / 15680x4480): 144 / 109 vs 137 / 104 (dots) at 24, 152 / 153 vs 142 / 139 (panels)
+// at 64, 146 / 153 vs 150 / 152 at 96, 170 / 154 vs 166 / 158 at 512; so f32 panels from 96.
+static int i8gemm_min_batch(int type) {
+  if (type == T_Q8_0) return 24;
+  return act_kind(type) == ACT_A8K ? 16 : 12;
+}
+static int i8gemm_max_batch(int type) { return type == T_Q8_0 ? 95 : 1 << 30; }
 
 static bool has_i8gemm(const KernelTable &kt, int ti) { return kt.quad_gemm[ti] != nullptr; }
 
@@ -205,7 +213,7 @@ MatmulPath resolve_path(int type, int T, MatmulPath path) {
   const bool i8 = has_i8gemm(active_kernels(), ti);
   if (path == MatmulPath::I8Gemm && i8) return path;
   if (path == MatmulPath::Vec || path == MatmulPath::Gemm) return path;
-  if (i8 && T >= i8gemm_min_batch(type)) return MatmulPath::I8Gemm;
+  if (i8 && T >= i8gemm_min_batch(type) && T <= i8gemm_max_batch(type)) return MatmulPath::I8Gemm;
   return T >= gemm_min_batch(type) ? MatmulPath::Gemm : MatmulPath::Vec;
 }
 

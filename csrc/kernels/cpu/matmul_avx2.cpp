@@ -301,7 +301,7 @@ const KernelTable kAvx2 = {
     gemm_panel,
     quant_quads,
     quant_quads_k,
-    {nullptr, nullptr, nullptr, nullptr, quad_gemm<1>, quad_gemm<2>, nullptr, nullptr,
+    {nullptr, nullptr, nullptr, quad_gemm_q8, quad_gemm<1>, quad_gemm<2>, nullptr, nullptr,
      quad_gemm_k<false>, quad_gemm_k<true>},
 };
 

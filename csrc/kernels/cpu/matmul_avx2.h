@@ -229,6 +229,7 @@ void quant_quads(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n, 
                  QuadA8 *out);
 template <int KIND>  // 1 Q4_0, 2 Q5_0
 void quad_gemm(const QuadArgs &a);
+void quad_gemm_q8(const QuadArgs &a);  // Q8_0
 void quant_quads_k(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n, QuadA8K *out);
 template <bool Q5>  // Q4_K, Q5_K
 void quad_gemm_k(const QuadArgs &a);

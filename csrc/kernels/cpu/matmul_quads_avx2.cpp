@@ -1,5 +1,5 @@
-// Int8 panels: the prefill product for Q4_0/Q5_0 and Q4_K/Q5_K weights on AVX2 (GotoBLAS-style
-// blocking over an integer micro-kernel).
+// Int8 panels: the prefill product for Q8_0, Q4_0/Q5_0 and Q4_K/Q5_K weights on AVX2
+// (GotoBLAS-style blocking over an integer micro-kernel).
 //
 // Why not the f32 panels: an AVX2 core retires two 8-wide FMAs a cycle, 16 multiply-adds, while
 // maddubs does 32 int8 multiply-adds per instruction, two a cycle. What keeps integer kernels from
@@ -127,6 +127,64 @@ struct Q0Panels {
               _mm256_add_epi32(_mm256_madd_epi16(fold4(u, q.qs), _mm256_set1_epi16(1)), corr);
           const __m256 da = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(q.d));
           sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(da, dr), sum[r][p]);
+        }
+      }
+    }
+  }
+};
+
+// ---- Q8_0: signed 8-bit codes, one scale per 32 values ----
+//
+// The codes are copied (RowQuad::u holds them as signed bytes) and meet the activations by the sign
+// trick: maddubs(|w|, sign(a, w)) = w * a pair by pair. The 16-bit fold of fold4 is not exact here:
+// |w| <= 128 and |a| <= 127 (quant32: |x| * 127 / amax rounds to at most 127, never -128) give a
+// maddubs word of up to 2 * 128 * 127 = 32512, inside int16 but with no room for a second one
+// (65024). So each token's words go to int32 with their own madd (4 products: at most 65024) and
+// the 4 tokens are folded in 32-bit lanes (32 products: at most 32 * 128 * 127 = 520192): exact.
+struct Q8Panels {
+  using Act = QuadA8;
+  using Rows = RowQuad;
+  static constexpr int kBlock = QK;
+  static constexpr int kChunk = 64;  // blocks per pass
+
+  static void unpack(const uint8_t *w, size_t row_bytes, int nr, int64_t i0, int nblk,
+                     RowQuad *out) {
+    for (int r = 0; r < 4; ++r) {
+      const auto *b = reinterpret_cast<const BlockQ8_0 *>(w + size_t(r) * row_bytes) + i0;
+      for (int i = 0; i < nblk; ++i) {
+        _mm256_store_si256(reinterpret_cast<__m256i *>(out[i].u[r]),
+                           r < nr ? loadu(b[i].qs) : _mm256_setzero_si256());
+        out[i].d[r] = r < nr ? h2f(b[i].d) : 0.f;
+      }
+    }
+  }
+
+  template <int NQ>
+  static void tile(const RowQuad *w, const QuadA8 *const *a, int nblk, __m256 (&sum)[4][NQ]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int i = 0; i < nblk; ++i) {
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        const __m256i c = _mm256_load_si256(reinterpret_cast<const __m256i *>(w[i].u[r]));
+        const __m256i u = _mm256_abs_epi8(c);
+        const __m256 dr = _mm256_broadcast_ss(&w[i].d[r]);
+#pragma GCC unroll 2
+        for (int p = 0; p < NQ; ++p) {
+          const QuadA8 &q = a[p][i];
+          __m256i s[4];
+#pragma GCC unroll 4
+          for (int t = 0; t < 4; ++t)
+            s[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(loadu(q.qs[t]), c)),
+                                     ones);
+          // fold4's unpacks on int32 lanes: token t's sums in lanes t and t + 4.
+          const __m256i p01 = _mm256_add_epi32(_mm256_unpacklo_epi32(s[0], s[1]),
+                                               _mm256_unpackhi_epi32(s[0], s[1]));
+          const __m256i p23 = _mm256_add_epi32(_mm256_unpacklo_epi32(s[2], s[3]),
+                                               _mm256_unpackhi_epi32(s[2], s[3]));
+          const __m256i st =
+              _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));
+          const __m256 da = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(q.d));
+          sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(st), _mm256_mul_ps(da, dr), sum[r][p]);
         }
       }
     }
@@ -316,6 +374,8 @@ template <int KIND>
 void quad_gemm(const QuadArgs &a) {
   run_panels<Q0Panels<KIND>>(a);
 }
+
+void quad_gemm_q8(const QuadArgs &a) { run_panels<Q8Panels>(a); }
 
 template <bool Q5>
 void quad_gemm_k(const QuadArgs &a) {
