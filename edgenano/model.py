@@ -56,6 +56,7 @@ class Model:
 
             path = default_model_path()
         self.path = str(path)
+        self._stamp = _stamp(self.path)  # before reading: a change during the load shows too
         self.gguf = load_gguf(self.path)
         self.config = self.gguf.config
         self.tokenizer = Tokenizer(self.gguf.metadata)
@@ -129,8 +130,19 @@ class Model:
     def eval(self, state, token_ids: Sequence[int]) -> np.ndarray:
         """Feed tokens into `state`; the logits after the last one (float32, n_vocab)."""
         ids = self.check_ids(token_ids)
+        self.check_file()
         with self._lock:
             return self.backend.eval(state, ids)
+
+    def check_file(self) -> None:
+        """GGUFError if the model file changed on disk since it was loaded (size or modification
+        time): its weights are read from a mapping of the file, so a truncated file would crash
+        the process (SIGBUS) and a rewritten one give wrong logits."""
+        from .errors import GGUFError
+
+        if _stamp(self.path) != self._stamp:
+            raise GGUFError(f"{self.path}: the model file changed on disk since it was loaded; "
+                            "reopen it")
 
     def logits(self, token_ids: Sequence[int]) -> np.ndarray:
         """Logits at every position of `token_ids`, from an empty state: (T, n_vocab)."""
@@ -264,6 +276,16 @@ class Model:
                 raise ValueError(f"token id {t} is out of range [0, {n})")
             out.append(int(t))
         return out
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _cut_stop(text: str, stop: Sequence[str]) -> str:

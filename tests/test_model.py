@@ -53,3 +53,31 @@ def test_unknown_backend_is_a_value_error(path):
     with pytest.raises(ValueError, match="unknown backend 'bogus'") as e:
         Model(path, backend="bogus")
     assert not isinstance(e.value, BackendUnavailable)
+
+
+def test_changed_file_under_a_loaded_model_is_an_error(path, tmp_path):
+    """Rewritten in place (same size, new mtime) or truncated: eval raises GGUFError, and the
+    truncation runs in a subprocess so a SIGBUS would fail the test rather than kill pytest."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from edgenano import GGUFError
+
+    copy = tmp_path / "m.gguf"
+    shutil.copy(path, copy)
+    m = Model(copy, backend="reference", n_ctx=64)
+    m.eval(m.new_state(), IDS[:2])
+    st = os.stat(copy)
+    os.utime(copy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(GGUFError, match="changed on disk since it was loaded; reopen it"):
+        m.eval(m.new_state(), IDS[:2])
+    code = (f"import os; from edgenano import Model, GGUFError\n"
+            f"m = Model({str(copy)!r}, backend='reference', n_ctx=64)\n"
+            f"os.truncate({str(copy)!r}, 1000)\n"
+            f"try:\n    m.eval(m.new_state(), {IDS[:2]!r})\n"
+            f"except GGUFError as e:\n    print('GGUFError', e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "GGUFError" in r.stdout and "changed on disk" in r.stdout
