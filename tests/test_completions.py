@@ -330,3 +330,13 @@ def test_odd_inputs_elsewhere(model):
         model.eval(model.new_state(), [2**32 + 5])  # never cast to int32
     with pytest.raises(ValueError, match="n_ctx"):
         Model(model.path, n_ctx=2**31)
+
+
+def test_no_chat_template_is_a_clear_error(model):
+    m = Model(model.path, n_ctx=256, n_threads=2)
+    m.chat_template = None  # as a GGUF without tokenizer.chat_template
+    for call in (lambda: m.chat().send("hi"),
+                 lambda: m.create_chat_completion([{"role": "user", "content": "hi"}])):
+        with pytest.raises(edgenano.ChatTemplateError, match="no chat template"):
+            call()
+    assert m.create_completion("hi", max_tokens=2)["choices"]  # plain completions still work
