@@ -62,13 +62,13 @@ class ModelConfig:
 
     @property
     def ssm_conv_dim(self) -> int:
-        """Channels through the conv: x, B and C (D + 2GN)."""
-        return self.ssm_d_inner + 2 * self.ssm_n_group * self.ssm_d_state
+        """Channels through the conv (D + 2GN); the same at every layer (layers.Dims)."""
+        return self.dims(0).ssm_conv_dim
 
     @property
     def ssm_in_dim(self) -> int:
-        """Width of in_proj's output: z | xBC | dt (2D + 2GN + H)."""
-        return self.ssm_d_inner + self.ssm_conv_dim + self.ssm_n_head
+        """Width of in_proj's output (2D + 2GN + H); the same at every layer (layers.Dims)."""
+        return self.dims(0).ssm_in_dim
 
     def dims(self, i: int) -> Dims:
         """Layer i's dimensions, as the layer table's shapes read them."""
