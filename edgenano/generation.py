@@ -49,11 +49,12 @@ class _Utf8:
 
 def generate_steps(model, state, logits: np.ndarray, *, max_tokens: int,
                    sampling: SamplingParams = SamplingParams(), stop_ids: Sequence[int] = (),
-                   stop: Sequence[str] = (), thinking: bool = False,
+                   thinking: bool = False,
                    budget: BudgetRule | None = None, history: Sequence[int] = (),
                    outcome: Outcome | None = None, constraint=None,
                    logprobs: int | None = None) -> Iterator[Step]:
-    """Yield Steps until a stop token, a stop string, or max_tokens. `model` gives
+    """Yield Steps until a stop token, a finished constraint, or max_tokens (stop strings are
+    the caller's: StopCutter). `model` gives
     `.eval(state, ids) -> logits` and `.tokenizer`; `state` is advanced in place. With
     `thinking`, the prompt has opened `<think>` and `budget` (if any) may force its close.
     `constraint` (edgenano.grammar) masks the answer's tokens once the reasoning is closed;
@@ -67,7 +68,6 @@ def generate_steps(model, state, logits: np.ndarray, *, max_tokens: int,
     hist = list(history)
     utf8 = _Utf8()
     forced: list[int] = []
-    text = ""
     while out.completion_tokens < max_tokens:
         is_forced = bool(forced)
         reasoning = tracker is not None and not tracker.closed
@@ -98,11 +98,7 @@ def generate_steps(model, state, logits: np.ndarray, *, max_tokens: int,
             out.reasoning_tokens = tracker.reasoning_tokens
         hist.append(tid)
         out.completion_tokens += 1
-        text += piece
         yield Step(tid, piece, is_forced, reasoning, lp, top)
-        if stop and any(s in text for s in stop):
-            out.finish_reason = "stop"
-            return
         if guided and constraint.is_done():
             out.finish_reason = "stop"
             return

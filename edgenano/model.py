@@ -188,8 +188,8 @@ class Model:
                  min_p: float = 0.0, repeat_penalty: float = 1.0, seed: int | None = None,
                  stop: Sequence[str] = (), stream: bool = False):
         """Continue a prompt (text or ids). Returns the text, or with stream=True a generator
-        of text pieces."""
-        from .generation import generate_steps
+        of text pieces; generation ends at a stop string, which is not part of the text."""
+        from .generation import StopCutter, generate_steps
         from .sampling import SamplingParams
 
         ids = self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
@@ -197,9 +197,19 @@ class Model:
         state = self.new_state()
         logits = self.eval(state, ids)
         steps = generate_steps(self, state, logits, max_tokens=max_tokens, sampling=params,
-                               stop_ids=self.stop_ids, stop=stop, history=ids)
-        pieces = (s.text for s in steps)
-        return pieces if stream else _cut_stop("".join(pieces), stop)
+                               stop_ids=self.stop_ids, history=ids)
+
+        def pieces():
+            cutter = StopCutter(stop)
+            for s in steps:
+                if text := cutter.feed(s.text):
+                    yield text
+                if cutter.hit:
+                    return
+            if rest := cutter.flush():
+                yield rest
+
+        return pieces() if stream else "".join(pieces())
 
     def chat(self, system: str | None = None, *, thinking: bool = True,
              thinking_budget: int = -1, tools: list | None = None, **settings):
@@ -287,9 +297,3 @@ def _stamp(path: str) -> tuple[int, int] | None:
         return None
     return st.st_size, st.st_mtime_ns
 
-
-def _cut_stop(text: str, stop: Sequence[str]) -> str:
-    for s in stop:
-        if s in text:
-            text = text[: text.index(s)]
-    return text

@@ -105,6 +105,10 @@ def test_chat_completion_shape(model):
 def test_generate_and_context_overflow(model):
     text = model.generate("Hello", max_tokens=5)
     assert text == "".join(model.generate("Hello", max_tokens=5, stream=True))
+    stop = text[2:4]  # a stop string inside the text: cut before it, streamed or not
+    cut = text[: text.index(stop)]
+    assert model.generate("Hello", max_tokens=5, stop=[stop]) == cut
+    assert "".join(model.generate("Hello", max_tokens=5, stop=[stop], stream=True)) == cut
     small = Model(model.path, backend="reference", n_ctx=8)
     with pytest.raises(ValueError, match="n_ctx=8"):
         small.eval(small.new_state(), list(range(20, 30)))
