@@ -79,7 +79,7 @@ def worker(a) -> None:
     n_ctx = longest + a.decode + 8
     ids = np.random.default_rng(0).integers(300, 30000, n_ctx).tolist()
     t0 = time.perf_counter()
-    eng = (Native if a.worker == "edgenano" else LlamaCpp)(a.path, a.threads, n_ctx)
+    eng = (LlamaCpp if a.worker == "llama.cpp" else Native)(a.path, a.threads, n_ctx)
     out = {"load_s": time.perf_counter() - t0}
     eng.reset()
     eng.feed(ids[:8])  # warm-up: page in, start threads
@@ -98,7 +98,7 @@ def worker(a) -> None:
             eng.feed([t])
         out[f"decode_{name}"] = a.decode / (time.perf_counter() - t0)
     out["peak_rss_mb"] = peak_rss_mb()
-    if a.profile and a.worker == "edgenano":  # where the time goes, after the timed runs
+    if a.profile and a.worker != "llama.cpp":  # where the time goes, after the timed runs
         be = eng.m
         be.profiling = True
         eng.reset()
@@ -127,22 +127,34 @@ def model_path(a) -> Path:
     return path
 
 
-def bytes_per_token(path: Path) -> int:
-    """Bytes a decode step reads from the weights: every tensor but the embedding table, plus one
-    embedding row (SSM state and KV traffic come on top)."""
+def step_bytes(path: Path, n_past: int, kv_bytes: float = 2.0) -> dict[str, int]:
+    """Bytes one decode step must move, by kind: every weight but the embedding table plus one
+    embedding row; each Mamba layer's conv and SSM state (f32), read and written back; each
+    attention layer's K and V rows for n_past tokens (f16 by default: 2 bytes a value) and the new
+    row written. Activations (a few KB a layer) stay in cache and are not counted."""
     from edgenano.gguf_model import load_gguf
 
     g = load_gguf(path)
+    c = g.config
     emb = g.tensors["token_embd.weight"]
-    rest = sum(t.nbytes for name, t in g.tensors.items() if name != "token_embd.weight")
-    return rest + emb.nbytes // emb.ne[1]
+    weights = sum(t.nbytes for name, t in g.tensors.items() if name != "token_embd.weight")
+    weights += emb.nbytes // emb.ne[1]
+    n_mamba = c.layer_kinds.count("mamba")
+    conv_dim = c.ssm_d_inner + 2 * c.ssm_n_group * c.ssm_d_state
+    ssm = c.ssm_n_head * c.ssm_head_dim * c.ssm_d_state
+    state = n_mamba * 4 * 2 * (ssm + (c.ssm_d_conv - 1) * conv_dim)
+    kv = sum(2 * (n_past + 1) * hk * c.head_dim * kv_bytes for hk in c.n_head_kv if hk)
+    return {"weights": weights, "state": state, "kv": int(kv)}
 
 
 def run_worker(engine: str, path: Path, a, profile: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--worker", engine, "--path", str(path),
            "--threads", str(a.threads), "--prompts", a.prompts, "--decode", str(a.decode),
            "--long", str(a.long)] + (["--profile"] if profile else [])
-    res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    env = dict(os.environ)
+    if engine == "edgenano-avx2":  # the same engine with the AVX-512 VNNI dots turned off
+        env["EDGENANO_NO_AVX512"] = "1"
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode or not lines:
         raise RuntimeError(f"{engine} worker failed:\n{res.stderr[-2000:]}")
@@ -155,12 +167,15 @@ def bandwidth(threads: int) -> float:
     return kernels.read_bandwidth(1 << 30, threads, 5)
 
 
-def report(results: dict, bw: list[float], bpt: int, a) -> None:
+def report(results: dict, bw: list[float], path: Path, a) -> None:
     engines = list(results)
     keys = sorted({k for r in results.values() for k in r}, key=lambda k: (k.split("_")[0], k))
     higher_better = lambda k: k.startswith(("prefill", "decode"))  # noqa: E731
-    print(f"\nmodel {a.path_used} | threads {a.threads} | read bandwidth "
-          f"{min(bw) / 1e9:.1f}-{max(bw) / 1e9:.1f} GB/s | {bpt / 1e6:.0f} MB of weights per token")
+    short = step_bytes(path, SHORT_PROMPT)
+    print(f"\nmodel {path} | threads {a.threads} | read bandwidth "
+          f"{min(bw) / 1e9:.1f}-{max(bw) / 1e9:.1f} GB/s | a decode step moves "
+          + ", ".join(f"{v / 1e6:.0f} MB of {k}" for k, v in short.items())
+          + f" at {SHORT_PROMPT} tokens of context")
     print(f"{'metric':16s}" + "".join(f"{e:>14s}" for e in engines) + f"{'ratio':>10s}")
     for k in keys:
         vals = [results[e].get(k, float("nan")) for e in engines]
@@ -168,11 +183,14 @@ def report(results: dict, bw: list[float], bpt: int, a) -> None:
         unit = " tok/s" if higher_better(k) else ""
         print(f"{k + unit:16s}" + "".join(f"{v:14.2f}" for v in vals) + f"{ratio:10.2f}x")
     for e in engines:
-        for k in ("decode_short", "decode_long"):
+        for k, ctx in (("decode_short", SHORT_PROMPT), ("decode_long", a.long)):
             if k in results[e]:
+                # the step at the middle of the measured run
+                bpt = sum(step_bytes(path, ctx + a.decode // 2).values())
                 frac = results[e][k] * bpt / max(bw)
                 print(f"{e} {k}: {frac:.0%} of the bandwidth limit "
-                      f"({max(bw) / bpt:.1f} tok/s at {max(bw) / 1e9:.1f} GB/s)")
+                      f"({max(bw) / bpt:.1f} tok/s for {bpt / 1e6:.0f} MB a step at "
+                      f"{max(bw) / 1e9:.1f} GB/s)")
 
 
 def main() -> None:
@@ -184,7 +202,9 @@ def main() -> None:
     ap.add_argument("--decode", type=int, default=32, help="decode steps per measurement")
     ap.add_argument("--long", type=int, default=4096, help="context before the long decode")
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--engines", default="edgenano,llama.cpp")
+    ap.add_argument("--engines", default="edgenano,llama.cpp",
+                    help="comma-separated: edgenano, edgenano-avx2 (AVX-512 dots off), llama.cpp; "
+                    "ratios are the first over the second")
     ap.add_argument("--profile", action="store_true",
                     help="then profile edgenano's first prefill and a decode, per operation")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -194,7 +214,6 @@ def main() -> None:
         return worker(a)
     path = model_path(a)
     a.path_used = path
-    bpt = bytes_per_token(path)
     results: dict[str, dict] = {e: {} for e in a.engines.split(",")}
     bw = [bandwidth(a.threads)]
     for rep in range(a.reps):
@@ -207,7 +226,7 @@ def main() -> None:
                 results[e][k] = best(results[e].get(k, v), v) if k != "peak_rss_mb" else \
                     max(results[e].get(k, v), v)
         bw.append(bandwidth(a.threads))
-    report(results, bw, bpt, a)
+    report(results, bw, path, a)
     if a.profile:
         from edgenano.engine import format_profile
 

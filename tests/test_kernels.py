@@ -78,14 +78,19 @@ def assert_oracle(got, fn, *args):
     assert nmse(got, ref64) <= bound
 
 
-@pytest.fixture(params=["avx2", "scalar"])
+@pytest.fixture(params=["avx512", "avx2", "scalar"])
 def simd(request):
-    """Run the test on the AVX2 path and again with the scalar path forced."""
+    """Run the test on the AVX-512 VNNI path, on the AVX2 path and with the scalar path forced."""
     if request.param == "avx2" and not K.cpu_has_avx2():
         pytest.skip("no AVX2 on this CPU")
+    if request.param == "avx512" and not K.cpu_has_avx512():
+        pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
     K.set_force_scalar(request.param == "scalar")
+    K.set_allow_avx512(request.param == "avx512")
+    assert K.isa() == {"avx512": "avx512-vnni", "avx2": "avx2", "scalar": "scalar"}[request.param]
     yield request.param
     K.set_force_scalar(False)
+    K.set_allow_avx512(True)
 
 
 def rng_for(*key) -> np.random.Generator:
@@ -141,6 +146,59 @@ def test_matmul_scalar_matches_avx2(qtype, T):
     K.set_force_scalar(False)
     for a, b in zip(out[False], out[True], strict=True):
         assert nmse(a, b) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
+AVX512_DOT_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
+
+
+@pytest.mark.parametrize("blocks", [1, 7, 8, 9, 35, 140])  # 8 blocks a step, tails, odd counts
+@pytest.mark.parametrize("qtype", AVX512_DOT_TYPES, ids=lambda t: t.name)
+def test_avx512_decode_dots_match_scalar(qtype, blocks):
+    """The AVX-512 VNNI one-token dots compute the scalar kernels' integer sums (another float
+    order only) for every block count: whole 8-block steps, their tails, one block."""
+    if not K.cpu_has_avx512():
+        pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
+    bs = gguf.GGML_QUANT_SIZES[qtype][0]
+    if bs == 256 and blocks > 18:
+        blocks //= 8
+    rng, cols = rng_for("v512", qtype, blocks), bs * blocks
+    raw, x = random_rows(qtype, 37, cols, rng), rng.standard_normal((1, cols)).astype(np.float32)
+    out = {}
+    for isa in ("avx512", "scalar"):
+        K.set_force_scalar(isa == "scalar")
+        out[isa] = K.matmul(raw, int(qtype), cols, x, path="vec", n_threads=2)
+        assert K.isa() == ("avx512-vnni" if isa == "avx512" else "scalar")
+    K.set_force_scalar(False)
+    assert nmse(out["avx512"], out["scalar"]) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
+@pytest.mark.parametrize("qtype", [QT.Q8_0, QT.Q5_0], ids=lambda t: t.name)
+def test_avx512_decode_dots_extreme_codes(qtype):
+    """At the bound of the integer sums: Q8_0 codes -128 / 127 (biased by 128 to 0..255 for
+    vpdpbusd) and Q5_0 codes 0 / 31 against activation codes +-127, one sign per row's products."""
+    if not K.cpu_has_avx512():
+        pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
+    rng, cols, rows = rng_for("v512x", qtype), 1120, 9
+    x = np.where(rng.random((1, cols)) < 0.5, -1.0, 1.0).astype(np.float32)
+    hi, lo = (127, -128) if qtype == QT.Q8_0 else (15, -16)
+    codes = np.where(rng.random((rows, cols)) < 0.5, lo, hi)
+    codes[0] = np.where(x[0] > 0, hi, lo)
+    codes[1] = np.where(x[0] > 0, lo, hi)
+    nb = cols // 32
+    d = np.full((rows, nb), 0.01, np.float16).view(np.uint8).reshape(rows, nb, 2)
+    if qtype == QT.Q8_0:
+        body = codes.astype(np.int8).view(np.uint8).reshape(rows, nb, 32)
+    else:  # Q5_0: u = q + 16 in 0..31; fifth bits in qh, nibbles of values i and i + 16 paired
+        u = (codes + 16).reshape(rows, nb, 32).astype(np.uint32)
+        qh = ((u >> 4) << np.arange(32, dtype=np.uint32)).sum(axis=2).astype("<u4")
+        nib = (u[:, :, :16] & 15) | ((u[:, :, 16:] & 15) << 4)
+        body = np.concatenate([qh[..., None].view(np.uint8), nib.astype(np.uint8)], axis=2)
+    raw = np.concatenate([d, body], axis=2).reshape(rows, -1)
+    w = dequant(raw, qtype, cols)
+    assert set(np.unique(np.rint(w / float(np.float16(0.01))))) == {lo, hi}  # blocks as built
+    y = K.matmul(raw, int(qtype), cols, x, path="vec")
+    assert K.isa() == "avx512-vnni"
+    assert nmse(y, f64(x)[0] @ f64(w)[0].T) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
 I8_PANEL_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K]

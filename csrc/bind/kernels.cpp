@@ -200,6 +200,11 @@ void bind_kernels(nb::module_ &parent) {
   m.def("set_force_scalar", &kern::set_force_scalar, nb::arg("on"),
         "Force the scalar kernels (also EDGENANO_FORCE_SCALAR=1).");
   m.def("force_scalar", &kern::force_scalar);
+  m.def("cpu_has_avx512", &kern::cpu_has_avx512,
+        "Whether this CPU and OS have AVX-512 F/BW/VL/DQ with VNNI and the build has its kernels.");
+  m.def("set_allow_avx512", &kern::set_allow_avx512, nb::arg("on"),
+        "Allow the AVX-512 VNNI decode dots (default; EDGENANO_NO_AVX512=1 turns them off).");
+  m.def("isa", &kern::isa_name, "The kernels in use: 'avx512-vnni', 'avx2' or 'scalar'.");
   m.def(
       "matmul_path",
       [](int type, int T, const std::string &path) {

@@ -34,5 +34,11 @@ bool cpu_has_avx2();
 bool use_avx2();
 void set_force_scalar(bool on);
 bool force_scalar();
+// On top of AVX2: the AVX-512 VNNI decode dots, where the CPU and OS have them and they are
+// allowed (set_allow_avx512, or EDGENANO_NO_AVX512=1 in the environment to turn them off).
+bool cpu_has_avx512();
+bool use_avx512();
+void set_allow_avx512(bool on);
+const char *isa_name();  // the kernels in use: "avx512-vnni", "avx2" or "scalar"
 
 }  // namespace edgenano::kern

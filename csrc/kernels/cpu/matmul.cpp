@@ -42,6 +42,9 @@ ActKind act_kind(int type) {
 
 const KernelTable &active_kernels() {
 #ifdef EDGENANO_X86
+#ifdef EDGENANO_AVX512
+  if (use_avx512()) return avx512_kernels();
+#endif
   if (use_avx2()) return avx2_kernels();
 #endif
   return scalar_kernels();

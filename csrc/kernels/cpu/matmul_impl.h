@@ -118,7 +118,8 @@ struct KernelTable {
 };
 
 const KernelTable &scalar_kernels();
-const KernelTable &avx2_kernels();  // only on x86-64 builds; call after use_avx2()
+const KernelTable &avx2_kernels();    // only on x86-64 builds; call after use_avx2()
+const KernelTable &avx512_kernels();  // only where built (EDGENANO_AVX512); after use_avx512()
 const KernelTable &active_kernels();
 
 }  // namespace edgenano::kern
