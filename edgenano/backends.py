@@ -101,7 +101,8 @@ class LlamaCppBackend:
     """llama-cpp-python on the same GGUF. One llama.cpp context; a state is loaded into it when
     used (llama.cpp's own save_state/load_state), so several states can share it."""
 
-    def __init__(self, path: str, n_ctx: int, n_threads: int | None, verbose: bool = False):
+    def __init__(self, path: str, n_ctx: int, n_threads: int | None, verbose: bool = False,
+                 use_mmap: bool = True):
         try:
             import llama_cpp
         except ImportError as e:
@@ -112,7 +113,7 @@ class LlamaCppBackend:
             llama_cpp_log(verbose)
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx,
                                    n_threads=n_threads or default_threads(), n_batch=512,
-                                   verbose=False)
+                                   use_mmap=use_mmap, verbose=False)
         self.n_ctx = n_ctx
         self._current: _LlamaState | None = None
         self.lock = threading.RLock()  # one llama.cpp context, shared by every state
@@ -190,17 +191,20 @@ def check_available(kind: str) -> None:
 
 def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int | None,
                  verbose: bool = False, **native_options):
-    """native_options (n_batch, kv_type) tune the native engine; other backends refuse them.
+    """native_options (n_batch, kv_type) tune the native engine; other backends refuse them;
+    use_mmap False (native, llama.cpp) reads the weights into memory instead of mapping them.
     verbose lets llama.cpp's own log through (backend "llama.cpp")."""
     check_available(kind)
+    use_mmap = native_options.pop("use_mmap", True)
     if native_options and kind != "native":
         raise ValueError(f"{sorted(native_options)} only apply to backend='native'")
     if kind == "reference":
         return ReferenceBackend(gguf_model, n_ctx)
     if kind == "llama.cpp":
-        return LlamaCppBackend(path, n_ctx, n_threads, verbose)
+        return LlamaCppBackend(path, n_ctx, n_threads, verbose, use_mmap=use_mmap)
     if kind == "native":
         from .engine import NativeBackend
 
-        return NativeBackend(gguf_model, path, n_ctx=n_ctx, n_threads=n_threads, **native_options)
+        return NativeBackend(gguf_model, path, n_ctx=n_ctx, n_threads=n_threads,
+                             use_mmap=use_mmap, **native_options)
     raise AssertionError(kind)

@@ -39,13 +39,14 @@ class NativeState:
 
 
 class NativeBackend:
-    """nemotron_h on edgenano's C++ engine: weights mmapped from the GGUF, never copied."""
+    """nemotron_h on edgenano's C++ engine: weights mmapped from the GGUF, never copied (or read
+    into memory with use_mmap=False)."""
 
     name = "native"
 
     def __init__(self, gguf_model: GGUFModel, path: str | Path | None = None, *,
                  n_ctx: int = 8192, n_threads: int | None = None, n_batch: int = 512,
-                 kv_type: str = "f16"):
+                 kv_type: str = "f16", use_mmap: bool = True):
         from . import _C
 
         if kv_type not in KV_TYPES:
@@ -57,8 +58,8 @@ class NativeBackend:
                    for t in gguf_model.tensors.values()]
         try:
             self.impl = _C.Model(self.path, cfg, tensors, n_ctx, n_threads or default_threads(),
-                                 n_batch, int(KV_TYPES[kv_type]))
-        except ValueError as e:
+                                 n_batch, int(KV_TYPES[kv_type]), "cpu", use_mmap)
+        except (ValueError, RuntimeError) as e:  # the file's content, or reading it
             raise GGUFError(f"{self.path}: {e}") from None
 
     def new_state(self) -> NativeState:

@@ -38,8 +38,11 @@ class Model:
     backend: "native" (edgenano's C++ engine), "reference" (NumPy, slow and exact) or "llama.cpp"
     (llama-cpp-python on the same file). n_ctx defaults to the trained context, at most 8192;
     more than the trained context warns. n_batch (prefill chunk, default 512) and kv_type ("f16",
-    "q8_0" or "f32") tune the native engine. chat_template replaces the GGUF's own; verbose
-    lets llama.cpp's log through.
+    "q8_0" or "f32") tune the native engine. use_mmap (default True) maps the weights from the
+    file, shared with the page cache; False reads them into memory (as llama.cpp's --no-mmap), so
+    the file may then change or go away. With a mapping, a file changed on disk after loading is
+    a GGUFError at the next evaluation. chat_template replaces the GGUF's own; verbose lets
+    llama.cpp's log through.
 
     >>> m = Model("model.gguf", n_threads=2, n_ctx=8192)
     >>> s = m.new_state(); last = m.eval(s, ids); s2 = s.copy(); every = m.logits(ids)
@@ -48,7 +51,7 @@ class Model:
     def __init__(self, path: str | Path | None = None, backend: str = "native", *,
                  n_ctx: int | None = None, n_threads: int | None = None,
                  chat_template: str | None = None, verbose: bool = False,
-                 **native_options):
+                 use_mmap: bool = True, **native_options):
         from .gguf_model import load_gguf
 
         if path is None:
@@ -62,6 +65,12 @@ class Model:
         self.tokenizer = Tokenizer(self.gguf.metadata)
         self.chat_template = chat_template or self.tokenizer.chat_template
         self.backend_name = backend
+        if not isinstance(use_mmap, bool):
+            raise TypeError(f"use_mmap must be True or False, not {use_mmap!r}")
+        if not use_mmap and backend == "reference":
+            raise ValueError("use_mmap=False applies to backend='native' and 'llama.cpp'; the "
+                             "reference reads the mapped file")
+        self.use_mmap = use_mmap
         trained = getattr(self.config, "n_ctx_train", 0) or 0
         if n_ctx is None:
             n_ctx = min(trained or DEFAULT_N_CTX, DEFAULT_N_CTX)
@@ -71,8 +80,12 @@ class Model:
         if trained and n_ctx > trained:
             warnings.warn(f"n_ctx={n_ctx} is more than the {trained} tokens {Path(self.path).name}"
                           " was trained on; quality past that is not known", stacklevel=2)
+        if not use_mmap:
+            native_options["use_mmap"] = False
         self.backend = make_backend(backend, self.gguf, self.path, n_ctx=n_ctx,
                                     n_threads=n_threads, verbose=verbose, **native_options)
+        if not use_mmap:
+            _ = self.fingerprint  # reads the file (a KiB per tensor): now, while it is as loaded
         self.stop_ids = self._stop_ids()
         # Weights are shared and every state is its own, but a backend runs one forward at a time
         # (the native engine's thread pool already uses every core; llama.cpp has one context).
@@ -140,6 +153,8 @@ class Model:
         the process (SIGBUS) and a rewritten one give wrong logits."""
         from .errors import GGUFError
 
+        if not self.use_mmap:  # the weights were read into memory: the file no longer matters
+            return
         if _stamp(self.path) != self._stamp:
             raise GGUFError(f"{self.path}: the model file changed on disk since it was loaded; "
                             "reopen it")

@@ -55,6 +55,40 @@ def test_unknown_backend_is_a_value_error(path):
     assert not isinstance(e.value, BackendUnavailable)
 
 
+@pytest.mark.parametrize("backend", ["native", "llama.cpp"])
+def test_use_mmap_false_reads_the_weights_into_memory(path, tmp_path, backend):
+    """use_mmap=False: the weights are read at load, so truncating and then deleting the file
+    afterwards changes nothing (a subprocess, so a SIGBUS would fail the test, not kill pytest);
+    the logits equal the mapped model's bit for bit."""
+    import shutil
+    import subprocess
+    import sys
+
+    if backend == "llama.cpp":
+        pytest.importorskip("llama_cpp")
+    copy = tmp_path / "m.gguf"
+    shutil.copy(path, copy)
+    code = (f"import os, numpy as np; from edgenano import Model\n"
+            f"p = {str(copy)!r}\n"
+            f"mapped = Model(p, backend={backend!r}, n_ctx=64)\n"
+            f"want = mapped.eval(mapped.new_state(), {IDS!r})\n"
+            f"del mapped\n"
+            f"m = Model(p, backend={backend!r}, n_ctx=64, use_mmap=False)\n"
+            f"os.truncate(p, 1000); os.remove(p)\n"
+            f"got = m.eval(m.new_state(), {IDS!r})\n"
+            f"print('equal', np.array_equal(got, want), 'finite', bool(np.isfinite(got).all()))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "equal True finite True" in r.stdout
+
+
+def test_use_mmap_is_checked(path):
+    with pytest.raises(TypeError, match="use_mmap must be True or False"):
+        Model(path, use_mmap="no")
+    with pytest.raises(ValueError, match="use_mmap=False applies to backend='native'"):
+        Model(path, backend="reference", use_mmap=False)
+
+
 def test_changed_file_under_a_loaded_model_is_an_error(path, tmp_path):
     """Rewritten in place (same size, new mtime) or truncated: eval raises GGUFError, and the
     truncation runs in a subprocess so a SIGBUS would fail the test rather than kill pytest."""

@@ -54,7 +54,8 @@ Config parse_config(const nb::dict &d) {
 
 std::unique_ptr<Model> make_model(const std::string &path, const nb::dict &config,
                                   const std::vector<TensorTuple> &tensors, int n_ctx, int n_threads,
-                                  int n_batch, int kv_type, const std::string &backend) {
+                                  int n_batch, int kv_type, const std::string &backend,
+                                  bool use_mmap) {
   std::vector<TensorInfo> infos;
   infos.reserve(tensors.size());
   for (const auto &[name, type, ne, offset, nbytes] : tensors)
@@ -62,7 +63,7 @@ std::unique_ptr<Model> make_model(const std::string &path, const nb::dict &confi
   Config c = parse_config(config);
   nb::gil_scoped_release nogil;
   return std::make_unique<Model>(path, std::move(c), infos, n_ctx, n_threads, n_batch, kv_type,
-                                 backend);
+                                 backend, use_mmap);
 }
 
 using Ids = nb::ndarray<const int32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
@@ -131,9 +132,10 @@ void bind_model(nb::module_ &m) {
   nb::class_<Model>(m, "Model", "nemotron_h on a native backend (cpu: weights mmapped).")
       .def(nb::new_(&make_model), nb::arg("path"), nb::arg("config"), nb::arg("tensors"),
            nb::arg("n_ctx"), nb::arg("n_threads"), nb::arg("n_batch"), nb::arg("kv_type"),
-           nb::arg("backend") = "cpu",
+           nb::arg("backend") = "cpu", nb::arg("use_mmap") = true,
            "tensors: (name, ggml type, ne, file offset, nbytes) for every tensor; backend: a "
-           "name from backend_registry() (RuntimeError with its reason when it cannot run).")
+           "name from backend_registry() (RuntimeError with its reason when it cannot run); "
+           "use_mmap false: the file is read into memory instead of mapped.")
       .def("new_state", &Model::new_state)
       .def("copy_state", &Model::copy_state, nb::arg("state"))
       .def("export_state", &export_state, nb::arg("state"),

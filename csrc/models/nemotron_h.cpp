@@ -38,7 +38,7 @@ std::string shape_str(const std::vector<int64_t> &ne) {
 }  // namespace
 
 Model::Model(const std::string &path, Config cfg, const std::vector<TensorInfo> &tensors, int n_ctx,
-             int n_threads, int n_batch, int kv_type, const std::string &backend)
+             int n_threads, int n_batch, int kv_type, const std::string &backend, bool use_mmap)
     : cfg_(std::move(cfg)), n_ctx_(n_ctx), n_batch_(n_batch), kv_type_(kv_type) {
   if (n_ctx < 1) bad("n_ctx must be >= 1");
   if (n_batch < 1) bad("n_batch must be >= 1");
@@ -48,7 +48,7 @@ Model::Model(const std::string &path, Config cfg, const std::vector<TensorInfo> 
   backend_ = backend::make_profiling_backend(backend::make(backend, {n_threads}));
   const char *env = std::getenv("EDGENANO_PROFILE");
   backend_->set_enabled(env && *env && *env != '0');
-  map_file(path);
+  map_file(path, use_mmap);
   try {
     weights_ = backend_->map_weights(map_, map_bytes_);
     build(tensors);
@@ -65,7 +65,10 @@ Model::~Model() {
   if (map_) munmap(const_cast<uint8_t *>(map_), map_bytes_);
 }
 
-void Model::map_file(const std::string &path) {
+// The file's bytes: a shared read-only mapping (pages come from the page cache, shared by every
+// process that maps the file), or with use_mmap false an anonymous mapping read in full now, so
+// the weights no longer depend on the file (llama.cpp's --no-mmap). Both are freed by munmap.
+void Model::map_file(const std::string &path, bool use_mmap) {
   const int fd = open(path.c_str(), O_RDONLY);
   if (fd < 0) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
   struct stat st{};
@@ -73,11 +76,35 @@ void Model::map_file(const std::string &path) {
     close(fd);
     bad(path + ": cannot read the file size or the file is empty");
   }
-  void *p = mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+  const size_t size = size_t(st.st_size);
+  void *p = use_mmap
+                ? mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0)
+                : mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    close(fd);
+    throw std::runtime_error(
+        path + (use_mmap ? ": mmap failed: " : ": cannot allocate memory for the weights: ") +
+        std::strerror(err));
+  }
+  if (!use_mmap) {
+    size_t done = 0;
+    while (done < size) {
+      const ssize_t n = pread(fd, static_cast<uint8_t *>(p) + done,
+                              std::min<size_t>(size - done, size_t(1) << 30), off_t(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const std::string why = n < 0 ? std::strerror(errno) : "the file ended early";
+        munmap(p, size);
+        close(fd);
+        throw std::runtime_error(path + ": cannot read the file: " + why);
+      }
+      done += size_t(n);
+    }
+  }
   close(fd);
-  if (p == MAP_FAILED) throw std::runtime_error(path + ": mmap failed: " + std::strerror(errno));
   map_ = static_cast<const uint8_t *>(p);
-  map_bytes_ = size_t(st.st_size);
+  map_bytes_ = size;
 }
 
 // Checks type, shape (trailing 1s allowed), size and bounds; returns the data in the mapping.

@@ -83,7 +83,8 @@ class Model {
  public:
   // Maps `path`, checks every tensor against the config and the file, builds the layer table.
   Model(const std::string &path, Config cfg, const std::vector<TensorInfo> &tensors, int n_ctx,
-        int n_threads, int n_batch, int kv_type, const std::string &backend = "cpu");
+        int n_threads, int n_batch, int kv_type, const std::string &backend = "cpu",
+        bool use_mmap = true);
   ~Model();
   Model(const Model &) = delete;
   Model &operator=(const Model &) = delete;
@@ -129,7 +130,7 @@ class Model {
   void eval(State &s, const int32_t *ids, int n_ids, float *logits, bool all_logits);
 
  private:
-  void map_file(const std::string &path);
+  void map_file(const std::string &path, bool use_mmap);
   const uint8_t *tensor_data(const TensorInfo &t, const std::vector<int64_t> &ne) const;
   const uint8_t *on_backend(const uint8_t *host) const;  // the same bytes in weights_
   backend::Weight weight(const TensorInfo &t, int64_t n_in, int64_t n_out) const;
