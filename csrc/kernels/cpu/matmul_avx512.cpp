@@ -35,14 +35,17 @@ inline float hsum(__m256 v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
-// The 8 six-bit scales and mins of a Q4_K/Q5_K block (as ggml/quants.cpp unpacks them).
-inline void k_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]) {
-  for (int j = 0; j < 4; ++j) {
-    sc[j] = s[j] & 63;
-    m[j] = s[j + 4] & 63;
-    sc[j + 4] = (s[j + 8] & 0xf) | ((s[j] >> 6) << 4);
-    m[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
-  }
+// The 8 six-bit scales and mins of a Q4_K/Q5_K block (as ggml/quants.cpp unpacks them), one byte
+// each, in two 64-bit words: computed in registers, because bytes stored one by one and read back
+// as a word stall the load (a failed store-to-load forward) twice per block.
+inline void k_scales(const uint8_t *s, uint64_t &sc, uint64_t &m) {
+  uint32_t a, b, c;
+  std::memcpy(&a, s, 4);
+  std::memcpy(&b, s + 4, 4);
+  std::memcpy(&c, s + 8, 4);
+  const uint32_t lo6 = 0x3f3f3f3f, lo4 = 0x0f0f0f0f, top2 = 0x30303030;
+  sc = uint64_t(a & lo6) | uint64_t((c & lo4) | ((a >> 2) & top2)) << 32;
+  m = uint64_t(b & lo6) | uint64_t(((c >> 4) & lo4) | ((b >> 2) & top2)) << 32;
 }
 
 // ---- *_0 types: 256-bit vectors (two more ports than 512-bit ones on these cores), 8 blocks
@@ -147,17 +150,14 @@ float dot_k45_512(const uint8_t *w, const BlockA8K *a, int64_t n) {
     _mm_prefetch(reinterpret_cast<const char *>(b + i) + kPrefetch, _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char *>(b + i) + kPrefetch + 64, _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char *>(b + i) + kPrefetch + 128, _MM_HINT_T0);
-    uint8_t sc[8], m[8];
-    k_scales(b[i].scales, sc, m);
+    uint64_t s8, m8;
+    k_scales(b[i].scales, s8, m8);
     const __m256i bs = _mm256_madd_epi16(loadu(a[i].bsums), _mm256_set1_epi16(1));  // 8 sums
-    int64_t m8, s8;
-    std::memcpy(&m8, m, 8);
-    std::memcpy(&s8, sc, 8);
-    const __m256i mins = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m8));
+    const __m256i mins = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(m8)));
     accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_mullo_epi32(bs, mins)),
                            _mm256_set1_ps(h2f(b[i].dmin) * a[i].d), accm);
     // The 8 scales as i16 words 0..7, then broadcast per 256-bit half: sub-blocks (j, j + 2).
-    const __m512i scw = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(s8)));
+    const __m512i scw = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(s8))));
     __m512i sumi = _mm512_setzero_si512();
 #pragma GCC unroll 2
     for (int p = 0; p < 2; ++p) {  // chunks 2p, 2p+1 = sub-blocks 4p .. 4p+3
