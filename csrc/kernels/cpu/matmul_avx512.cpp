@@ -69,10 +69,15 @@ struct Q0<0> {
     return _mm256_xor_si256(loadu(b.qs), _mm256_set1_epi8(char(0x80)));
   }
 };
+// 16 bytes of nibbles -> low nibbles in bytes 0..15, high in 16..31: the bytes broadcast to both
+// halves by the load itself, the upper half's 64-bit lanes shifted by 4 (a byte takes its high
+// nibble; what comes in from the next byte is masked off). No shuffle-port instruction, where an
+// insert would take one per block.
 inline __m256i nibbles32(const uint8_t *p) {
-  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
-  const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
-  return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+  const __m256i v =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(p)));
+  return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)),
+                          _mm256_set1_epi8(0x0f));
 }
 template <>
 struct Q0<1> {
@@ -114,13 +119,15 @@ float dot_q0(const uint8_t *w, const BlockA8 *a, int64_t n) {
     const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(d32));
     const __m256 da = _mm256_i32gather_ps(&a[i].d, aofs, 1);
     accz = _mm256_fmadd_ps(dw, _mm256_i32gather_ps(&a[i].s, aofs, 1), accz);
-    const __m256 sc = _mm256_mul_ps(dw, da);
+    // Each block's scale comes back by a broadcast load (a load-port instruction) rather than a
+    // lane permute (the shuffle port, which the codes need).
+    alignas(32) float sc[8];
+    _mm256_store_ps(sc, _mm256_mul_ps(dw, da));
 #pragma GCC unroll 8
     for (int j = 0; j < 8; ++j) {
       const __m256i s =
           _mm256_dpbusd_epi32(_mm256_setzero_si256(), Q::codes(b[i + j]), loadu(a[i + j].qs));
-      acc[j & 3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s),
-                                   _mm256_permutexvar_ps(_mm256_set1_epi32(j), sc), acc[j & 3]);
+      acc[j & 3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_broadcast_ss(sc + j), acc[j & 3]);
     }
   }
   float zt = 0.f;
