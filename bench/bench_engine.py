@@ -176,12 +176,15 @@ def report(results: dict, bw: list[float], path: Path, a) -> None:
           f"{min(bw) / 1e9:.1f}-{max(bw) / 1e9:.1f} GB/s | a decode step moves "
           + ", ".join(f"{v / 1e6:.0f} MB of {k}" for k, v in short.items())
           + f" at {SHORT_PROMPT} tokens of context")
-    print(f"{'metric':16s}" + "".join(f"{e:>14s}" for e in engines) + f"{'ratio':>10s}")
+    base = engines[-1]  # ratios: every other engine over the last one
+    others = engines[:-1]
+    print(f"{'metric':16s}" + "".join(f"{e:>14s}" for e in engines)
+          + "".join(f"{e + '/' + base:>24s}" for e in others))
     for k in keys:
         vals = [results[e].get(k, float("nan")) for e in engines]
-        ratio = vals[0] / vals[1] if len(vals) == 2 else float("nan")
         unit = " tok/s" if higher_better(k) else ""
-        print(f"{k + unit:16s}" + "".join(f"{v:14.2f}" for v in vals) + f"{ratio:10.2f}x")
+        print(f"{k + unit:16s}" + "".join(f"{v:14.2f}" for v in vals)
+              + "".join(f"{v / vals[-1]:23.2f}x" for v in vals[:-1]))
     for e in engines:
         for k, ctx in (("decode_short", SHORT_PROMPT), ("decode_long", a.long)):
             if k in results[e]:

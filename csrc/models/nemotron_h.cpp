@@ -88,6 +88,7 @@ void Model::map_file(const std::string &path, bool use_mmap) {
         std::strerror(err));
   }
   if (!use_mmap) {
+    madvise(p, size, MADV_HUGEPAGE);  // before the pages are touched (see below)
     size_t done = 0;
     while (done < size) {
       const ssize_t n = pread(fd, static_cast<uint8_t *>(p) + done,
@@ -103,6 +104,11 @@ void Model::map_file(const std::string &path, bool use_mmap) {
     }
   }
   close(fd);
+  // Decode reads every weight once per token: with 4 KiB pages that is a TLB miss every 4 KiB.
+  // Ask for huge pages (THP "madvise" mode; page-cache large folios for the file mapping); a
+  // kernel without them ignores the advice. Measured here, widths/4 Q8_0 decode: read into
+  // memory 28.0 -> 31.0 tok/s, mapped 29.6 -> 30.4.
+  if (use_mmap) madvise(p, size, MADV_HUGEPAGE);
   map_ = static_cast<const uint8_t *>(p);
   map_bytes_ = size;
 }
