@@ -23,6 +23,9 @@ python3 -m pip install -q -e ".[test]"
 
 if ! python3 devtools/check_llama_cpp.py; then
   echo "llama-cpp-python does not run on this CPU: rebuilding it from source (about 10 min)" >&2
-  python3 -m pip install -q --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36
+  # Out of pip's wheel cache too, so the next install takes the rebuilt wheel, not the bad one.
+  python3 -m pip cache remove 'llama_cpp_python*' >/dev/null 2>&1 || true
+  python3 -m pip install -q --force-reinstall --no-deps --no-binary llama-cpp-python \
+    llama-cpp-python==0.3.36
   python3 devtools/check_llama_cpp.py
 fi
