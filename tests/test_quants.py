@@ -345,3 +345,14 @@ def test_k_quant_rmse_vs_llama_cpp(llama_k_errors, qtype):
     ratios = {name: np.sqrt(ours / theirs) for name, ours, theirs in rows}
     worst = max(ratios, key=ratios.get)
     assert ratios[worst] <= tol.KQUANT_RMSE_RATIO_VS_LLAMA_CPP[qtype], (worst, ratios[worst])
+
+
+def test_converter_block_sizes_come_from_the_engine_and_match_gguf():
+    """The converter's block sizes are the engine's format table (one definition), and that table
+    agrees with gguf-py's for every type the converter writes."""
+    from edgenano import _C
+    from edgenano.convert import quants as cq
+
+    for t in cq.TYPES:
+        assert cq.BLOCK_SIZE[t] == _C.block_size(int(t)) == gguf.GGML_QUANT_SIZES[t][0], t.name
+        assert cq.TYPE_SIZE[t] == _C.type_size(int(t)) == gguf.GGML_QUANT_SIZES[t][1], t.name

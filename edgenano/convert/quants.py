@@ -21,9 +21,18 @@ TYPES = (
     *(QT.Q4_K, QT.Q5_K, QT.Q6_K),
 )
 K_TYPES = (QT.Q4_K, QT.Q5_K, QT.Q6_K)
-# elements per block and bytes per block (F32/F16/BF16: one element)
-BLOCK_SIZE = {t: gguf.GGML_QUANT_SIZES[t][0] for t in TYPES}
-TYPE_SIZE = {t: gguf.GGML_QUANT_SIZES[t][1] for t in TYPES}
+
+# Elements and bytes per block (F32/F16/BF16: one element), from the engine's one format table
+# (csrc/ggml/format.h) when the extension is there, so the converter and the engine cannot
+# disagree; gguf's table in a source checkout without it (tests hold the two equal).
+def _sizes() -> tuple[dict[QT, int], dict[QT, int]]:
+    if _C is not None and hasattr(_C, "block_size"):
+        return ({t: _C.block_size(int(t)) for t in TYPES}, {t: _C.type_size(int(t)) for t in TYPES})
+    return ({t: gguf.GGML_QUANT_SIZES[t][0] for t in TYPES},
+            {t: gguf.GGML_QUANT_SIZES[t][1] for t in TYPES})
+
+
+BLOCK_SIZE, TYPE_SIZE = _sizes()
 
 
 def native_types() -> frozenset[QT]:
