@@ -29,6 +29,10 @@ struct ScalarV {
   static void axpy(float *y, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
   }
+  // y[0, n) += sum over s < ns of w[s] * x[s * ldx + (0, n)], in s order.
+  static void axpy_rows(float *y, const float *w, const float *x, int ns, int64_t ldx, int64_t n) {
+    for (int s = 0; s < ns; ++s) axpy(y, w[s], x + s * ldx, n);
+  }
   static void scale_axpy(float *y, float s, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = s * y[i] + a * x[i];
   }

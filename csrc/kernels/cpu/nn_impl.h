@@ -290,9 +290,8 @@ struct NnImpl {
         pack_cols(rows, d, ns, d, packed);
         panel_product(packed, ns, d, scores + s0, S, acc, d, nq, s0 > 0);
       } else {
-        for (int qi = 0; qi < nq; ++qi)
-          for (int s = 0; s < ns; ++s)
-            V::axpy(acc + size_t(qi) * d, scores[size_t(qi) * S + s0 + s], rows + s * d, d);
+        for (int qi = 0; qi < nq; ++qi)  // out row in registers across the block's keys
+          V::axpy_rows(acc + size_t(qi) * d, scores + size_t(qi) * S + s0, rows, ns, d, d);
       }
     }
     for (int qi = 0; qi < nq; ++qi) {
