@@ -29,6 +29,10 @@ struct ScalarV {
   static void axpy(float *y, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
   }
+  // out[s] = q . x[s * ldx + (0, n)] for s < ns.
+  static void dot_rows(const float *q, const float *x, int ns, int64_t ldx, int64_t n, float *out) {
+    for (int s = 0; s < ns; ++s) out[s] = dot(q, x + s * ldx, n);
+  }
   // y[0, n) += sum over s < ns of w[s] * x[s * ldx + (0, n)], in s order.
   static void axpy_rows(float *y, const float *w, const float *x, int ns, int64_t ldx, int64_t n) {
     for (int s = 0; s < ns; ++s) axpy(y, w[s], x + s * ldx, n);

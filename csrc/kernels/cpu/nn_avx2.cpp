@@ -60,6 +60,29 @@ struct Avx2V {
       _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; ++i) y[i] += a * x[i];
   }
+  // out[s] = q . x[s * ldx + (0, n)] for s < ns: 8 rows at a time against one load of q, their 8
+  // sums reduced together by a tree of hadds (one reduction per 8 dots, not one each).
+  static void dot_rows(const float *q, const float *x, int ns, int64_t ldx, int64_t n, float *out) {
+    int s = 0;
+    if (n % 8 == 0)
+      for (; s + 8 <= ns; s += 8) {
+        __m256 a[8];
+        for (int k = 0; k < 8; ++k) a[k] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < n; i += 8) {
+          const __m256 qv = _mm256_loadu_ps(q + i);
+          for (int k = 0; k < 8; ++k)
+            a[k] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(x + (s + k) * ldx + i), a[k]);
+        }
+        const __m256 h01 = _mm256_hadd_ps(a[0], a[1]), h23 = _mm256_hadd_ps(a[2], a[3]);
+        const __m256 h45 = _mm256_hadd_ps(a[4], a[5]), h67 = _mm256_hadd_ps(a[6], a[7]);
+        const __m256 h0123 = _mm256_hadd_ps(h01, h23), h4567 = _mm256_hadd_ps(h45, h67);
+        // lanes: [0 1 2 3 | 0 1 2 3] and [4 5 6 7 | 4 5 6 7] halves to add
+        const __m256 lo = _mm256_permute2f128_ps(h0123, h4567, 0x20);
+        const __m256 hi = _mm256_permute2f128_ps(h0123, h4567, 0x31);
+        _mm256_storeu_ps(out + s, _mm256_add_ps(lo, hi));
+      }
+    for (; s < ns; ++s) out[s] = dot(q, x + s * ldx, n);
+  }
   // y[0, n) += sum over s < ns of w[s] * x[s * ldx + (0, n)], each element summed in s order (as
   // ns axpys, so the same bits) but held in registers across the rows, 32 columns at a time: the
   // ns axpys stored and reloaded y every row. Attention decode over 4096 keys: 0.92 -> 0.81 ms.

@@ -264,8 +264,7 @@ struct NnImpl {
         panel_product(packed, d, ns, qs, d, scores + s0, S, nq, false);
       } else {
         for (int qi = 0; qi < nq; ++qi)
-          for (int s = 0; s < ns; ++s)
-            scores[size_t(qi) * S + s0 + s] = V::dot(qs + qi * d, rows + s * d, d);
+          V::dot_rows(qs + qi * d, rows, ns, d, d, scores + size_t(qi) * S + s0);
       }
     }
     for (int qi = 0; qi < nq; ++qi) {
