@@ -225,7 +225,9 @@ def main() -> None:
     results: dict[str, dict] = {e: {} for e in a.engines.split(",")}
     bw = [bandwidth(a.threads)]
     for rep in range(a.reps):
-        for e in results:
+        # every other round in reverse order: the first worker after the bandwidth probe was
+        # measured slower, and a fixed order would hand that to one engine
+        for e in (list(results) if rep % 2 == 0 else list(results)[::-1]):
             r = run_worker(e, path, a)
             print(f"rep {rep} {e}: {json.dumps({k: round(v, 2) for k, v in r.items()})}",
                   flush=True)
