@@ -163,17 +163,18 @@ class Model:
         if set(tensors) != set(want):
             missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
             raise ValueError(f"the state's arrays are not this model's: missing {missing[:4]}, "
-                             f"unexpected {extra[:4]} (saved from another model?)")
+                             f"unexpected {extra[:4]}: the state is another model's, or damaged")
         for name, (dtype, shape) in sorted(want.items()):
             a = tensors[name]
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"state array {name!r} is a {type(a).__name__}, not an ndarray")
             if a.dtype != dtype or a.ndim != len(shape) or any(
                     d is not None and d != n for d, n in zip(shape, a.shape)):
-                show = tuple("*" if d is None else d for d in shape)
+                show = "(" + ", ".join("*" if d is None else str(d) for d in shape) + \
+                    ("," if len(shape) == 1 else "") + ")"
                 raise ValueError(f"state array {name!r} is {a.dtype} {a.shape}; this model keeps "
-                                 f"{np.dtype(dtype)} {show} for {n_past} tokens (saved from "
-                                 "another model, or damaged?)")
+                                 f"{np.dtype(dtype)} {show} for {n_past} tokens: the state is "
+                                 "another model's, or damaged")
 
     def _state_layout(self, n_past: int) -> dict[str, tuple[np.dtype, tuple]]:
         """name -> (dtype, shape) of the arrays a state of n_past tokens exports."""

@@ -322,14 +322,15 @@ class ChatSession:
             s._sampling(True, {}), s._sampling(False, {})  # the saved values are in range
             if d["messages"]:
                 chatfmt.normalize_messages(d["messages"])
-            s.messages = d["messages"]
-            if d["tokens"]:
-                s._snap = _Snapshot(model.import_state(d["tensors"], d["tokens"]),
-                                    d["tokens"])
-        except StateFileError:
-            raise
         except (TypeError, ValueError) as e:
             raise StateFileError(f"{path}: {e}; {state_file.DAMAGED}") from None
+        s.messages = d["messages"]
+        if d["tokens"]:
+            try:
+                state = model.import_state(d["tensors"], d["tokens"])
+            except (TypeError, ValueError) as e:
+                raise StateFileError(f"{path}: {e}") from None
+            s._snap = _Snapshot(state, d["tokens"])
         return s
 
     def reset(self) -> None:
