@@ -193,10 +193,13 @@ def _check_layout(data_offset: int, alignment: int, size: int, fields) -> None:
             raise _Layout(f"tensor {name!r} ({desc}) lies past the end of the file: its data "
                           f"needs bytes [{start}, {end}) of {size}")
         if off != expected:
-            p = f"tensor {prev[0]!r} ({prev[1]})"
-            what = (f"overlaps the previous {p}, which ends at offset {prev[2]}" if off < prev[2]
-                    else f"should start at offset {expected}, where the previous {p} ends "
-                    f"(padded to {alignment})") if prev else "should start at offset 0"
+            if prev is None:  # the first tensor
+                what = "should start at offset 0"
+            else:
+                p = f"tensor {prev[0]!r} ({prev[1]})"
+                what = (f"overlaps the previous {p}, which ends at offset {prev[2]}"
+                        if off < prev[2] else f"should start at offset {expected}, where the "
+                        f"previous {p} ends (padded to {alignment})")
             raise _Layout(f"tensor {name!r} ({desc}) {what}: a tensor's type or shape does not "
                           "match its data, or its offset was edited")
         prev = (name, desc, off + nbytes)
