@@ -7,21 +7,29 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 BUILD=build/asan
-cmake -S . -B "$BUILD" -DEDGENANO_SANITIZE=ON -DEDGENANO_CUDA=OFF -DCMAKE_BUILD_TYPE=Release \
-  -DPython_EXECUTABLE="$(command -v "$PY")" >"$BUILD.log" 2>&1 || { cat "$BUILD.log"; exit 1; }
-EDGENANO_CUDA=off cmake --build "$BUILD" --target _C -j "${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-  >>"$BUILD.log" 2>&1 || { tail -50 "$BUILD.log"; exit 1; }
+# Built the way pip builds the package (scikit-build-core finds or fetches CMake), into its own
+# build and install folders: incremental, and never the installed extension. Not stripped, so the
+# reports name functions and lines.
+ISOLATION=()
+if "$PY" -c "import scikit_build_core, nanobind" 2>/dev/null; then
+  ISOLATION=(--no-build-isolation)
+fi
+mkdir -p "$BUILD"
+EDGENANO_CUDA=off CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
+  "$PY" -m pip install -q --no-deps ${ISOLATION[@]+"${ISOLATION[@]}"} --upgrade --target "$BUILD/site" \
+  -Ccmake.define.EDGENANO_SANITIZE=ON -Cinstall.strip=false -Cbuild-dir="$BUILD/cmake" . \
+  >"$BUILD/build.log" 2>&1 || { tail -50 "$BUILD/build.log"; exit 1; }
 # A folder holding only the sanitized _C, put first on edgenano.__path__ below: the tests run the
-# tree's Python against it (the installed, unsanitized _C is never imported).
-mkdir -p "$BUILD/pkg"
-cp "$BUILD"/_C*.so "$BUILD/pkg/"
+# tree's Python against it.
+rm -rf "$BUILD/pkg" && mkdir -p "$BUILD/pkg"
+cp "$BUILD"/site/edgenano/_C*.so "$BUILD/pkg/"
 
 # libasan must be the first library loaded, and libstdc++ with it: ASan finds the real
 # __cxa_throw when it starts, and Python does not load libstdc++ by itself (without it the first
 # C++ exception fails an ASan CHECK). Python is not instrumented and would report its own
 # allocations at exit (detect_leaks=0). UBSan stops at the first report.
 CXX=${CXX:-c++}
-export LD_PRELOAD="$($CXX -print-file-name=libasan.so) $($CXX -print-file-name=libstdc++.so)"
+export LD_PRELOAD="$($CXX -print-file-name=libasan.so) $($CXX -print-file-name=libstdc++.so.6)"
 export ASAN_OPTIONS=detect_leaks=0:exitcode=86:allow_addr2line=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:exitcode=87:allow_addr2line=1
 export EDGENANO_SANITIZED_C="$PWD/$BUILD/pkg"

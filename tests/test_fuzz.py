@@ -90,3 +90,13 @@ def test_first_tensor_at_a_wrong_offset(base, tmp_path):
     (tmp_path / "bad.gguf").write_bytes(bytes(b))
     with pytest.raises(GGUFError, match=rf"tensor '{t.name}' .* should start at offset 0"):
         Model(tmp_path / "bad.gguf")
+
+
+@pytest.mark.slow
+def test_corpus_in_child_processes(base, tmp_path):
+    """The corpus run of devtools/fuzz_corpus.py, smaller: each file in a child process with a
+    timeout; no crash, no hang, no untyped exception."""
+    res = fz.run_corpus("model", base["path"], 400, 1, 30.0, tmp_path)
+    res += fz.run_corpus("state", base["path"], 150, 1, 30.0, tmp_path, base["state"])
+    bad = [r for r in res if r["class"] in ("other", "crash", "hang")]
+    assert not bad, fz.summary(res)
