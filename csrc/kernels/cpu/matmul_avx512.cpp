@@ -1,12 +1,12 @@
 // AVX-512 VNNI decode dots (built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni on top of the
 // AVX2 flags; entered only after use_avx512()). The kernel table is the AVX2 one with the
-// one-token dots of the types users' q4_k_m / q8_0 files are made of (Q8_0, Q4_0, Q5_0, Q4_K,
-// Q6_K) replaced: decode streams every weight byte once per token, and on a core that reads
+// one-token dots of the types users' q4_k_m files are made of (Q4_0, Q5_0, Q4_K, Q5_K, Q6_K)
+// replaced (Q8_0's stays AVX2's, see below), and Q8_0's int8 panels (matmul_quads_avx512.cpp): decode streams every weight byte once per token, and on a core that reads
 // ~10 GB/s the AVX2 dots' unpacking ran out of vector ports before the memory ran out of bytes.
 //
 // What changes: 64 values per instruction instead of 32, and the VNNI dot products fuse the
 // two-step integer multiply-add (maddubs + madd, then an add) into one instruction:
-// vpdpbusd (u8 x s8, groups of 4 into i32) for the *_0 types, and maddubs + vpdpwssd (i16 x i16
+// vpdpbusd (u8 x s8, groups of 4 into i32) for Q4_0 / Q5_0, and maddubs + vpdpwssd (i16 x i16
 // scale, pairs into i32) for the K types' per-sub-block scales. The integer sums are the AVX2
 // kernels' exactly (no saturation: the bounds are in each kernel); only the order of the float
 // additions across blocks differs. Several-token calls keep the AVX2 kernels.
@@ -52,24 +52,18 @@ inline void k_scales(const uint8_t *s, uint64_t &sc, uint64_t &m) {
 // per step ----
 //
 // Codes u are unsigned: Q4_0 / Q5_0 nibbles (Q5_0's fifth bits added under a mask loaded
-// straight from qh), Q8_0's codes + 128 (an xor). sum(w*a) = sum(u*a) - zero * sum(a), and
+// straight from qh). Q8_0 keeps the AVX2 dot: its codes need no unpacking, and the AVX2 kernel
+// ran faster than this one biased to unsigned codes, on Zen 4 (one core, in L2: 33.1 against
+// 27.1 GB/s) and in the model on Emerald Rapids (2-10%). sum(w*a) = sum(u*a) - zero * sum(a), and
 // sum(a) * d_a is the activation block's s, so the zero points cost a scalar FMA per block, on
 // 8 independent chains. vpdpbusd sums 4 products of at most 255 * 127 into an i32: exact. Each
 // block's scale d_w * d_a is made in scalar registers and stored, then broadcast back by a load
 // (a load-port instruction, not a shuffle, which the codes need). Gathering the 8 blocks' scales
 // instead (three vpgatherdd a step) ran slower on Zen 4 (one core, 256 rows of 4480 in L2,
-// alternating builds, 3 runs each): Q8_0 22.7 -> 27.1 GB/s, Q5_0 14.6 -> 16.4, Q4_0 13.5 -> 15.0.
+// alternating builds, 3 runs each): Q5_0 14.6 -> 16.4 GB/s, Q4_0 13.5 -> 15.0.
 
-template <int KIND>  // 0 Q8_0, 1 Q4_0, 2 Q5_0
+template <int KIND>  // 1 Q4_0, 2 Q5_0
 struct Q0;
-template <>
-struct Q0<0> {
-  using B = BlockQ8_0;
-  static constexpr float kZero = 128.f;
-  static __m256i codes(const B &b) {
-    return _mm256_xor_si256(loadu(b.qs), _mm256_set1_epi8(char(0x80)));
-  }
-};
 // 16 bytes of nibbles -> low nibbles in bytes 0..15, high in 16..31: the bytes broadcast to both
 // halves by the load itself, the upper half's 64-bit lanes shifted by 4 (a byte takes its high
 // nibble; what comes in from the next byte is masked off). No shuffle-port instruction, where an
@@ -263,7 +257,6 @@ void rows_or_avx2(const DotArgs &a) {
 
 KernelTable make_table() {
   KernelTable t = avx2_kernels();
-  t.dot[I_Q8_0] = rows_or_avx2<BlockA8, dot_q0<0>, I_Q8_0>;
   t.dot[I_Q4_0] = rows_or_avx2<BlockA8, dot_q0<1>, I_Q4_0>;
   t.dot[I_Q5_0] = rows_or_avx2<BlockA8, dot_q0<2>, I_Q5_0>;
   t.dot[I_Q4_K] = rows_or_avx2<BlockA8K, dot_k45_512<false>, I_Q4_K>;
