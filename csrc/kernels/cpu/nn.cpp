@@ -60,6 +60,12 @@ struct ScalarV {
   static void silu_inplace(float *x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.f + std::exp(-x[i]));
   }
+  static void q8_0_to_f32(const BlockQ8_0 *b, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; ++i) {
+      const float d = kern::f16_to_f32(b[i].d);
+      for (int j = 0; j < QK; ++j) y[i * QK + j] = d * b[i].qs[j];
+    }
+  }
   static void f16_to_f32(const uint16_t *h, float *y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = kern::f16_to_f32(h[i]);
   }

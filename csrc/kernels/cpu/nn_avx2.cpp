@@ -181,6 +181,16 @@ struct Avx2V {
       for (int64_t j = i; j < n; ++j) x[j] = t[j - i];
     }
   }
+  // nb Q8_0 blocks -> 32 * nb floats (d * q, as the scalar loop).
+  static void q8_0_to_f32(const BlockQ8_0 *b, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; ++i, y += QK) {
+      const __m256 d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
+      for (int j = 0; j < QK; j += 8) {
+        const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(b[i].qs + j));
+        _mm256_storeu_ps(y + j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
+      }
+    }
+  }
   static void f16_to_f32(const uint16_t *h, float *y, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)

@@ -230,11 +230,7 @@ struct NnImpl {
     } else if (type == T_F16) {
       V::f16_to_f32(reinterpret_cast<const uint16_t *>(row) + off, out, n);
     } else {  // Q8_0: off and n are multiples of 32
-      auto *b = reinterpret_cast<const BlockQ8_0 *>(row) + off / QK;
-      for (int64_t i = 0; i < n / QK; ++i) {
-        const float d = f16_to_f32(b[i].d);
-        for (int j = 0; j < QK; ++j) out[i * QK + j] = d * b[i].qs[j];
-      }
+      V::q8_0_to_f32(reinterpret_cast<const BlockQ8_0 *>(row) + off / QK, out, n / QK);
     }
   }
 
