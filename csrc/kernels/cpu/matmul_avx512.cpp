@@ -273,6 +273,7 @@ KernelTable make_table() {
   t.dot[I_Q4_K] = rows_or_avx2<BlockA8K, dot_k45_512<false>, I_Q4_K>;
   t.dot[I_Q5_K] = rows_or_avx2<BlockA8K, dot_k45_512<true>, I_Q5_K>;
   t.dot[I_Q6_K] = rows_or_avx2<BlockA8K, dot_q6_k_512, I_Q6_K>;
+  t.quad_gemm[I_Q8_0] = quad_gemm_q8_vnni;
   return t;
 }
 
