@@ -434,6 +434,23 @@ def test_model_state_api_refuses_foreign_states(model, gguf_path):
     assert np.array_equal(model.eval(restored, [4]), other.eval(st, [4]))
 
 
+def test_reference_model_state_of_other_dimensions_is_refused(gguf_path, tiny_checkpoint,
+                                                              tmp_path):
+    from edgenano.model import ModelState
+
+    ref = Model(gguf_path, backend="reference", n_ctx=64)
+    narrow = Model(convert_checkpoint(tiny_checkpoint("mix", ssm_state_size=8),
+                                      tmp_path / "n.gguf"), backend="reference", n_ctx=64)
+    st = narrow.new_state()
+    narrow.eval(st, [1, 2])
+    with pytest.raises(ValueError, match=r"state array 'conv.0' is float32 \(3, 160\); this "
+                                         r"model keeps float32 \(3, 192\)"):
+        ref.load_state(ModelState(st, [1, 2]))
+    own = ref.new_state()
+    ref.eval(own, [1, 2])
+    ref.load_state(ModelState(own, [1, 2]))  # its own is fine
+
+
 # ---------------------------------------------------------------------------------------------
 # Threads
 
