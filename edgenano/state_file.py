@@ -117,7 +117,7 @@ def _open(path: Path) -> gguf.GGUFReader:
     from .gguf_model import open_reader
 
     if not path.exists():
-        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
+        raise FileNotFoundError(errno.ENOENT, "no such state file", str(path))
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"GGUF":
