@@ -323,9 +323,11 @@ class Model:
         if not isinstance(state, ModelState):
             raise TypeError(f"load_state takes what save_state returned, got "
                             f"{type(state).__name__}")
-        owner = getattr(state.state, "backend", self.backend)
-        if owner is not self.backend:
-            raise ValueError("this state was saved from another Model; load it into that one")
+        if hasattr(state.state, "backend"):  # native and llama.cpp states know their backend
+            if state.state.backend is not self.backend:
+                raise ValueError("this state was saved from another Model; load it into that one")
+        else:  # the reference's plain arrays: they must have this model's shapes
+            self._check_state_arrays(self.export_state(state.state), state.state.n_past)
         self._ctx = ModelState(state.state.copy(), list(state.tokens))
 
     def reset(self) -> None:
