@@ -119,13 +119,13 @@ class Server:
                 try:
                     result = self._call(view, kind, body)
                     if isinstance(result, dict):
-                        usage = result.get("usage")
+                        usage = self._cached(result.get("usage"), view)
                         emit("result", result)
                     else:
                         for chunk in result:
                             if handle.cancelled:
                                 raise Cancelled(handle.rid)
-                            usage = chunk.get("usage") or usage
+                            usage = self._cached(chunk.get("usage"), view) or usage
                             emit("chunk", chunk)
                 finally:
                     self.scheduler.leave()
@@ -151,8 +151,18 @@ class Server:
                  view.n_prefilled, (usage or {}).get("completion_tokens", "?"),
                  time.perf_counter() - t0)
 
+    @staticmethod
+    def _cached(usage: dict | None, view: RequestModel) -> dict | None:
+        """OpenAI's usage.prompt_tokens_details.cached_tokens: the prompt tokens the state cache
+        held, which were not prefilled again."""
+        if usage is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": view.n_reused}
+        return usage
+
     def _call(self, view: RequestModel, kind: str, body: dict):
         kw = dict(body)
+        # the model id goes back as the client named it (any name reaches the one model)
+        view.name = kw.pop("model", None) or self.name
         if kind == "chat":
             messages = kw.pop("messages", None)
             return completions.create_chat_completion(view, messages, **kw)
