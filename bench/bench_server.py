@@ -1,4 +1,4 @@
-"""`edgenano serve` against `python -m llama_cpp.server` on the same GGUF, through the openai client:
+"""`edgenano serve` against `python -m llama_cpp.server` on the same GGUF, via the openai client:
 (1) a 20-turn conversation, tokens prefilled and time per turn; (2) aggregate decode throughput
 with 1, 2, 4 and 8 concurrent streams. Both servers run as subprocesses on loopback, one at a time.
 
