@@ -311,3 +311,39 @@ def test_serve_command_help_and_ctrl_c(tmp_path):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_long_prefill_is_interleaved_with_decoding(model):
+    """A long prompt arriving while another request decodes is fed a chunk per step: the
+    decoding stream keeps receiving tokens during that prefill."""
+    with running_server(model, parallel=2, prefill_chunk=16) as (base, srv):
+        stamps = []
+        started = threading.Event()
+
+        def decode():
+            body = {"messages": _msg(QUESTIONS[3]), "max_tokens": 200, "stream": True,
+                    "temperature": 0, "logit_bias": {str(i): -100 for i in model.stop_ids}}
+            with httpx.Client(timeout=60) as c, c.stream(
+                    "POST", base + "/v1/chat/completions", json=body) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        stamps.append(time.perf_counter())
+                        if len(stamps) == 5:
+                            started.set()
+
+        t = threading.Thread(target=decode)
+        t.start()
+        assert started.wait(30)
+        chunks0 = srv.scheduler.snapshot()["prefill_chunks"]
+        long = " ".join(["seven"] * 150)  # 749 tokens
+        t0 = time.perf_counter()
+        r = httpx.post(base + "/v1/chat/completions",
+                       json={"messages": _msg(long), "max_tokens": 1, "stream": True},
+                       timeout=60)
+        t1 = time.perf_counter()
+        assert r.status_code == 200
+        t.join()
+        n_prompt = len(model.tokenize(long))
+        assert srv.scheduler.snapshot()["prefill_chunks"] - chunks0 >= n_prompt // 16
+        during = sum(t0 < s < t1 for s in stamps)
+        assert during >= 3, (during, t1 - t0)
