@@ -45,13 +45,26 @@ def make_model(dest: Path) -> Path:
     from edgenano.models import default_model_path
 
     template = load_gguf(default_model_path()).metadata["tokenizer.chat_template"]
-    add_vocab = make_gguf.add_vocab
-
-    def with_template(w, n_vocab):
-        add_vocab(w, n_vocab)
+    def vocab(w, n_vocab):
+        """make_gguf's placeholder vocabulary (control tokens, bytes, fillers), with its one
+        merge's token in the list (edgenano's tokenizer needs it; llama.cpp does not mind) and a
+        chat template."""
+        specials = ["<unk>", "<s>", "</s>"] + [f"<SPECIAL_{i}>" for i in range(3, 16)]
+        chars = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(161, 173)] + \
+            [chr(c) for c in range(174, 256)]
+        chars += [chr(256 + i) for i in range(256 - len(chars))]
+        fillers = [chars[0] + chars[1]] + [f"tok{i}" for i in range(n_vocab - 16 - 256 - 1)]
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("tekken")
+        w.add_token_list(specials + chars + fillers)
+        w.add_token_types([3] * len(specials) + [1] * (n_vocab - len(specials)))
+        w.add_token_merges([f"{chars[0]} {chars[1]}"])
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(12)
+        w.add_add_bos_token(False)
         w.add_chat_template(template)
 
-    make_gguf.add_vocab = with_template
+    make_gguf.add_vocab = vocab
     dest.mkdir(parents=True, exist_ok=True)
     f16 = dest / "tmp-f16.gguf"
     make_gguf.write("9b-v2/4", "f16", f16)
@@ -192,8 +205,12 @@ def throughput(srv: ServerProc, streams: int, tokens: int) -> dict:
     for t in th:
         t.join()
     wall = max(ends) - t0
-    return dict(streams=streams, tokens=sum(counts), wall=wall,
-                agg_tok_s=sum(counts) / wall)
+    out = dict(streams=streams, tokens=sum(counts), wall=wall, agg_tok_s=sum(counts) / wall)
+    if srv.kind == "edgenano":  # how many sequences its decode steps took on average so far
+        import httpx
+
+        out["mean_batch"] = httpx.get(srv.base + "/metrics").json()["scheduler"]["mean_batch"]
+    return out
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ requests decoded in one batch, a client that leaves, admission (503), and the co
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -347,3 +348,49 @@ def test_long_prefill_is_interleaved_with_decoding(model):
         assert srv.scheduler.snapshot()["prefill_chunks"] - chunks0 >= n_prompt // 16
         during = sum(t0 < s < t1 for s in stamps)
         assert during >= 3, (during, t1 - t0)
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "add", "description": "Add two integers.",
+    "parameters": {"type": "object", "properties": {
+        "a": {"type": "integer", "minimum": 0, "maximum": 99},
+        "b": {"type": "integer", "minimum": 0, "maximum": 99}},
+        "required": ["a", "b"], "additionalProperties": False}}}]
+
+
+def test_tool_calls_and_reasoning_in_history(model):
+    """A forced tool call (constrained decoding, parsed per request) streamed and not, and a
+    history carrying reasoning_content / reasoning: as the library gives them."""
+    with pytest.warns(UserWarning, match="trained on"):
+        roomy = Model(model.path, n_ctx=4096, n_threads=2)  # room for the tool definitions
+    msgs = [{"role": "user", "content": "Add 2 and 3. /no_think"}]
+    want = roomy.create_chat_completion(msgs, tools=TOOLS, tool_choice="required",
+                                        max_tokens=60, temperature=0)["choices"][0]
+    with running_server(roomy, parallel=2) as (base, _):
+        c = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
+        got = c.chat.completions.create(model="m", messages=msgs, tools=TOOLS,
+                                        tool_choice="required", max_tokens=60, temperature=0)
+        assert got.choices[0].finish_reason == "tool_calls" == want["finish_reason"]
+        call = got.choices[0].message.tool_calls[0].function
+        assert (call.name, json.loads(call.arguments)) == (
+            want["message"]["tool_calls"][0]["function"]["name"],
+            json.loads(want["message"]["tool_calls"][0]["function"]["arguments"]))
+        calls, finish = [], None
+        for ch in c.chat.completions.create(model="m", messages=msgs, tools=TOOLS, stream=True,
+                                            tool_choice="required", max_tokens=60,
+                                            temperature=0):
+            for x in ch.choices:
+                calls += x.delta.tool_calls or []
+                finish = x.finish_reason or finish
+        assert finish == "tool_calls" and calls[0].function.name == call.name
+        history = [{"role": "user", "content": "What is 2+2?"},
+                   {"role": "assistant", "content": "4", "reasoning_content": "2+2=4"},
+                   {"role": "user", "content": "And 3+3?"},
+                   {"role": "assistant", "content": "6", "reasoning": "3+3=6"},
+                   {"role": "user", "content": "And 4+4?"}]
+        lib = roomy.create_chat_completion(history, temperature=0, max_tokens=40)
+        r = c.chat.completions.create(model="m", messages=history, temperature=0,
+                                      max_tokens=40)
+        assert r.choices[0].message.content == lib["choices"][0]["message"]["content"]
+        assert r.choices[0].message.reasoning_content == \
+            lib["choices"][0]["message"]["reasoning_content"]
