@@ -183,8 +183,12 @@ def throughput(srv: ServerProc, streams: int, tokens: int) -> dict:
     """`streams` completions at once, `tokens` each: aggregate generated tokens per second from
     the first request sent to the last token received, and the decode rate after every stream
     produced its first token."""
+    import httpx
+
     c = srv.client()
     firsts, ends, counts = [0.0] * streams, [0.0] * streams, [0] * streams
+    before = httpx.get(srv.base + "/metrics").json()["scheduler"] if srv.kind == "edgenano" \
+        else None
     t0 = time.perf_counter()
 
     def one(k: int):
@@ -206,10 +210,10 @@ def throughput(srv: ServerProc, streams: int, tokens: int) -> dict:
         t.join()
     wall = max(ends) - t0
     out = dict(streams=streams, tokens=sum(counts), wall=wall, agg_tok_s=sum(counts) / wall)
-    if srv.kind == "edgenano":  # how many sequences its decode steps took on average so far
-        import httpx
-
-        out["mean_batch"] = httpx.get(srv.base + "/metrics").json()["scheduler"]["mean_batch"]
+    if before is not None:  # how many sequences its decode steps took on average
+        after = httpx.get(srv.base + "/metrics").json()["scheduler"]
+        steps = after["decode_steps"] - before["decode_steps"]
+        out["mean_batch"] = (after["decode_tokens"] - before["decode_tokens"]) / max(steps, 1)
     return out
 
 

@@ -124,9 +124,10 @@ class Scheduler:
                     j.finish(error=Cancelled("the server is shutting down"))
                 self._queue.clear()
                 return None
-            # Give the other active sequences a moment to hand in their next token (they are
-            # sampling it) so that they share this step: at most half the last step's time.
-            deadline = time.monotonic() + min(0.02, max(0.0005, 0.5 * self._last_step_s))
+            # Every active request hands in its next evaluation soon (it is sampling its last
+            # token) or leaves: wait for them so they share this step, up to as long as the last
+            # step took (a step shared by B sequences costs about one of them), at most 0.25 s.
+            deadline = time.monotonic() + min(0.25, max(0.001, self._last_step_s))
             while len(self._queue) < self._active and not self._stop:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -150,12 +151,16 @@ class Scheduler:
             t0 = time.perf_counter()
             if decodes:
                 self._decode(decodes)
-            self._last_step_s = time.perf_counter() - t0
-            prefill = next((j for j in rest if len(j.ids) > 1 or j.pos > 0), None)
-            if prefill is None and rest:
-                prefill = rest[0]  # a decode past max_batch: fed alone, as a 1-token prefill
-            if prefill is not None:
-                self._prefill_chunk(prefill)
+                self._last_step_s = time.perf_counter() - t0
+            # prompts, oldest first, up to prefill_chunk tokens in all this step (several short
+            # ones at once; a long one a chunk at a time); decodes past max_batch go first next
+            # step (they are put back at the front of the queue)
+            budget = self.prefill_chunk
+            for j in rest:
+                if budget <= 0:
+                    break
+                if len(j.ids) > 1 or j.pos > 0:
+                    budget -= self._prefill_chunk(j, budget)
             self.stats.busy_s += time.perf_counter() - t0
             back = [j for j in rest if not j.done.is_set()]
             if back:
@@ -182,18 +187,21 @@ class Scheduler:
         for b, j in enumerate(jobs):
             j.finish(logits[b])
 
-    def _prefill_chunk(self, job: _Job) -> None:
-        end = min(len(job.ids), job.pos + self.prefill_chunk)
+    def _prefill_chunk(self, job: _Job, most: int) -> int:
+        """Feed up to `most` more of the job's tokens; how many were fed."""
+        start = job.pos
+        end = min(len(job.ids), start + most)
         try:
-            logits = self.model.eval(job.state, job.ids[job.pos:end])
+            logits = self.model.eval(job.state, job.ids[start:end])
         except Exception as e:  # noqa: BLE001 - handed to the request's thread
             job.finish(error=e)
-            return
+            return end - start
         self.stats.prefill_chunks += 1
-        self.stats.prefill_tokens += end - job.pos
+        self.stats.prefill_tokens += end - start
         job.pos = end
         if end == len(job.ids):
             job.finish(logits)
+        return end - start
 
     def snapshot(self) -> dict:
         s = self.stats
