@@ -157,6 +157,21 @@ def test_multi_turn_prefills_only_new_tokens(model, server, client):
     assert after["hits"] - before["hits"] >= 3
 
 
+def test_reply_cut_in_its_reasoning_still_reuses_the_cache(server, client):
+    """A reply cut by max_tokens inside its reasoning comes back as an empty answer, which the
+    next turn renders with a blank line the snapshot's end does not tokenize the same way: the
+    snapshot sits before that join, so the next turn still starts from it."""
+    messages = [{"role": "system", "content": "Terse."}, {"role": "user", "content": "12+34?"}]
+    r1 = client.chat.completions.create(model="any", messages=messages, temperature=0,
+                                        max_tokens=6)
+    assert r1.choices[0].finish_reason == "length" and not r1.choices[0].message.content
+    messages += [{"role": "assistant", "content": ""}, {"role": "user", "content": "5+6?"}]
+    r2 = client.chat.completions.create(model="any", messages=messages, temperature=0,
+                                        max_tokens=6)
+    cached = r2.usage.prompt_tokens_details.cached_tokens
+    assert cached >= r1.usage.prompt_tokens - 8, (cached, r1.usage.prompt_tokens)
+
+
 def test_concurrent_requests_are_batched_and_equal_alone(model, server, client):
     base, _ = server
     alone = {q: model.create_chat_completion(_msg(q), temperature=0, max_tokens=64)

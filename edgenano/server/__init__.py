@@ -22,7 +22,13 @@ def serve(model, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = 
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(create_app(server), host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=2, access_log=log_level == "debug")
+
+    class _Uvicorn(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            server.cancel_all()  # Ctrl-C: running streams end now, not at the graceful timeout
+            super().handle_exit(sig, frame)
+
     try:
-        uvicorn.Server(config).run()
+        _Uvicorn(config).run()
     finally:
         server.close()

@@ -73,6 +73,7 @@ class Server:
         self._lock = threading.Lock()
         self.admitted = 0  # running + waiting for a slot
         self.handles: set[Handle] = set()
+        self._workers: list[threading.Thread] = []
         self.counters = {"requests": 0, "errors_4xx": 0, "errors_5xx": 0, "cancelled": 0,
                          "completion_tokens": 0, "prompt_tokens": 0}
         self.started = time.time()
@@ -98,11 +99,28 @@ class Server:
         with self._lock:
             self.counters[key] += n
 
-    def close(self) -> None:
+    def start_worker(self, handle: Handle, kind: str, body: dict, emit) -> None:
+        t = threading.Thread(target=self.run, args=(handle, kind, body, emit), name=handle.rid,
+                             daemon=True)
+        with self._lock:
+            self._workers = [w for w in self._workers if w.is_alive()] + [t]
+        t.start()
+
+    def cancel_all(self) -> None:
+        """Cancel every request (shutting down): each stops at its next evaluation."""
         with self._lock:
             for h in self.handles:
                 h.cancel()
+
+    def close(self) -> None:
+        """Cancel what runs, stop the scheduler and wait (a little) for the request threads, so
+        no model state outlives the server."""
+        self.cancel_all()
         self.scheduler.close()
+        with self._lock:
+            workers = list(self._workers)
+        for w in workers:
+            w.join(timeout=5)
 
     # -- running one request on its own thread -------------------------------------------------
     def run(self, handle: Handle, kind: str, body: dict, emit) -> None:
@@ -252,6 +270,8 @@ class _SSE(Response):
             for t in done:
                 if not t.cancelled() and t.exception() and not isinstance(t.exception(), OSError):
                     raise t.exception()
+        except asyncio.CancelledError:
+            return  # the server is shutting down (its graceful wait ran out): end quietly
         finally:
             for t in tasks:
                 t.cancel()
@@ -303,8 +323,7 @@ def create_app(server: Server) -> Starlette:
             loop.call_soon_threadsafe(queue.put_nowait, (what, item))
 
         server.count("requests")
-        threading.Thread(target=server.run, args=(handle, kind, body, emit),
-                         name=handle.rid, daemon=True).start()
+        server.start_worker(handle, kind, body, emit)
         receive = request.receive
 
         async def next_event():

@@ -95,4 +95,9 @@ def serve_main(argv: list[str] | None = None) -> int:
               cache_mb=a.cache_mb, prefill_chunk=a.prefill_chunk)
     except OSError as e:  # the port is taken, the address is not ours
         fail(prog, str(e))
+    finally:
+        import gc
+
+        del model  # the engine's objects go before the interpreter's teardown
+        gc.collect()
     return 0

@@ -22,12 +22,20 @@ class ServerSession(ChatSession):
             raise ContextOverflow(f"the prompt is {len(ids)} tokens; this server's context is "
                                   f"{view.n_ctx} (prompt and reply together)")
         state, done = view.start(ids)
+        # The snapshot goes right after the last control token (the turn marker) before the
+        # shared end, not at the end itself: the few tokens between ("Assistant\n") are fed
+        # again next turn, but a reply rendered as an empty answer (one cut inside its reasoning)
+        # joins "\n" + "\n" into one token there, and a snapshot past that join would never
+        # match again; tokens never join across a control token.
+        tok = view.tokenizer
+        cut = max((i + 1 for i in range(done, n_shared) if tok.is_control(ids[i])),
+                  default=n_shared)
         logits = None
-        if n_shared > done:
-            logits = view.eval(state, ids[done:n_shared])
-            view.cache.store(ids[:n_shared], state.copy())
-        if len(ids) > max(done, n_shared):
-            logits = view.eval(state, ids[max(done, n_shared):])
+        if cut > done:
+            logits = view.eval(state, ids[done:cut])
+            view.cache.store(ids[:cut], state.copy())
+        if len(ids) > max(done, cut):
+            logits = view.eval(state, ids[max(done, cut):])
         self.prefill_tokens = len(ids) - done
         return state, logits
 
