@@ -2,6 +2,7 @@
 // this CPU (scalar primitives here, AVX2 ones in nn_avx2.cpp).
 #include "kernels/cpu/nn.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -42,6 +43,19 @@ struct ScalarV {
   }
   static void exp_inplace(float *x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
+  }
+  static float max_of(const float *x, int64_t n) {
+    float m = x[0];
+    for (int64_t i = 1; i < n; ++i) m = std::max(m, x[i]);
+    return m;
+  }
+  // x[i] = e^(x[i] - m) for i < n; returns their sum.
+  static float exp_sub_sum(float *x, int64_t n, float m) {
+    for (int64_t i = 0; i < n; ++i) x[i] -= m;
+    exp_inplace(x, n);
+    float s = 0.f;
+    for (int64_t i = 0; i < n; ++i) s += x[i];
+    return s;
   }
   static void silu_inplace(float *x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.f + std::exp(-x[i]));
