@@ -197,6 +197,20 @@ class Model:
         with self._lock:
             return self.backend.eval(state, ids)
 
+    def eval_batch(self, states: Sequence, token_ids: Sequence[int]) -> np.ndarray:
+        """One decode step for several sequences: token_ids[b] fed into states[b] (distinct
+        states); their logits (B, n_vocab) float32. The native engine runs the matrix products
+        over the batch, so the weights stream once per step for all B; other backends loop."""
+        states = list(states)
+        ids = self.check_ids(token_ids)
+        if len(ids) != len(states) or not states:
+            raise ValueError(f"eval_batch: {len(ids)} token ids for {len(states)} states")
+        self.check_file()
+        with self._lock:
+            if hasattr(self.backend, "eval_batch"):
+                return self.backend.eval_batch(states, ids)
+            return np.stack([self.backend.eval(st, [t]) for st, t in zip(states, ids)])
+
     def check_file(self) -> None:
         """GGUFError if the model file changed on disk since it was loaded (size or modification
         time): its weights are read from a mapping of the file, so a truncated file would crash
