@@ -1,0 +1,7 @@
+// The CUDA kernels built by the host compiler over the SIMT emulator (simt/simt.h): the same
+// sources as the *.cu files, in namespace edgenano::cuk::host. Always built, GPU or not, so CI
+// runs every kernel on the CPU (tests/test_cuda_emu.py).
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/gemm.cuh"
+#include "kernels/cuda/matvec.cuh"
+#include "kernels/cuda/nn.cuh"
