@@ -132,3 +132,16 @@ ENGINE_VS_LLAMACPP_REF_RATIO = 1.05
 # measured 28/30 correct with reasoning on, 5/30 off (on 50 per kind: 96.0% and 20.0%).
 REASONER_THINK_ON_ACCURACY_FLOOR = 0.85
 REASONER_THINKING_GAIN_FLOOR = 0.6
+
+# CUDA kernels run through the SIMT emulator (owner: CUDA helper), tests/test_cuda_emu.py, against
+# their CPU twins (_C.kernels) on the same inputs; measured maxima in the comments.
+# Decode matmul: the same int8 activation codes and integer dots, float terms summed in another
+# order: measured 4.8e-14 (Q4_0, 1 token); a flipped activation code would show as ~1e-6.
+CUDA_EMU_MATVEC_NMSE = 1e-12
+# Prefill matmul: TF32 tensor-core tiles (10-bit mantissas) vs the CPU's f32 panels: measured
+# 1.7e-7 (Q4_1, 19 tokens), 9.7e-8 typical.
+CUDA_EMU_GEMM_TF32_NMSE = 5e-7
+# f32 kernels (norms, conv, scan, attention over the same cache rows): the same formulas with
+# other reduction orders. Measured: rmsnorm 5.6e-15, gated 6.3e-15, conv 3.9e-15, scan 1.1e-14,
+# attention 4.2e-13 (700 keys over 3 splits).
+CUDA_EMU_F32_NMSE = 1e-11

@@ -31,7 +31,8 @@ __global__ void block_sum_ok(const float *x, int n, float *out, int *votes) {
   }
   const unsigned ballot = __ballot_sync(kFull, lane % 3 == 0);
   const int all = __all_sync(kFull, b == v), any = __any_sync(kFull, lane == 7);
-  if (tid == 0) votes[0] = int(ballot), votes[1] = all, votes[2] = any;
+  if (tid == 0) votes[0] = int(ballot & 0xffff), votes[1] = all, votes[2] = any;
+  if (tid == 1) votes[5] = int(ballot >> 16);
   if (tid == 5) votes[3] = int(down);
   if (tid == 31) votes[4] = int(down);
 }
@@ -182,13 +183,13 @@ struct Dev {
 // Runs the named kernel; returns its output as floats, or throws simt::Error (what the kernel
 // broke). Names: see the list in names().
 std::vector<float> run(const std::string &name) {
-  Dev out(256 * sizeof(float)), x(64 * sizeof(float)), votes(5 * sizeof(int));
+  Dev out(256 * sizeof(float)), x(64 * sizeof(float)), votes(6 * sizeof(int));
   for (int i = 0; i < 64; ++i) x.f()[i] = float(i);
   auto grab = [&](int n) { return std::vector<float>(out.f(), out.f() + n); };
   if (name == "block_sum_ok") {
     simt::launch(block_sum_ok, dim3(1), dim3(64), 0, x.f(), 64, out.f(), votes.i());
     std::vector<float> r = {out.f()[0]};
-    for (int i = 0; i < 5; ++i) r.push_back(float(votes.i()[i]));
+    for (int i = 0; i < 6; ++i) r.push_back(float(votes.i()[i]));
     return r;
   }
   if (name == "race_missing_barrier")

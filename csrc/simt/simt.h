@@ -246,7 +246,8 @@ class SharedRef {
     const uint32_t ep = detail::epoch();
     if (s.w_tid < 0)
       detail::fail(std::string("read of shared '") + a_->name + "[" + std::to_string(i_) +
-                   "]' before any thread wrote it");
+                   "]' that no thread has written yet (never written, or written by another thread " +
+                   "later with no __syncthreads between)");
     if (s.w_epoch == ep && s.w_tid != me)
       detail::fail(std::string("shared-memory race on '") + a_->name + "[" + std::to_string(i_) +
                    "]': thread " + std::to_string(me) + " reads what thread " +
@@ -385,6 +386,9 @@ inline int atomicMax(int *p, int v) {
   if (v > old) *p = v;
   return old;
 }
+// CUDA's integer min/max, which device code calls unqualified.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
 inline float __int_as_float(int i) {
   float f;
   std::memcpy(&f, &i, 4);

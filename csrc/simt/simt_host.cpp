@@ -200,9 +200,11 @@ void resume(Fiber *f) {
   g_w.cur = nullptr;
 }
 
+// Whether every lane of f's mask has arrived at f's warp operation (failing when one never can).
 bool warp_ready(Fiber *f) {
   Block *b = g_w.blk;
   const int base = f->th.tid & ~31;
+  bool ready = true;
   for (int l = 0; l < 32; ++l) {
     if (!((f->wmask >> l) & 1)) continue;
     Fiber *o = &b->fibers[base + l];
@@ -210,12 +212,35 @@ bool warp_ready(Fiber *f) {
     if (o->wcount < f->wcount) {
       if (o->state == St::Done)
         fail(std::string(f->wwhat) + ": lane " + std::to_string(l) + " of the mask has exited");
-      return false;
-    }
-    if (o->wcount == f->wcount && o->wmask != f->wmask)
+      ready = false;
+    } else if (o->wcount == f->wcount && o->wmask != f->wmask) {
       fail(std::string(f->wwhat) + ": lanes of one warp operation disagree on the mask");
+    }
   }
-  return true;
+  return ready;
+}
+
+// The last lane to arrive releases the others.
+void release_warp(Fiber *f) {
+  Block *b = g_w.blk;
+  const int base = f->th.tid & ~31;
+  for (int l = 0; l < 32; ++l) {
+    if (!((f->wmask >> l) & 1)) continue;
+    Fiber *o = &b->fibers[base + l];
+    if (o->state == St::WaitWarp && o->wcount == f->wcount) o->state = St::Ready;
+  }
+}
+
+// A lane that exits while others of its warp wait for it in a warp operation.
+const Fiber *stranded_by(const Fiber *done) {
+  Block *b = g_w.blk;
+  const int base = done->th.tid & ~31, lane = done->th.tid & 31;
+  for (int l = 0; l < 32 && base + l < b->n; ++l) {
+    const Fiber *o = &b->fibers[base + l];
+    if (o->state == St::WaitWarp && ((o->wmask >> lane) & 1) && o->wcount > done->wcount)
+      return o;
+  }
+  return nullptr;
 }
 
 std::string where(const Fiber &f) {
@@ -260,25 +285,16 @@ void run_block(Block &b) {
     int done = 0, at_bar = 0;
     for (int t = 0; t < b.n; ++t) {
       Fiber *f = &b.fibers[t];
-      if (f->state == St::WaitWarp) {
-        g_cur = &f->th;  // warp_ready's failures name this thread
-        try {
-          if (!warp_ready(f)) {
-            g_cur = nullptr;
-            continue;
-          }
-        } catch (const std::exception &e) {
-          g_cur = nullptr;
-          l.error = e.what();
-          return;
-        }
-        g_cur = nullptr;
-        f->state = St::Ready;
-      }
       if (f->state == St::Ready) {
         resume(f);
         progressed = true;
         if (!l.error.empty()) return;
+        if (f->state == St::Done)
+          if (const Fiber *o = stranded_by(f)) {
+            l.error = "thread " + std::to_string(o->th.tid) + ": " + o->wwhat + ": lane " +
+                      std::to_string(f->th.tid & 31) + " of the mask has exited";
+            return;
+          }
       }
       done += f->state == St::Done;
       at_bar += f->state == St::Barrier;
@@ -427,9 +443,12 @@ void warp_sync(unsigned mask, const char *what) {
            ", which this block does not have");
   ++f->wcount;
   f->wmask = mask, f->wwhat = what;
-  if (warp_ready(f)) return;
+  if (warp_ready(f)) {
+    release_warp(f);
+    return;
+  }
   f->state = St::WaitWarp;
-  to_sched(f);  // resumed (Ready) once every lane of the mask has arrived
+  to_sched(f);  // made Ready by the last lane of the mask to arrive
 }
 
 uint64_t warp_exchange(unsigned mask, uint64_t mine, int src, const char *what) {

@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(128) attn_split_kernel(kern::AttnParams p, int
   const int warp = int(threadIdx.x >> 5), lane = int(threadIdx.x & 31);
   const int d = p.head_dim, kvh = h / (p.n_head / p.n_head_kv);
   const int n_keys = p.n_past + t + 1;  // causal
-  const int s0 = sp * per_split, s1 = std::min(n_keys, s0 + per_split);
+  const int s0 = sp * per_split, s1 = min(n_keys, s0 + per_split);
   float q[kJ], acc[kJ];
   const float *qrow = p.q + int64_t(t) * p.ldq + int64_t(h) * d;
   for (int j = 0; j < kJ; ++j) {
