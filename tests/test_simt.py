@@ -20,7 +20,8 @@ PLANTED = {
     "barrier_after_exit": r"divergent __syncthreads(.|\n)*threads 40..63: exited",
     "shuffle_exited_lane": r"__shfl_xor_sync: lane 16 of the mask has exited",
     "warp_op_vs_barrier": r"deadlock(.|\n)*waiting in __shfl_xor_sync",
-    "mma_missing_barrier": r"shared-memory race on 'as\[",
+    # warp 0 reads rows of A that warp 1 writes: before it has (or after, unsynchronized)
+    "mma_missing_barrier": r"'as\[\d+\]'(.|\n)*(no thread has written yet|race)",
 }
 
 

@@ -1,9 +1,9 @@
 // Tensor-core tiles through one interface both builds implement: D(16x16) = A(16x8) B(8x16) + C,
 // inputs rounded to TF32, f32 accumulation, warp-collective (every lane of a full warp calls it).
-// CUDA sm_80+: nvcuda::wmma (m16n16k8 tf32). Older GPUs (sm_75): plain FMAs from shared memory
-// with the same lane ownership of C. Emulator: every lane holds the tiles, reads are checked
-// against the shared-memory shadow, and each lane stores only its own 8 elements of C
-// (row lane/2, columns 8*(lane%2)..+8), as the fallback does.
+// CUDA sm_80+: nvcuda::wmma (m16n16k8 tf32). Older GPUs (sm_75): plain FMAs from shared memory,
+// each lane owning 8 elements of C (row lane/2, columns 8*(lane%2)..+8). Emulator: the same
+// ownership; each lane reads (checked against the shared-memory shadow) the row of A and the
+// columns of B its elements need.
 // A is read row-major (element (r, k) at off + r*ld + k), B column-major ((k, n) at off + n*ld +
 // k), C written row-major ((r, n) at off + r*ld + n); all three from __shared__ arrays.
 #pragma once
@@ -84,7 +84,7 @@ SIMT_DEVICE void store_c(Arr &s, int off, const FragC &c, int ld) {
   for (int j = 0; j < 8; ++j) s[off + r * ld + n0 + j] = c.v[j];
 }
 
-#else  // the emulator
+#else  // the emulator: each lane holds what it needs for its own 8 elements of C
 inline float to_tf32(float x) {  // cvt.rna.tf32.f32: nearest, ties away from zero
   uint32_t u;
   std::memcpy(&u, &x, 4);
@@ -93,43 +93,42 @@ inline float to_tf32(float x) {  // cvt.rna.tf32.f32: nearest, ties away from ze
   return x;
 }
 struct FragA {
-  float v[16 * 8];
+  float v[8];  // row lane/2 of A
 };
 struct FragB {
-  float v[8 * 16];  // (k, n) at k*16 + n
+  float v[8 * 8];  // columns 8*(lane%2)..+8 of B: (k, j) at k*8 + j
 };
 struct FragC {
-  float v[16 * 16];
+  float v[8];  // row lane/2, columns 8*(lane%2)..+8
 };
 inline void fill_zero(FragC &c) {
   for (float &x : c.v) x = 0.f;
 }
 template <class Arr>
 void load_a(FragA &a, const Arr &s, int off, int ld) {
-  __syncwarp();
-  s.read_tile(size_t(off), 16, 8, ld, a.v, false);
+  const int lane = simt::detail::lane_id();
+  s.read_tile(size_t(off + (lane >> 1) * ld), 1, 8, ld, a.v, false);
   for (float &x : a.v) x = to_tf32(x);
 }
 template <class Arr>
 void load_b(FragB &b, const Arr &s, int off, int ld) {
-  __syncwarp();
-  s.read_tile(size_t(off), 8, 16, ld, b.v, true);
+  const int lane = simt::detail::lane_id();
+  s.read_tile(size_t(off + (lane & 1) * 8 * ld), 8, 8, ld, b.v, true);
   for (float &x : b.v) x = to_tf32(x);
 }
 inline void mma(FragC &d, const FragA &a, const FragB &b, const FragC &c) {
   __syncwarp();
-  for (int r = 0; r < 16; ++r)
-    for (int n = 0; n < 16; ++n) {
-      float acc = c.v[r * 16 + n];
-      for (int k = 0; k < 8; ++k) acc += a.v[r * 8 + k] * b.v[k * 16 + n];
-      d.v[r * 16 + n] = acc;
-    }
+  for (int j = 0; j < 8; ++j) {
+    float acc = c.v[j];
+    for (int k = 0; k < 8; ++k) acc += a.v[k] * b.v[k * 8 + j];
+    d.v[j] = acc;
+  }
 }
 template <class Arr>
 void store_c(Arr &s, int off, const FragC &c, int ld) {
   __syncwarp();
   const int lane = simt::detail::lane_id(), r = lane >> 1, n0 = (lane & 1) * 8;
-  s.write_tile(size_t(off + r * ld + n0), 1, 8, ld, c.v + r * 16 + n0, false);
+  s.write_tile(size_t(off + r * ld + n0), 1, 8, ld, c.v, false);
 }
 #endif
 

@@ -137,6 +137,7 @@ struct SharedAlloc {
   std::vector<unsigned char> bytes;
   std::vector<Shadow> shadow;
   const char *name = "";
+  const uint32_t *epoch = nullptr;  // the block's barrier count
 };
 
 struct Thread {
@@ -144,7 +145,7 @@ struct Thread {
   int tid;  // linear index in the block
   Block *blk;
 };
-extern thread_local Thread *g_cur;  // the fiber running now (nullptr outside a launch)
+extern Thread *g_cur;  // the fiber running now (nullptr outside a launch; one launch at a time)
 
 struct LaunchBody {
   void (*invoke)(void *);
@@ -243,7 +244,7 @@ class SharedRef {
   void on_read() const {
     detail::Shadow &s = a_->shadow[i_];
     const int me = detail::g_cur->tid;
-    const uint32_t ep = detail::epoch();
+    const uint32_t ep = *a_->epoch;
     if (s.w_tid < 0)
       detail::fail(std::string("read of shared '") + a_->name + "[" + std::to_string(i_) +
                    "]' that no thread has written yet (never written, or written by another thread " +
@@ -260,7 +261,7 @@ class SharedRef {
   void on_write() const {
     detail::Shadow &s = a_->shadow[i_];
     const int me = detail::g_cur->tid;
-    const uint32_t ep = detail::epoch();
+    const uint32_t ep = *a_->epoch;
     if (s.w_tid >= 0 && s.w_epoch == ep && s.w_tid != me)
       detail::fail(std::string("shared-memory race on '") + a_->name + "[" + std::to_string(i_) +
                    "]': threads " + std::to_string(s.w_tid) + " and " + std::to_string(me) +

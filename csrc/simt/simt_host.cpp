@@ -3,6 +3,7 @@
 // __syncthreads, warp operations and exit), plus the checks: barrier divergence and deadlock,
 // warp operations whose mask names exited or absent lanes, and faults on the guard pages of
 // emulated device memory, all reported as simt::Error from the launch.
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -24,7 +25,9 @@ namespace simt {
 inline namespace host {
 namespace detail {
 
-thread_local Thread *g_cur = nullptr;
+// Plain globals, not thread_local (whose every access in a shared library is a call): launches
+// are serialized by g_launch_mu, and the fault handler checks the launching thread.
+Thread *g_cur = nullptr;
 
 namespace {
 
@@ -86,8 +89,14 @@ struct Launch {
 
 }  // namespace
 
+struct WarpState {
+  int arrived[2] = {0, 0};  // full-mask arrivals at the current operation, by parity
+  int done = 0;             // lanes that have exited
+};
+
 struct Block {
   uint3 idx{}, dim{}, grid{};
+  std::vector<WarpState> warps;
   uint32_t epoch = 1;
   int n = 0;
   std::unordered_map<const void *, SharedAlloc> shared;
@@ -97,7 +106,8 @@ struct Block {
 
 namespace {
 
-// Per OS thread: the fiber stacks (reused by every block), the scheduler's context.
+// The fiber stacks (reused by every block) and the scheduler's context, for the one launch that
+// runs at a time.
 struct Worker {
   std::vector<std::unique_ptr<Fiber>> fibers;
   std::vector<char *> stacks;
@@ -114,7 +124,8 @@ struct Worker {
     if (altstack) munmap(altstack, 1 << 16);
   }
 };
-thread_local Worker g_w;
+Worker g_w;
+pthread_t g_launch_thread;
 
 std::mutex g_launch_mu;  // launches run one at a time (signal handlers are process-wide)
 Stats g_stats;
@@ -166,6 +177,7 @@ void to_sched(Fiber *f) {
     if (l->error.empty()) l->error = "unknown exception";
   }
   f->state = St::Done;
+  ++g_w.blk->warps[size_t(f->th.tid >> 5)].done;
   to_sched(f);
   std::abort();  // a finished fiber is never resumed
 }
@@ -201,6 +213,32 @@ void resume(Fiber *f) {
 }
 
 // Whether every lane of f's mask has arrived at f's warp operation (failing when one never can).
+// A lane that must wait in a warp operation hands the core straight to the next runnable lane of
+// its warp (no trip through the scheduler); with none, back to the scheduler.
+void wait_in_warp(Fiber *f) {
+  f->state = St::WaitWarp;
+  Block *b = g_w.blk;
+  const int base = f->th.tid & ~31, lane = f->th.tid & 31;
+  for (int k = 1; k < 32; ++k) {
+    const int t = base + ((lane + k) & 31);
+    if (t >= b->n) continue;
+    Fiber *o = &b->fibers[t];
+    if (o->state != St::Ready) continue;
+    g_w.cur = o;
+    g_cur = &o->th;
+    ++g_stats.switches;
+#if defined(__x86_64__)
+    edgenano_simt_switch(&f->sp, o->sp);
+#else
+    swapcontext(&f->ctx, &o->ctx);
+#endif
+    g_w.cur = f;  // resumed: by a lane's handover or by the scheduler
+    g_cur = &f->th;
+    return;
+  }
+  to_sched(f);
+}
+
 bool warp_ready(Fiber *f) {
   Block *b = g_w.blk;
   const int base = f->th.tid & ~31;
@@ -269,6 +307,7 @@ std::string standings(const Block &b) {
 
 void run_block(Block &b) {
   Launch &l = *b.launch;
+  b.warps.assign(size_t((b.n + 31) / 32), WarpState{});
   for (int t = 0; t < b.n; ++t) {
     Fiber *f = &b.fibers[t];
     const char *lo = f->stack_lo;
@@ -286,15 +325,9 @@ void run_block(Block &b) {
     for (int t = 0; t < b.n; ++t) {
       Fiber *f = &b.fibers[t];
       if (f->state == St::Ready) {
-        resume(f);
+        resume(f);  // runs until a fiber (f, or one of its warp it handed over to) yields
         progressed = true;
         if (!l.error.empty()) return;
-        if (f->state == St::Done)
-          if (const Fiber *o = stranded_by(f)) {
-            l.error = "thread " + std::to_string(o->th.tid) + ": " + o->wwhat + ": lane " +
-                      std::to_string(f->th.tid & 31) + " of the mask has exited";
-            return;
-          }
       }
       done += f->state == St::Done;
       at_bar += f->state == St::Barrier;
@@ -315,6 +348,13 @@ void run_block(Block &b) {
       continue;
     }
     if (!progressed) {
+      for (int t = 0; t < b.n; ++t)
+        if (b.fibers[t].state == St::Done)
+          if (const Fiber *o = stranded_by(&b.fibers[t])) {
+            l.error = "thread " + std::to_string(o->th.tid) + ": " + o->wwhat + ": lane " +
+                      std::to_string(t & 31) + " of the mask has exited";
+            return;
+          }
       l.error = "deadlock: no thread of the block can proceed" + standings(b);
       return;
     }
@@ -326,7 +366,8 @@ struct sigaction g_old_segv, g_old_bus;
 
 void on_fault(int sig, siginfo_t *si, void *) {
   Fiber *f = g_w.cur;
-  if (!f || !g_w.blk) {  // not ours: the previous handler takes the re-executed fault
+  if (!f || !g_w.blk || !pthread_equal(pthread_self(), g_launch_thread)) {
+    // not ours: the previous handler takes the re-executed fault
     sigaction(SIGSEGV, &g_old_segv, nullptr);
     sigaction(SIGBUS, &g_old_bus, nullptr);
     return;
@@ -405,6 +446,7 @@ void run_grid(dim3 grid, dim3 block, const char *name, LaunchBody body) {
   l.name = name;
   l.body = body;
   ++g_stats.launches;
+  g_launch_thread = pthread_self();
   {
     FaultGuard guard;
     for (unsigned z = 0; z < grid.z && l.error.empty(); ++z)
@@ -443,12 +485,22 @@ void warp_sync(unsigned mask, const char *what) {
            ", which this block does not have");
   ++f->wcount;
   f->wmask = mask, f->wwhat = what;
+  WarpState &w = g_w.blk->warps[size_t(f->th.tid >> 5)];
+  if (mask == 0xffffffffu && w.done == 0) {  // the common case: count arrivals
+    int &a = w.arrived[f->wcount & 1];
+    if (++a < 32) {
+      wait_in_warp(f);  // made Ready by the last lane to arrive
+      return;
+    }
+    a = 0;
+    release_warp(f);
+    return;
+  }
   if (warp_ready(f)) {
     release_warp(f);
     return;
   }
-  f->state = St::WaitWarp;
-  to_sched(f);  // made Ready by the last lane of the mask to arrive
+  wait_in_warp(f);
 }
 
 uint64_t warp_exchange(unsigned mask, uint64_t mine, int src, const char *what) {
@@ -479,6 +531,7 @@ SharedAlloc &block_shared(const void *key, size_t bytes, size_t elems, const cha
     a.bytes.assign(bytes, 0xcd);
     a.shadow.resize(elems);
     a.name = name;
+    a.epoch = &g_w.blk->epoch;
   }
   return a;
 }
