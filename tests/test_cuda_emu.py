@@ -4,13 +4,29 @@ tests/tolerances.py. The same sources are what nvcc builds for the GPU backend."
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QT
 
+from edgenano import Model
+from edgenano.backends import ReferenceBackend
+from edgenano.engine import NativeBackend, NativeState
+from edgenano.errors import BackendUnavailable
+from edgenano.gguf_model import load_gguf
+
 from .conftest import nmse
 from .test_kernels import WEIGHT_TYPES, cache_rows, random_rows, rng_for, scan_inputs
-from .tolerances import CUDA_EMU_F32_NMSE, CUDA_EMU_GEMM_TF32_NMSE, CUDA_EMU_MATVEC_NMSE
+from .tolerances import (
+    CUDA_EMU_F32_NMSE,
+    CUDA_EMU_GEMM_TF32_NMSE,
+    CUDA_EMU_MATVEC_NMSE,
+    CUDA_EMU_MODEL_F32_NMSE,
+    CUDA_EMU_MODEL_PREFILL_NMSE,
+    ENGINE_DECODE_VS_REFERENCE_NMSE,
+    ENGINE_KV_CACHE_VS_REFERENCE_NMSE,
+)
 
 C = pytest.importorskip("edgenano._C")
 K, E = C.kernels, C.cuda_emu
@@ -125,3 +141,86 @@ def test_attention(kv_type, T, n_past, d):
     kc, vc = cache_rows(k, kv_type), cache_rows(v, kv_type)
     got = E.attention(q, kc, vc, n_past, Hkv, int(kv_type))
     assert nmse(got, K.attention(q, kc, vc, n_past, Hkv, int(kv_type))) <= CUDA_EMU_F32_NMSE
+
+
+# ---------------------------------------------------------------- the whole model, emulated
+
+
+@pytest.fixture(scope="module")
+def kwide(tiny_checkpoint, tmp_path_factory):
+    """kwide(outtype) -> GGUF path of the engine tests' "kwide" tiny model (K-quants apply)."""
+    from edgenano.convert import convert_checkpoint
+
+    from .test_engine import CONFIGS
+
+    cache: dict = {}
+
+    def get(outtype):
+        if outtype not in cache:
+            base, overrides = CONFIGS["kwide"]
+            out = tmp_path_factory.mktemp(f"cuemu_{outtype}") / "model.gguf"
+            cache[outtype] = convert_checkpoint(tiny_checkpoint(base, **overrides), out, outtype)
+        return cache[outtype]
+
+    return get
+
+
+def _run(path, engine, kv_type, prompt, split):
+    """Logits after a prefill of prompt[:split] and after each decode step of the rest."""
+    b = NativeBackend(load_gguf(path), path, n_ctx=128, kv_type=kv_type, engine=engine)
+    s = b.new_state()
+    out = [b.eval(s, prompt[:split])]
+    out += [b.eval(s, [t]) for t in prompt[split:]]
+    return np.array(out), b, s
+
+
+PROMPT = np.random.default_rng(0).integers(16, 512, size=36).tolist()
+SPLIT = 30  # >= gemm_min_tokens: the prefill runs the tensor-core tiles
+
+
+@pytest.mark.parametrize("outtype,kv_type", [("f32", "f16"), ("f32", "q8_0"), ("q8_0", "f16"),
+                                             ("q4_k_m", "f16")])
+def test_model_prefill_decode_vs_reference(kwide, outtype, kv_type):
+    path = kwide(outtype)
+    got, b, _ = _run(path, "cuda_emu", kv_type, PROMPT, SPLIT)
+    assert b.name == "cuda_emu" and b.impl.backend == "cuda_emu"
+    ref = ReferenceBackend(load_gguf(path), dtype=np.float64).logits(PROMPT)[SPLIT - 1:]
+    errs = [nmse(g, r) for g, r in zip(got, ref)]
+    if outtype == "f32":
+        bound = CUDA_EMU_MODEL_F32_NMSE + (ENGINE_KV_CACHE_VS_REFERENCE_NMSE[kv_type]
+                                           if kv_type != "f16" else 0)
+        assert max(errs) <= bound
+    else:
+        assert errs[0] <= CUDA_EMU_MODEL_PREFILL_NMSE
+        assert max(errs[1:]) <= ENGINE_DECODE_VS_REFERENCE_NMSE[outtype]
+
+
+def test_model_emulated_against_cpu_backend(kwide):
+    """The emulated CUDA backend and the CPU backend on the same file agree (f32 weights)."""
+    path = kwide("f32")
+    emu, _, _ = _run(path, "cuda_emu", "f16", PROMPT, SPLIT)
+    cpu, _, _ = _run(path, "cpu", "f16", PROMPT, SPLIT)
+    assert max(nmse(e, c) for e, c in zip(emu, cpu)) <= CUDA_EMU_MODEL_F32_NMSE
+
+
+def test_model_snapshots_and_state_export(kwide):
+    """Device-to-device snapshots and export/import through the host give the same continuation
+    as the original state (the same backend: identical bits)."""
+    path = kwide("q4_k_m")
+    _, b, s = _run(path, "cuda_emu", "q8_0", PROMPT[:20], 18)
+    snap = b.impl.copy_state(s.impl)
+    exported = b.export_state(s)
+    restored = b.import_state(exported, PROMPT[:20])
+    cont = [b.eval(s, PROMPT[20:23])]
+    cont_snap = [b.eval(NativeState(b, snap), PROMPT[20:23])]
+    cont_restored = [b.eval(restored, PROMPT[20:23])]
+    assert np.array_equal(cont, cont_snap) and np.array_equal(cont, cont_restored)
+
+
+def test_cuda_backend_without_gpu_says_why(kwide):
+    available, reason = C.backend_registry()["cuda"]
+    if available:
+        pytest.skip("a CUDA device is present (tests/test_cuda_gpu.py covers it)")
+    assert reason  # "not built into this edgenano" or the driver's / device's own words
+    with pytest.raises(BackendUnavailable, match="'cuda' is not available: " + re.escape(reason)):
+        Model(kwide("f32"), backend="cuda")
