@@ -30,6 +30,7 @@ from .tolerances import (
 
 C = pytest.importorskip("edgenano._C")
 K, E = C.kernels, C.cuda_emu
+ENGINE = "cuda_emu"  # the model tests' backend; tests/test_cuda_gpu.py reruns them on "cuda"
 
 
 def cols_for(qtype) -> int:
@@ -94,12 +95,14 @@ def test_gated_rmsnorm(groups):
     assert nmse(got, K.gated_rmsnorm(y, 3 * z, w, groups, 1e-5)) <= CUDA_EMU_F32_NMSE
 
 
-def test_relu2_softplus_exact():
+def test_relu2_softplus():
+    """Exact here (the host's expf / log1pf); within the f32 bound on a GPU's."""
     rng = rng_for("cu-act")
     x = rng.standard_normal((7, 333)).astype(np.float32)
     assert np.array_equal(E.relu2(x), K.relu2(x))
     v, b = (rng.standard_normal((6, 300)) * 12).astype(np.float32), rng.standard_normal(300)
-    assert np.array_equal(E.softplus(v, b.astype(np.float32)), K.softplus(v, b.astype(np.float32)))
+    got, ref = E.softplus(v, b.astype(np.float32)), K.softplus(v, b.astype(np.float32))
+    assert np.array_equal(got, ref) if E is C.cuda_emu else nmse(got, ref) <= CUDA_EMU_F32_NMSE
 
 
 @pytest.mark.parametrize("T", [1, 11])  # one decode step; a chunk
@@ -182,8 +185,8 @@ SPLIT = 30  # >= gemm_min_tokens: the prefill runs the tensor-core tiles
                                              ("q4_k_m", "f16")])
 def test_model_prefill_decode_vs_reference(kwide, outtype, kv_type):
     path = kwide(outtype)
-    got, b, _ = _run(path, "cuda_emu", kv_type, PROMPT, SPLIT)
-    assert b.name == "cuda_emu" and b.impl.backend == "cuda_emu"
+    got, b, _ = _run(path, ENGINE, kv_type, PROMPT, SPLIT)
+    assert b.name == ENGINE and b.impl.backend == ENGINE
     ref = ReferenceBackend(load_gguf(path), dtype=np.float64).logits(PROMPT)[SPLIT - 1:]
     errs = [nmse(g, r) for g, r in zip(got, ref)]
     if outtype == "f32":
@@ -198,7 +201,7 @@ def test_model_prefill_decode_vs_reference(kwide, outtype, kv_type):
 def test_model_emulated_against_cpu_backend(kwide):
     """The emulated CUDA backend and the CPU backend on the same file agree (f32 weights)."""
     path = kwide("f32")
-    emu, _, _ = _run(path, "cuda_emu", "f16", PROMPT, SPLIT)
+    emu, _, _ = _run(path, ENGINE, "f16", PROMPT, SPLIT)
     cpu, _, _ = _run(path, "cpu", "f16", PROMPT, SPLIT)
     assert max(nmse(e, c) for e, c in zip(emu, cpu)) <= CUDA_EMU_MODEL_F32_NMSE
 
@@ -207,7 +210,7 @@ def test_model_snapshots_and_state_export(kwide):
     """Device-to-device snapshots and export/import through the host give the same continuation
     as the original state (the same backend: identical bits)."""
     path = kwide("q4_k_m")
-    _, b, s = _run(path, "cuda_emu", "q8_0", PROMPT[:20], 18)
+    _, b, s = _run(path, ENGINE, "q8_0", PROMPT[:20], 18)
     snap = b.impl.copy_state(s.impl)
     exported = b.export_state(s)
     restored = b.import_state(exported, PROMPT[:20])

@@ -43,7 +43,8 @@ struct Fits {
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(const Options &) {
-  if (const char *why = cuda_probe()) throw std::runtime_error(std::string("backend 'cuda': ") + why);
+  if (const char *why = cuda_probe())
+    throw std::runtime_error(std::string("backend 'cuda': ") + why);
   cudaStream_t s = nullptr;
   simt::check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
   return std::make_unique<SimtBackend<Fits>>("cuda", s, Fits{});

@@ -20,7 +20,7 @@ __global__ void block_sum_ok(const float *x, int n, float *out, int *votes) {
   const int tid = int(threadIdx.x), lane = tid & 31, w = tid >> 5;
   float v = tid < n ? x[tid] : 0.f;
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
-  const float b = __shfl_sync(kFull, v, 0);            // broadcast
+  const float b = __shfl_sync(kFull, v, 0);                    // broadcast
   const float down = __shfl_down_sync(kFull, float(lane), 1);  // lane + 1, lane 31 keeps its own
   if (lane == 0) part[w] = v;
   __syncthreads();
@@ -124,8 +124,7 @@ __global__ void shuffle_exited_lane(float *out) {
 // Deadlock: lanes wait in a warp operation while the rest of the warp waits at a barrier.
 __global__ void warp_op_vs_barrier(float *out) {
   const int tid = int(threadIdx.x);
-  if (tid % 32 < 16)
-    out[tid] = __shfl_xor_sync(kFull, float(tid), 1);
+  if (tid % 32 < 16) out[tid] = __shfl_xor_sync(kFull, float(tid), 1);
   __syncthreads();
   out[tid] += 1.f;
 }
@@ -226,10 +225,19 @@ std::vector<float> run(const std::string &name) {
 }
 
 std::vector<std::string> names() {
-  return {"block_sum_ok",         "race_missing_barrier", "race_write_after_read", "shared_ok",
-          "uninitialized_shared", "shared_out_of_bounds", "global_read_oob",
-          "global_write_oob",     "divergent_barrier",    "barrier_after_exit",
-          "shuffle_exited_lane",  "warp_op_vs_barrier",   "mma_ok",
+  return {"block_sum_ok",
+          "race_missing_barrier",
+          "race_write_after_read",
+          "shared_ok",
+          "uninitialized_shared",
+          "shared_out_of_bounds",
+          "global_read_oob",
+          "global_write_oob",
+          "divergent_barrier",
+          "barrier_after_exit",
+          "shuffle_exited_lane",
+          "warp_op_vs_barrier",
+          "mma_ok",
           "mma_missing_barrier"};
 }
 

@@ -32,8 +32,7 @@ inline namespace cuda {
 using Stream = cudaStream_t;
 
 inline void check(cudaError_t e, const char *what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
 // The launch both builds use: <<<>>> here, the emulator's scheduler there.
@@ -246,9 +245,10 @@ class SharedRef {
     const int me = detail::g_cur->tid;
     const uint32_t ep = *a_->epoch;
     if (s.w_tid < 0)
-      detail::fail(std::string("read of shared '") + a_->name + "[" + std::to_string(i_) +
-                   "]' that no thread has written yet (never written, or written by another thread " +
-                   "later with no __syncthreads between)");
+      detail::fail(
+          std::string("read of shared '") + a_->name + "[" + std::to_string(i_) +
+          "]' that no thread has written yet (never written, or written by another thread " +
+          "later with no __syncthreads between)");
     if (s.w_epoch == ep && s.w_tid != me)
       detail::fail(std::string("shared-memory race on '") + a_->name + "[" + std::to_string(i_) +
                    "]': thread " + std::to_string(me) + " reads what thread " +
@@ -322,8 +322,8 @@ SIMT_DEVICE float bf16_to_f32(uint16_t h) { return edgenano::ggml::bf16_to_f32(h
 }  // namespace host
 }  // namespace simt
 
-#define SIMT_SHARED(T, name, N)                     \
-  static const char name##_simt_key = 0;            \
+#define SIMT_SHARED(T, name, N)          \
+  static const char name##_simt_key = 0; \
   const ::simt::SharedArray<T, N> name(&name##_simt_key, #name)
 
 #define threadIdx (::simt::detail::g_cur->idx)

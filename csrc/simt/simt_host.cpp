@@ -186,9 +186,9 @@ void start_fiber(Fiber *f) {
 #if defined(__x86_64__)
   auto top = reinterpret_cast<uintptr_t>(f->stack_lo + kStack) & ~uintptr_t(15);
   auto *sp = reinterpret_cast<void **>(top);
-  *--sp = nullptr;                                        // fiber_main's return address
-  *--sp = reinterpret_cast<void *>(&fiber_main);          // popped by the switch's ret
-  for (int i = 0; i < 6; ++i) *--sp = nullptr;            // rbp rbx r12-r15
+  *--sp = nullptr;                                // fiber_main's return address
+  *--sp = reinterpret_cast<void *>(&fiber_main);  // popped by the switch's ret
+  for (int i = 0; i < 6; ++i) *--sp = nullptr;    // rbp rbx r12-r15
   f->sp = sp;
 #else
   getcontext(&f->ctx);
@@ -275,8 +275,7 @@ const Fiber *stranded_by(const Fiber *done) {
   const int base = done->th.tid & ~31, lane = done->th.tid & 31;
   for (int l = 0; l < 32 && base + l < b->n; ++l) {
     const Fiber *o = &b->fibers[base + l];
-    if (o->state == St::WaitWarp && ((o->wmask >> lane) & 1) && o->wcount > done->wcount)
-      return o;
+    if (o->state == St::WaitWarp && ((o->wmask >> lane) & 1) && o->wcount > done->wcount) return o;
   }
   return nullptr;
 }
@@ -339,8 +338,10 @@ void run_block(Block &b) {
         same = b.fibers[t].bar_line == b.fibers[0].bar_line &&
                std::strcmp(b.fibers[t].bar_file, b.fibers[0].bar_file) == 0;
       if (!same) {
-        l.error = "divergent __syncthreads: not every thread of the block reached the same "
-                  "barrier" + standings(b);
+        l.error =
+            "divergent __syncthreads: not every thread of the block reached the same "
+            "barrier" +
+            standings(b);
         return;
       }
       ++b.epoch;
@@ -402,7 +403,7 @@ struct FaultGuard {
     ss.ss_sp = g_w.altstack;
     ss.ss_size = 1 << 16;
     sigaltstack(&ss, &old_alt);
-    struct sigaction sa {};
+    struct sigaction sa{};
     sa.sa_sigaction = on_fault;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
     sigemptyset(&sa.sa_mask);

@@ -26,9 +26,9 @@ SIMT_DEVICE float kv_value(const uint8_t *row, int type, int64_t i) {
   return load_f16(b) * float(int8_t(b[2 + i % QK]));
 }
 
-__global__ void __launch_bounds__(128) attn_split_kernel(kern::AttnParams p, int n_split,
-                                                         int per_split, float *part) {
-  SIMT_SHARED(float, sm, kWarps * (kMaxD + 2));
+__global__ void __launch_bounds__(128)
+    attn_split_kernel(kern::AttnParams p, int n_split, int per_split, float *part) {
+  SIMT_SHARED(float, sm, kWarps *(kMaxD + 2));
   const int h = int(blockIdx.x), t = int(blockIdx.y), sp = int(blockIdx.z);
   const int warp = int(threadIdx.x >> 5), lane = int(threadIdx.x & 31);
   const int d = p.head_dim, kvh = h / (p.n_head / p.n_head_kv);

@@ -5,3 +5,13 @@
 #include "kernels/cuda/gemm.cuh"
 #include "kernels/cuda/matvec.cuh"
 #include "kernels/cuda/nn.cuh"
+
+#define EDGENANO_CUK_MAKE_TABLE 1
+#include "kernels/cuda/ops_table.h"
+
+namespace edgenano::cuk {
+const OpsTable &emu_ops() {
+  static const OpsTable t = make_ops_table("cuda_emu");
+  return t;
+}
+}  // namespace edgenano::cuk

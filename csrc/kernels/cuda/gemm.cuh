@@ -19,9 +19,9 @@ template <int TYPE>
 __global__ void __launch_bounds__(128)
     gemm_kernel(const uint8_t *w, size_t row_bytes, int64_t n_out, int64_t n, const float *x,
                 int64_t ldx, float *y, int64_t ldy, int T, bool acc) {
-  SIMT_SHARED(float, ws, kBM * kLd);  // (row, k)
-  SIMT_SHARED(float, xs, kBN * kLd);  // (token, k): B column-major
-  SIMT_SHARED(float, cs, kBM * kLdC);
+  SIMT_SHARED(float, ws, kBM *kLd);  // (row, k)
+  SIMT_SHARED(float, xs, kBN *kLd);  // (token, k): B column-major
+  SIMT_SHARED(float, cs, kBM *kLdC);
   const int tid = int(threadIdx.x), warp = tid >> 5;
   const int64_t r0 = int64_t(blockIdx.x) * kBM;
   const int t0 = int(blockIdx.y) * kBN;
@@ -40,8 +40,7 @@ __global__ void __launch_bounds__(128)
       for (int i = 0; i < kBK; ++i) ws[tid * kLd + i] = v[i];
     } else {  // a token's 32 activations
       const int tk = tid - kBM, t = t0 + tk;
-      for (int i = 0; i < kBK; ++i)
-        v[i] = t < T && k0 + i < n ? x[int64_t(t) * ldx + k0 + i] : 0.f;
+      for (int i = 0; i < kBK; ++i) v[i] = t < T && k0 + i < n ? x[int64_t(t) * ldx + k0 + i] : 0.f;
       for (int i = 0; i < kBK; ++i) xs[tk * kLd + i] = v[i];
     }
     __syncthreads();

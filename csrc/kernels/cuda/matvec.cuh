@@ -239,8 +239,8 @@ void matvec(const kern::Weight &w, const float *x, int64_t ldx, float *y, int64_
     } else {
       auto *a = static_cast<BlockA8 *>(scratch);
       const int64_t nb = w.n_in / QK;
-      simt::launch(quant_a8_kernel, dim3(unsigned((nb + 3) / 4), unsigned(T)), dim3(128), s, x,
-                   ldx, w.n_in, a);
+      simt::launch(quant_a8_kernel, dim3(unsigned((nb + 3) / 4), unsigned(T)), dim3(128), s, x, ldx,
+                   w.n_in, a);
       simt::launch(matvec_a8_kernel<TYPE>, grid, block, s, w.data, w.row_bytes, w.n_out, w.n_in,
                    static_cast<const BlockA8 *>(a), y, ldy, acc);
     }

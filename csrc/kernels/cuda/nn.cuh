@@ -130,8 +130,8 @@ __global__ void scan_kernel(kern::ScanParams p) {
   }
 }
 
-__global__ void kv_store_float_kernel(const float *src, int64_t lds, int T, int64_t width,
-                                      bool f16, uint8_t *dst) {
+__global__ void kv_store_float_kernel(const float *src, int64_t lds, int T, int64_t width, bool f16,
+                                      uint8_t *dst) {
   const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (e >= int64_t(T) * width) return;
   const int64_t t = e / width, i = e % width;
@@ -174,22 +174,23 @@ void embed(const kern::Weight &table, const int32_t *ids, int T, float *x, int64
 
 void rmsnorm(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy, int T, int64_t n,
              float eps, Stream s) {
-  if (T > 0) simt::launch(rmsnorm_kernel, dim3(unsigned(T)), dim3(256), s, x, ldx, w, y, ldy, n, eps);
+  if (T > 0)
+    simt::launch(rmsnorm_kernel, dim3(unsigned(T)), dim3(256), s, x, ldx, w, y, ldy, n, eps);
 }
 
 void gated_rmsnorm(const float *y, int64_t ldy, const float *z, int64_t ldz, const float *w,
                    float *out, int64_t ldo, int T, int64_t D, int G, float eps, Stream s) {
   if (G <= 0 || D % G) throw std::invalid_argument("gated_rmsnorm: D must split into G groups");
   if (T > 0)
-    simt::launch(gated_rmsnorm_kernel, dim3(unsigned(T), unsigned(G)), dim3(256), s, y, ldy, z,
-                 ldz, w, out, ldo, D / G, eps);
+    simt::launch(gated_rmsnorm_kernel, dim3(unsigned(T), unsigned(G)), dim3(256), s, y, ldy, z, ldz,
+                 w, out, ldo, D / G, eps);
 }
 
 void relu2(float *x, int64_t ldx, int T, int64_t n, Stream s) {
   const int64_t total = int64_t(T) * n;
   if (total > 0)
-    simt::launch(relu2_kernel, dim3(std::min(blocks_for(total, 256), 4096u)), dim3(256), s, x,
-                 ldx, T, n);
+    simt::launch(relu2_kernel, dim3(std::min(blocks_for(total, 256), 4096u)), dim3(256), s, x, ldx,
+                 T, n);
 }
 
 void softplus_bias(const float *x, int64_t ldx, const float *bias, float *out, int64_t ldo, int T,
@@ -214,8 +215,7 @@ void ssm_scan(const kern::ScanParams &p, Stream s) {
 
 void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type, uint8_t *dst,
               Stream s) {
-  if (row_bytes(kv_type, width) == 0 ||
-      (kv_type != T_F32 && kv_type != T_F16 && kv_type != T_Q8_0))
+  if (row_bytes(kv_type, width) == 0 || (kv_type != T_F32 && kv_type != T_F16 && kv_type != T_Q8_0))
     throw std::invalid_argument("kv_store: cache type must be F32, F16 or Q8_0 (whole blocks)");
   if (T <= 0) return;
   if (kv_type == T_Q8_0)

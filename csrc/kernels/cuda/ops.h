@@ -24,8 +24,8 @@ void matvec(const kern::Weight &w, const float *x, int64_t ldx, float *y, int64_
             bool acc, void *scratch, Stream s);
 void gemm(const kern::Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy, int T,
           bool acc, Stream s);
-inline void matmul(const kern::Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy,
-                   int T, bool acc, void *scratch, Stream s) {
+inline void matmul(const kern::Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy, int T,
+                   bool acc, void *scratch, Stream s) {
   if (T < kGemmMinT)
     matvec(w, x, ldx, y, ldy, T, acc, scratch, s);
   else
