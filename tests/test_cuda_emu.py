@@ -134,10 +134,12 @@ def test_kv_store_exact(kv_type):
 
 @pytest.mark.parametrize("kv_type", [QT.F16, QT.Q8_0], ids=lambda t: t.name)
 @pytest.mark.parametrize("T,n_past,d", [(1, 0, 64), (1, 37, 64), (1, 600, 64), (5, 3, 96),
-                                        (3, 254, 64), (7, 9, 32)])
+                                        (3, 254, 64), (7, 9, 32), (17, 40, 64), (3, 5, 160)])
 def test_attention(kv_type, T, n_past, d):
-    """GQA 6 query heads over 2 KV heads; 600 and 254+3 keys: several key splits, the last
-    partial; d=96: lanes with a partial third element."""
+    """GQA 6 query heads over 2 KV heads. One query: split-K (600 keys: three splits, the last
+    partial). Prefill: query tiles of 16 (17: a second, partial tile) against key tiles of 32
+    (254+3 keys: a partial last tile); d=96: lanes with a partial third element; d=160: past the
+    tiled kernel's 128, so split-K for every query."""
     rng, Hq, Hkv = rng_for("cu-attn", kv_type, T, n_past, d), 6, 2
     q = rng.standard_normal((T, Hq, d)).astype(np.float32)
     k, v = (rng.standard_normal((n_past + T, Hkv, d)).astype(np.float32) for _ in range(2))

@@ -1,7 +1,9 @@
 // The "cuda" backend: cuda_backend_impl.h built by nvcc over the kernels of kernels/cuda. The CUDA
 // runtime is linked statically and reaches the driver only when asked, so the extension imports
 // on machines without one; cuda_probe says why a device cannot be used.
+#include <algorithm>
 #include <string>
+#include <utility>
 
 #include "backend/cuda_backend_impl.h"
 #include "backend/registry.h"
@@ -41,6 +43,37 @@ struct Fits {
 };
 
 }  // namespace
+
+// For bench/gpu_check.sh: free and total device memory, and device-to-device copy bandwidth
+// (bytes read + written per second, best of reps copies of nbytes).
+std::pair<size_t, size_t> cuda_mem_info() {
+  size_t free = 0, total = 0;
+  simt::check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+  return {free, total};
+}
+
+double cuda_copy_bandwidth(size_t nbytes, int reps) {
+  void *a = simt::dev_alloc(nbytes), *b = simt::dev_alloc(nbytes);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  cudaMemset(a, 1, nbytes);
+  float best = 1e30f;
+  for (int r = 0; r < reps; ++r) {
+    cudaEventRecord(e0);
+    cudaMemcpy(b, a, nbytes, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float ms = 0.f;
+    cudaEventElapsedTime(&ms, e0, e1);
+    best = std::min(best, ms);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  simt::dev_free(a);
+  simt::dev_free(b);
+  return 2.0 * double(nbytes) / (double(best) * 1e-3);
+}
 
 std::unique_ptr<Backend> make_cuda_backend(const Options &) {
   if (const char *why = cuda_probe())

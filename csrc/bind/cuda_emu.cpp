@@ -24,9 +24,11 @@ namespace nb = nanobind;
 namespace edgenano {
 
 #if defined(EDGENANO_HAS_CUDA)
-namespace backend {
-const char *cuda_probe();  // backend/cuda_backend.cu
-}
+namespace backend {  // backend/cuda_backend.cu
+const char *cuda_probe();
+std::pair<size_t, size_t> cuda_mem_info();
+double cuda_copy_bandwidth(size_t nbytes, int reps);
+}  // namespace backend
 #endif
 
 namespace simt_selftest {
@@ -329,6 +331,9 @@ void bind_cuda_emu(nb::module_ &parent) {
     const char *why = backend::cuda_probe();
     return std::string(why ? why : "");
   });
+  dev.def("mem_info", &backend::cuda_mem_info, "(free, total) device memory in bytes.");
+  dev.def("copy_bandwidth", &backend::cuda_copy_bandwidth, nb::arg("nbytes") = size_t(1) << 30,
+          nb::arg("reps") = 5, "Device-to-device copy: bytes read + written per second (best).");
   def_kernels<1>(dev);
 #endif
 }

@@ -1,8 +1,9 @@
-// Causal GQA attention over an f16, q8_0 or f32 KV cache, no RoPE: split-K flash decoding. A block
-// per (query token, query head, key split) runs an online softmax per warp over every 4th key of
-// its split (a lane holds head_dim/32 of q, of the output and of each K/V row; scores reduced by
-// shuffles), merges its 4 warps through shared memory and writes (max, sum, unnormalized output);
-// a second kernel merges the splits. Query heads of one KV head read the same rows (GQA).
+// Causal GQA attention over an f16, q8_0 or f32 KV cache, no RoPE. Decode (one query): split-K
+// flash decoding: a block per (query head, key split) runs an online softmax per warp over every
+// 4th key of its split (a lane holds head_dim/32 of q, of the output and of each K/V row; scores
+// reduced by shuffles), merges its 4 warps through shared memory and writes (max, sum,
+// unnormalized output); a second kernel merges the splits. Prefill (T >= 2, head_dim <= 128):
+// tiled flash attention (attn_tiled_kernel). Query heads of one KV head read the same rows (GQA).
 // Twin: kern::attention (kernels/cpu/nn_impl.h attn_block).
 #include <algorithm>
 #include <stdexcept>
@@ -86,6 +87,84 @@ __global__ void __launch_bounds__(128)
   if (threadIdx.x == 0) out[0] = M, out[1] = L;
 }
 
+// ---- prefill: tiles of 16 queries of one head against tiles of 32 keys in shared memory ----
+// A block per (head, 16 query tokens); each warp owns 4 of the queries. Per key tile, lane k
+// scores key k (its K row from shared memory against the query row), the row's max and sum are
+// warp reductions, and each lane accumulates its head_dim/32 output elements over the 32 keys
+// (probabilities broadcast by shuffles). K and V are read once per 16 queries instead of once per
+// query, and converted to f32 once per tile.
+constexpr int kTq = 16, kTk = 32, kTiledMaxD = 128;
+constexpr int kTiledMinT = 2;  // prefill; one query (decode) splits the keys instead
+
+__global__ void __launch_bounds__(128) attn_tiled_kernel(kern::AttnParams p) {
+  SIMT_SHARED(float, qs, kTq *kTiledMaxD);
+  SIMT_SHARED(float, ks, kTk *(kTiledMaxD + 1));  // padded: lanes read different banks
+  SIMT_SHARED(float, vs, kTk *kTiledMaxD);
+  const int h = int(blockIdx.x), t0 = int(blockIdx.y) * kTq, tid = int(threadIdx.x);
+  const int warp = tid >> 5, lane = tid & 31, d = p.head_dim, kvh = h / (p.n_head / p.n_head_kv);
+  const int nq = min(kTq, p.T - t0);
+  const int64_t off = int64_t(kvh) * d;
+  for (int e = tid; e < kTq * d; e += 128) {
+    const int r = e / d, i = e % d;
+    qs[r * kTiledMaxD + i] =
+        r < nq ? p.q[int64_t(t0 + r) * p.ldq + int64_t(h) * d + i] * p.scale : 0.f;
+  }
+  float m[4], l[4], acc[4][kTiledMaxD / 32];
+  for (int r = 0; r < 4; ++r) {
+    m[r] = -INFINITY, l[r] = 0.f;
+    for (int j = 0; j < kTiledMaxD / 32; ++j) acc[r][j] = 0.f;
+  }
+  const int n_keys = p.n_past + t0 + nq;  // keys the block's last query sees
+  for (int s0 = 0; s0 < n_keys; s0 += kTk) {
+    __syncthreads();  // the previous tile is consumed (and qs written, the first time)
+    for (int e = tid; e < kTk * d; e += 128) {
+      const int k = e / d, i = e % d, s = s0 + k;
+      const bool in = s < n_keys;
+      ks[k * (kTiledMaxD + 1) + i] =
+          in ? kv_value(p.k + size_t(s) * p.kv_row_bytes, p.kv_type, off + i) : 0.f;
+      vs[k * kTiledMaxD + i] =
+          in ? kv_value(p.v + size_t(s) * p.kv_row_bytes, p.kv_type, off + i) : 0.f;
+    }
+    __syncthreads();
+    for (int r = 0; r < 4; ++r) {
+      const int row = warp * 4 + r;
+      if (row >= nq) break;                  // warp-uniform
+      const int last = p.n_past + t0 + row;  // causal: keys [0, last]
+      if (s0 > last) continue;
+      const int s = s0 + lane;
+      float score = -INFINITY;
+      if (s <= last) {
+        float dot = 0.f;
+        for (int i = 0; i < d; ++i)
+          dot += qs[row * kTiledMaxD + i] * ks[lane * (kTiledMaxD + 1) + i];
+        score = dot;
+      }
+      const float m_new = fmaxf(m[r], warp_max(score));
+      const float corr = expf(m[r] - m_new), e = s <= last ? expf(score - m_new) : 0.f;
+      l[r] = l[r] * corr + warp_sum(e);
+      m[r] = m_new;
+      for (int j = 0; j < kTiledMaxD / 32; ++j) acc[r][j] *= corr;
+      for (int k = 0; k < kTk; ++k) {
+        const float pk = __shfl_sync(kFull, e, k);
+        for (int j = 0; j < kTiledMaxD / 32; ++j) {
+          const int i = lane + 32 * j;
+          if (i < d) acc[r][j] += pk * vs[k * kTiledMaxD + i];
+        }
+      }
+    }
+  }
+  for (int r = 0; r < 4; ++r) {
+    const int row = warp * 4 + r;
+    if (row >= nq) break;
+    const float inv = 1.f / l[r];
+    float *o = p.out + int64_t(t0 + row) * p.ldo + int64_t(h) * d;
+    for (int j = 0; j < kTiledMaxD / 32; ++j) {
+      const int i = lane + 32 * j;
+      if (i < d) o[i] = acc[r][j] * inv;
+    }
+  }
+}
+
 // A block per (query token, head): the splits' partial softmaxes merged, divided by the sum.
 __global__ void attn_combine_kernel(kern::AttnParams p, int n_split, const float *part) {
   const int h = int(blockIdx.x), t = int(blockIdx.y), d = p.head_dim;
@@ -127,6 +206,11 @@ void attention(const kern::AttnParams &p, void *scratch, Stream s) {
     throw std::invalid_argument("attention: a q8_0 cache needs head_dim % 32 == 0");
   if (p.head_dim > kMaxD) throw std::invalid_argument("cuda attention: head_dim must be <= 256");
   if (p.T <= 0) return;
+  if (p.T >= kTiledMinT && p.head_dim <= kTiledMaxD) {
+    simt::launch(attn_tiled_kernel, dim3(unsigned(p.n_head), unsigned((p.T + kTq - 1) / kTq)),
+                 dim3(128), s, p);
+    return;
+  }
   const int ns = splits(p);
   auto *part = static_cast<float *>(scratch);
   simt::launch(attn_split_kernel, dim3(unsigned(p.n_head), unsigned(p.T), unsigned(ns)),

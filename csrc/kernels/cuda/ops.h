@@ -46,7 +46,8 @@ void causal_conv(const kern::ConvParams &p, Stream s);
 void ssm_scan(const kern::ScanParams &p, Stream s);
 void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type, uint8_t *dst,
               Stream s);
-// Split-K flash attention: every (query, head) over n_split key ranges, then a combine.
+// One query: split-K flash decoding (key ranges, then a combine; scratch for the partials).
+// Prefill: tiles of 16 queries x 32 keys through shared memory (no scratch).
 size_t attention_scratch_bytes(const kern::AttnParams &p);
 void attention(const kern::AttnParams &p, void *scratch, Stream s);
 
