@@ -229,3 +229,13 @@ def test_cuda_backend_without_gpu_says_why(kwide):
     assert reason  # "not built into this edgenano" or the driver's / device's own words
     with pytest.raises(BackendUnavailable, match="'cuda' is not available: " + re.escape(reason)):
         Model(kwide("f32"), backend="cuda")
+
+
+def test_model_api_selects_the_backend(kwide):
+    """Model(path, backend=...) reaches the C++ backend by name, all-position logits included."""
+    path = kwide("f32")
+    m = Model(path, backend=ENGINE, n_ctx=64)
+    assert m.backend.name == ENGINE and m.backend.impl.backend == ENGINE
+    got = m.logits(PROMPT[:12])  # 12 tokens: the prefill kernels (tensor-core tiles, tiled attn)
+    ref = Model(path, backend="native", n_ctx=64).logits(PROMPT[:12])
+    assert got.shape == ref.shape and nmse(got, ref) <= CUDA_EMU_MODEL_F32_NMSE
