@@ -22,6 +22,7 @@ PLANTED = {
     "warp_op_vs_barrier": r"deadlock(.|\n)*waiting in __shfl_xor_sync",
     # warp 0 reads rows of A that warp 1 writes: before it has (or after, unsynchronized)
     "mma_missing_barrier": r"'as\[\d+\]'(.|\n)*(no thread has written yet|race)",
+    "misaligned_load": r"misaligned 4-byte load",  # kernels' load_u32_a4 on a 2-aligned field
 }
 
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/common.cuh"
 #include "simt/mma.h"
 #include "simt/simt.h"
 
@@ -169,6 +170,13 @@ __global__ void mma_missing_barrier(const float *a, float *c) {
   for (int i = tid; i < 256; i += 64) c[i] = cs[i];
 }
 
+// A 4-byte load from a 2-aligned address, as a Q4_0 block's fields would be read by a kernel
+// that assumed 4-byte alignment.
+__global__ void misaligned_load(const float *x, float *out) {
+  const auto *b = reinterpret_cast<const uint8_t *>(x) + 2;
+  out[threadIdx.x] = float(edgenano::cuk::load_u32_a4(b + 4 * threadIdx.x) & 0xff);
+}
+
 struct Dev {
   void *p;
   explicit Dev(size_t n) : p(simt::dev_alloc(n)) {}
@@ -212,6 +220,8 @@ std::vector<float> run(const std::string &name) {
     return simt::launch(shuffle_exited_lane, dim3(1), dim3(32), 0, out.f()), grab(32);
   if (name == "warp_op_vs_barrier")
     return simt::launch(warp_op_vs_barrier, dim3(1), dim3(64), 0, out.f()), grab(64);
+  if (name == "misaligned_load")
+    return simt::launch(misaligned_load, dim3(1), dim3(8), 0, x.f(), out.f()), grab(8);
   if (name == "mma_ok" || name == "mma_missing_barrier") {
     Dev a(128 * sizeof(float)), b(128 * sizeof(float));
     for (int i = 0; i < 128; ++i) a.f()[i] = float(i % 7) - 3.f, b.f()[i] = float(i % 5) - 2.f;
@@ -238,7 +248,8 @@ std::vector<std::string> names() {
           "shuffle_exited_lane",
           "warp_op_vs_barrier",
           "mma_ok",
-          "mma_missing_barrier"};
+          "mma_missing_barrier",
+          "misaligned_load"};
 }
 
 }  // namespace edgenano::simt_selftest

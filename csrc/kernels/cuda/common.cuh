@@ -3,6 +3,7 @@
 // a time, the same arithmetic as ggml/quants.cpp's reference dequantizers).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include "kernels/cpu/common.h"
@@ -44,10 +45,33 @@ SIMT_DEVICE float block_sum(float v) {
   return t;
 }
 
+// Loads from ggml blocks. Block layouts only promise 2-byte alignment of their 16-bit fields
+// (blocks of 18, 22, 34 or 210 bytes) and 4-byte alignment of some 32-bit ones (blocks of 20,
+// 24, 144 or 176 bytes, rows 4-aligned): each load says which it relies on, and the emulator
+// checks it (a GPU would fault or, worse, read the wrong bytes).
+template <int A>
+SIMT_DEVICE void check_aligned(const void *p) {
+#if defined(SIMT_HOST)
+  if (reinterpret_cast<uintptr_t>(p) % A)
+    simt::detail::fail("misaligned " + std::to_string(A) + "-byte load");
+#else
+  (void)p;
+#endif
+}
 SIMT_DEVICE uint32_t load_u32(const uint8_t *p) {  // any alignment
   return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
 }
-SIMT_DEVICE uint16_t load_u16(const uint8_t *p) { return uint16_t(p[0] | p[1] << 8); }
+SIMT_DEVICE uint16_t load_u16(const uint8_t *p) {  // 2-aligned
+  check_aligned<2>(p);
+  return *reinterpret_cast<const uint16_t *>(p);
+}
+SIMT_DEVICE uint32_t load_u32_a2(const uint8_t *p) {  // 2-aligned: two 16-bit loads
+  return uint32_t(load_u16(p)) | uint32_t(load_u16(p + 2)) << 16;
+}
+SIMT_DEVICE uint32_t load_u32_a4(const uint8_t *p) {  // 4-aligned
+  check_aligned<4>(p);
+  return *reinterpret_cast<const uint32_t *>(p);
+}
 SIMT_DEVICE float load_f16(const uint8_t *p) { return simt::f16_to_f32(load_u16(p)); }
 
 // Bit j of qh (0..3 relative to a base) spread to bit 4 of byte j: the fifth bits of 4 codes.
@@ -107,7 +131,7 @@ SIMT_DEVICE void dequant32(const uint8_t *row, int64_t k0, int64_t n, float out[
     constexpr bool kMin = TYPE == T_Q5_1;
     const uint8_t *b = row + (k0 / QK) * (kMin ? sizeof(BlockQ5_1) : sizeof(BlockQ5_0));
     const float d = load_f16(b), m = kMin ? load_f16(b + 2) : 0.f;
-    const uint32_t qh = load_u32(b + (kMin ? 4 : 2));
+    const uint32_t qh = kMin ? load_u32_a4(b + 4) : load_u32_a2(b + 2);
     const uint8_t *qs = b + (kMin ? 8 : 6);
     for (int i = 0; i < 32; ++i) {
       const int lo = i < 16 ? (qs[i] & 0xf) : (qs[i - 16] >> 4);

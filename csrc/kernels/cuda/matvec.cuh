@@ -58,17 +58,19 @@ SIMT_DEVICE float dot_block32(const uint8_t *b, const BlockA8 &a) {
   const int *aq = reinterpret_cast<const int *>(a.qs);
   int s = 0;
   if constexpr (TYPE == T_Q8_0) {
-    for (int i = 0; i < 8; ++i) s = __dp4a(int(load_u32(b + 2 + 4 * i)), aq[i], s);
+    for (int i = 0; i < 8; ++i) s = __dp4a(int(load_u32_a2(b + 2 + 4 * i)), aq[i], s);
     return load_f16(b) * a.d * float(s);
   } else {
     constexpr bool kMin = TYPE == T_Q4_1 || TYPE == T_Q5_1;
     constexpr bool kFive = TYPE == T_Q5_0 || TYPE == T_Q5_1;
     constexpr int kZero = kMin ? 0 : kFive ? 16 : 8;
+    // the *_1 blocks (20, 24 bytes) keep their 32-bit fields 4-aligned, the *_0 ones only 2
+    auto load32 = [](const uint8_t *p) { return kMin ? load_u32_a4(p) : load_u32_a2(p); };
     const uint8_t *qs = b + (kMin ? 4 : 2) + (kFive ? 4 : 0);
-    const uint32_t qh = kFive ? load_u32(b + (kMin ? 4 : 2)) : 0u;
+    const uint32_t qh = kFive ? load32(b + (kMin ? 4 : 2)) : 0u;
     int asum = 0;
     for (int i = 0; i < 4; ++i) {
-      const uint32_t w = load_u32(qs + 4 * i);
+      const uint32_t w = load32(qs + 4 * i);
       uint32_t lo = w & 0x0f0f0f0fu, hi = (w >> 4) & 0x0f0f0f0fu;
       if constexpr (kFive) lo |= spread_bits4(qh, 4 * i), hi |= spread_bits4(qh, 16 + 4 * i);
       s = __dp4a(int(lo), aq[i], s);
@@ -137,9 +139,9 @@ __global__ void matvec_k_kernel(const uint8_t *w, size_t row_bytes, int64_t n_ou
         const uint8_t *ql = b + 64 * h + 32 * (q & 1), *qh = b + 128 + 32 * h;
         int s0 = 0, s1 = 0;  // the two 16-value halves (a scale each)
         for (int k = 0; k < 8; ++k) {
-          uint32_t lo = load_u32(ql + 4 * k);
+          uint32_t lo = load_u32_a2(ql + 4 * k);
           lo = (q < 2 ? lo : lo >> 4) & 0x0f0f0f0fu;
-          const uint32_t hi = ((load_u32(qh + 4 * k) >> (2 * q)) & 0x03030303u) << 4;
+          const uint32_t hi = ((load_u32_a2(qh + 4 * k) >> (2 * q)) & 0x03030303u) << 4;
           if (k < 4)
             s0 = __dp4a(int(lo | hi), aq[k], s0);
           else
@@ -152,8 +154,8 @@ __global__ void matvec_k_kernel(const uint8_t *w, size_t row_bytes, int64_t n_ou
         const uint8_t *qs = b + (kHigh ? 48 : 16) + 32 * (j / 2), *qh = b + 16;
         int s = 0;
         for (int k = 0; k < 8; ++k) {
-          uint32_t c = (load_u32(qs + 4 * k) >> (4 * (j & 1))) & 0x0f0f0f0fu;
-          if constexpr (kHigh) c |= ((load_u32(qh + 4 * k) >> j) & 0x01010101u) << 4;
+          uint32_t c = (load_u32_a4(qs + 4 * k) >> (4 * (j & 1))) & 0x0f0f0f0fu;
+          if constexpr (kHigh) c |= ((load_u32_a4(qh + 4 * k) >> j) & 0x01010101u) << 4;
           s = __dp4a(int(c), aq[k], s);
         }
         int sc, m;
