@@ -45,7 +45,17 @@ void launch(void (*kernel)(P...), dim3 grid, dim3 block, Stream s, A &&...args) 
 
 inline void *dev_alloc(size_t n) {
   void *p = nullptr;
-  if (n) check(cudaMalloc(&p, n), "cudaMalloc");
+  if (!n) return p;
+  const cudaError_t e = cudaMalloc(&p, n);
+  if (e == cudaErrorMemoryAllocation) {  // say how much was asked for and how much is left
+    cudaGetLastError();
+    size_t free = 0, total = 0;
+    cudaMemGetInfo(&free, &total);
+    throw std::runtime_error("out of device memory: " + std::to_string(n >> 20) +
+                             " MiB needed, " + std::to_string(free >> 20) + " MiB free of " +
+                             std::to_string(total >> 20) + " MiB");
+  }
+  check(e, "cudaMalloc");
   return p;
 }
 inline void dev_free(void *p) {
