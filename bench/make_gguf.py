@@ -3,6 +3,12 @@ the target type (random quantized blocks, no float copy of the weights), for ben
 
     python bench/make_gguf.py 9b-v2/4 q8_0 /tmp/scaled.gguf   # every width / 4, ~0.59 GB
     python bench/make_gguf.py 9b-v2 q4_0 /tmp/full.gguf       # full shapes, ~5.0 GB
+    python bench/make_gguf.py 9b-v2/4 q4_k_m /tmp/s.gguf      # f16, then llama.cpp's quantizer
+
+The presets (q4_k_m, q5_k_m) and `--llama-quantize` go through llama.cpp's own quantizer
+(llama-cpp-python's llama_model_quantize) from an f16 file, deleted afterwards: the files users
+run. Our converter picks the same type for every tensor (tests/test_llamacpp.py holds them equal),
+so its files run the same kernels over the same bytes per type.
 """
 
 from __future__ import annotations
@@ -189,15 +195,50 @@ def write(shape: str, outtype: str, path: str | Path, seed: int = 0, verbose: bo
     return path
 
 
+# llama_model_quantize's file types (llama.h's LLAMA_FTYPE_MOSTLY_*).
+LLAMA_FTYPES = {"q8_0": 7, "q4_0": 2, "q5_0": 8, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18,
+                "q4_k_s": 14, "q5_k_s": 16}
+
+
+def llama_quantize(shape: str, outtype: str, path: str | Path, seed: int = 0,
+                   threads: int = 2) -> Path:
+    """An f16 file of random weights quantized by llama.cpp's own quantizer into `outtype`."""
+    import ctypes
+
+    import llama_cpp
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".f16.tmp")
+    try:
+        write(shape, "f16", tmp, seed)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype, params.nthread = LLAMA_FTYPES[outtype], threads
+        t0 = time.time()
+        rc = llama_cpp.llama_model_quantize(str(tmp).encode(), str(path).encode(),
+                                            ctypes.byref(params))
+        if rc != 0:
+            raise RuntimeError(f"llama_model_quantize failed ({rc}) for {path}")
+        print(f"quantized {path} ({path.stat().st_size / 1e9:.2f} GB) with llama.cpp in "
+              f"{time.time() - t0:.0f} s")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("shape", choices=sorted(SHAPES))
     ap.add_argument("outtype", choices=["f32", "f16", "q8_0", "q4_0", "q5_0", "q4_k", "q5_k",
-                                        "q6_k"])
+                                        "q6_k", "q4_k_m", "q5_k_m"])
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--llama-quantize", action="store_true",
+                    help="write f16, then quantize with llama.cpp's quantizer (presets always)")
     a = ap.parse_args()
-    write(a.shape, a.outtype, a.out, a.seed)
+    if a.llama_quantize or a.outtype in ("q4_k_m", "q5_k_m"):
+        llama_quantize(a.shape, a.outtype, a.out, a.seed)
+    else:
+        write(a.shape, a.outtype, a.out, a.seed)
 
 
 if __name__ == "__main__":

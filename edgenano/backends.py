@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 
-from .backend_base import check_context, default_threads
+from .backend_base import check_context, check_threads, default_threads
 from .errors import BackendUnavailable, ContextOverflow  # noqa: F401  (re-exported)
 from .layers import KINDS
 
@@ -193,6 +193,7 @@ def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int
     use_mmap False (native, llama.cpp) reads the weights into memory instead of mapping them.
     verbose lets llama.cpp's own log through (backend "llama.cpp")."""
     check_available(kind)
+    n_threads = check_threads(n_threads)
     use_mmap = native_options.pop("use_mmap", True)
     engine = "cpu" if kind == "native" else kind if kind not in BACKENDS else None
     if native_options and engine is None:

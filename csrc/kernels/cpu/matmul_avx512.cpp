@@ -91,11 +91,12 @@ struct Q0<2> {
   static constexpr float kZero = 16.f;
   static __m256i codes(const B &b) {
     // The mask register loaded straight from qh (a load-port instruction; from a general
-    // register it would take the shuffle port).
+    // register it would take the shuffle port). qh sits at byte 2 of the block: a memcpy, not
+    // a cast to __mmask32 *, which UBSan flags as misaligned; GCC still emits kmovd k, m32.
     const __m256i u = nibbles32(b.qs);
-    return _mm256_mask_add_epi8(
-        u, _load_mask32(reinterpret_cast<__mmask32 *>(const_cast<uint8_t *>(b.qh))), u,
-        _mm256_set1_epi8(16));
+    uint32_t qh;
+    std::memcpy(&qh, b.qh, sizeof qh);
+    return _mm256_mask_add_epi8(u, _cvtu32_mask32(qh), u, _mm256_set1_epi8(16));
   }
 };
 
@@ -272,6 +273,7 @@ KernelTable make_table() {
   t.dot[I_Q4_K] = rows_or_avx2<BlockA8K, dot_k45_512<false>, I_Q4_K>;
   t.dot[I_Q5_K] = rows_or_avx2<BlockA8K, dot_k45_512<true>, I_Q5_K>;
   t.dot[I_Q6_K] = rows_or_avx2<BlockA8K, dot_q6_k_512, I_Q6_K>;
+  t.quad_gemm[I_Q8_0] = quad_gemm_q8_vnni;
   return t;
 }
 
