@@ -32,8 +32,9 @@ def test_every_selftest_is_judged():
 
 @pytest.mark.parametrize("name", sorted(PLANTED))
 def test_planted_bug_is_reported(name):
-    with pytest.raises(RuntimeError, match=PLANTED[name]):
+    with pytest.raises(RuntimeError, match=PLANTED[name]) as err:
         E.selftest(name)
+    assert f"kernel {name}, block (" in str(err.value)  # the report names the kernel and block
 
 
 def test_emulator_keeps_working_after_a_fault():

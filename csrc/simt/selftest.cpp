@@ -194,41 +194,41 @@ std::vector<float> run(const std::string &name) {
   for (int i = 0; i < 64; ++i) x.f()[i] = float(i);
   auto grab = [&](int n) { return std::vector<float>(out.f(), out.f() + n); };
   if (name == "block_sum_ok") {
-    simt::launch(block_sum_ok, dim3(1), dim3(64), 0, x.f(), 64, out.f(), votes.i());
+    simt::launch<block_sum_ok>(dim3(1), dim3(64), 0, x.f(), 64, out.f(), votes.i());
     std::vector<float> r = {out.f()[0]};
     for (int i = 0; i < 6; ++i) r.push_back(float(votes.i()[i]));
     return r;
   }
   if (name == "race_missing_barrier")
-    return simt::launch(race_missing_barrier, dim3(1), dim3(64), 0, out.f()), grab(64);
+    return simt::launch<race_missing_barrier>(dim3(1), dim3(64), 0, out.f()), grab(64);
   if (name == "race_write_after_read")
-    return simt::launch(race_write_after_read, dim3(1), dim3(64), 0, out.f()), grab(64);
-  if (name == "shared_ok") return simt::launch(shared_ok, dim3(1), dim3(64), 0, out.f()), grab(64);
+    return simt::launch<race_write_after_read>(dim3(1), dim3(64), 0, out.f()), grab(64);
+  if (name == "shared_ok") return simt::launch<shared_ok>(dim3(1), dim3(64), 0, out.f()), grab(64);
   if (name == "uninitialized_shared")
-    return simt::launch(uninitialized_shared, dim3(1), dim3(64), 0, out.f()), grab(64);
+    return simt::launch<uninitialized_shared>(dim3(1), dim3(64), 0, out.f()), grab(64);
   if (name == "shared_out_of_bounds")
-    return simt::launch(shared_out_of_bounds, dim3(1), dim3(64), 0, out.f()), grab(64);
+    return simt::launch<shared_out_of_bounds>(dim3(1), dim3(64), 0, out.f()), grab(64);
   if (name == "global_read_oob")
-    return simt::launch(global_read_oob, dim3(2), dim3(32), 0, x.f(), 64, out.f()), grab(64);
+    return simt::launch<global_read_oob>(dim3(2), dim3(32), 0, x.f(), 64, out.f()), grab(64);
   if (name == "global_write_oob")
-    return simt::launch(global_write_oob, dim3(1), dim3(32), 0, out.f(), 4096), grab(64);
+    return simt::launch<global_write_oob>(dim3(1), dim3(32), 0, out.f(), 4096), grab(64);
   if (name == "divergent_barrier")
-    return simt::launch(divergent_barrier, dim3(1), dim3(64), 0, out.f()), grab(64);
+    return simt::launch<divergent_barrier>(dim3(1), dim3(64), 0, out.f()), grab(64);
   if (name == "barrier_after_exit")
-    return simt::launch(barrier_after_exit, dim3(1), dim3(64), 0, out.f()), grab(64);
+    return simt::launch<barrier_after_exit>(dim3(1), dim3(64), 0, out.f()), grab(64);
   if (name == "shuffle_exited_lane")
-    return simt::launch(shuffle_exited_lane, dim3(1), dim3(32), 0, out.f()), grab(32);
+    return simt::launch<shuffle_exited_lane>(dim3(1), dim3(32), 0, out.f()), grab(32);
   if (name == "warp_op_vs_barrier")
-    return simt::launch(warp_op_vs_barrier, dim3(1), dim3(64), 0, out.f()), grab(64);
+    return simt::launch<warp_op_vs_barrier>(dim3(1), dim3(64), 0, out.f()), grab(64);
   if (name == "misaligned_load")
-    return simt::launch(misaligned_load, dim3(1), dim3(8), 0, x.f(), out.f()), grab(8);
+    return simt::launch<misaligned_load>(dim3(1), dim3(8), 0, x.f(), out.f()), grab(8);
   if (name == "mma_ok" || name == "mma_missing_barrier") {
     Dev a(128 * sizeof(float)), b(128 * sizeof(float));
     for (int i = 0; i < 128; ++i) a.f()[i] = float(i % 7) - 3.f, b.f()[i] = float(i % 5) - 2.f;
     if (name == "mma_ok")
-      simt::launch(mma_ok, dim3(1), dim3(32), 0, a.f(), b.f(), out.f());
+      simt::launch<mma_ok>(dim3(1), dim3(32), 0, a.f(), b.f(), out.f());
     else
-      simt::launch(mma_missing_barrier, dim3(1), dim3(64), 0, a.f(), out.f());
+      simt::launch<mma_missing_barrier>(dim3(1), dim3(64), 0, a.f(), out.f());
     return grab(256);
   }
   throw std::invalid_argument("unknown selftest '" + name + "'");

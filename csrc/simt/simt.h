@@ -5,8 +5,8 @@
 // (device buffers sit against guard pages).
 //
 // Kernels use CUDA spellings (__global__, threadIdx, __syncthreads, __shfl_xor_sync, __dp4a, ...)
-// plus: SIMT_SHARED(T, name, N) for block-shared arrays, simt::launch(kernel, grid, block, stream,
-// args...) for launches, simt::f16_to_f32 / f32_to_f16 / bf16_to_f32 for 16-bit floats, and
+// plus: SIMT_SHARED(T, name, N) for block-shared arrays, simt::launch<kernel>(grid, block,
+// stream, args...) for launches, simt::f16_to_f32 / f32_to_f16 / bf16_to_f32 for 16-bit floats, and
 // simt/mma.h for the tensor cores. Everything lives in an inline namespace named after the build
 // (simt::cuda or simt::host), so both builds link into one library without clashing.
 #pragma once
@@ -35,12 +35,16 @@ inline void check(cudaError_t e, const char *what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
 }
 
-// The launch both builds use: <<<>>> here, the emulator's scheduler there.
 template <class... P, class... A>
-void launch(void (*kernel)(P...), dim3 grid, dim3 block, Stream s, A &&...args) {
+void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, Stream s, A &&...args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
   kernel<<<grid, block, 0, s>>>(static_cast<P>(args)...);
   check(cudaGetLastError(), "kernel launch");
+}
+// The launch both builds use: simt::launch<kernel>(grid, block, stream, args...).
+template <auto K, class... A>
+void launch(dim3 grid, dim3 block, Stream s, A &&...args) {
+  launch_kernel(K, grid, block, s, std::forward<A>(args)...);
 }
 
 inline void *dev_alloc(size_t n) {
@@ -51,8 +55,8 @@ inline void *dev_alloc(size_t n) {
     cudaGetLastError();
     size_t free = 0, total = 0;
     cudaMemGetInfo(&free, &total);
-    throw std::runtime_error("out of device memory: " + std::to_string(n >> 20) +
-                             " MiB needed, " + std::to_string(free >> 20) + " MiB free of " +
+    throw std::runtime_error("out of device memory: " + std::to_string(n >> 20) + " MiB needed, " +
+                             std::to_string(free >> 20) + " MiB free of " +
                              std::to_string(total >> 20) + " MiB");
   }
   check(e, "cudaMalloc");
@@ -320,9 +324,25 @@ void launch_named(const char *name, void (*kernel)(P...), dim3 grid, dim3 block,
   using B = decltype(body);
   detail::run_grid(grid, block, name, {[](void *c) { (*static_cast<B *>(c))(); }, &body});
 }
-template <class... P, class... A>
-void launch(void (*kernel)(P...), dim3 grid, dim3 block, Stream s, A &&...args) {
-  launch_named("kernel", kernel, grid, block, s, std::forward<A>(args)...);
+// The kernel's name from the compiler's signature of kernel_name<K> ("... K = ns::name]").
+template <auto K>
+const char *kernel_name() {
+  static const std::string name = [](std::string f) {
+    size_t a = f.find("K = ");
+    a = a == std::string::npos ? 0 : a + 4;
+    size_t b = f.find_first_of(";]", a);
+    std::string n = f.substr(a, b == std::string::npos ? std::string::npos : b - a);
+    if (!n.empty() && n[0] == '&') n.erase(0, 1);
+    const size_t tmpl = n.find('<');
+    const size_t colon = n.rfind("::", tmpl == std::string::npos ? std::string::npos : tmpl);
+    return colon == std::string::npos ? n : n.substr(colon + 2);
+  }(__PRETTY_FUNCTION__);
+  return name.c_str();
+}
+// The launch both builds use: simt::launch<kernel>(grid, block, stream, args...).
+template <auto K, class... A>
+void launch(dim3 grid, dim3 block, Stream s, A &&...args) {
+  launch_named(kernel_name<K>(), K, grid, block, s, std::forward<A>(args)...);
 }
 
 SIMT_DEVICE float f16_to_f32(uint16_t h) { return edgenano::ggml::f16_to_f32(h); }

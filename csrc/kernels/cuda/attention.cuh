@@ -207,17 +207,17 @@ void attention(const kern::AttnParams &p, void *scratch, Stream s) {
   if (p.head_dim > kMaxD) throw std::invalid_argument("cuda attention: head_dim must be <= 256");
   if (p.T <= 0) return;
   if (p.T >= kTiledMinT && p.head_dim <= kTiledMaxD) {
-    simt::launch(attn_tiled_kernel, dim3(unsigned(p.n_head), unsigned((p.T + kTq - 1) / kTq)),
-                 dim3(128), s, p);
+    simt::launch<attn_tiled_kernel>(dim3(unsigned(p.n_head), unsigned((p.T + kTq - 1) / kTq)),
+                                    dim3(128), s, p);
     return;
   }
   const int ns = splits(p);
   auto *part = static_cast<float *>(scratch);
-  simt::launch(attn_split_kernel, dim3(unsigned(p.n_head), unsigned(p.T), unsigned(ns)),
-               dim3(32 * kWarps), s, p, ns, kKeysPerSplit, part);
+  simt::launch<attn_split_kernel>(dim3(unsigned(p.n_head), unsigned(p.T), unsigned(ns)),
+                                  dim3(32 * kWarps), s, p, ns, kKeysPerSplit, part);
   const int threads = std::min(256, (p.head_dim + 31) / 32 * 32);
-  simt::launch(attn_combine_kernel, dim3(unsigned(p.n_head), unsigned(p.T)), dim3(threads), s, p,
-               ns, static_cast<const float *>(part));
+  simt::launch<attn_combine_kernel>(dim3(unsigned(p.n_head), unsigned(p.T)), dim3(threads), s, p,
+                                    ns, static_cast<const float *>(part));
 }
 
 }  // namespace SIMT_IMPL

@@ -78,8 +78,8 @@ void gemm(const kern::Weight &w, const float *x, int64_t ldx, float *y, int64_t 
   const dim3 grid(unsigned((w.n_out + kBM - 1) / kBM), unsigned((T + kBN - 1) / kBN));
   const bool ok = dispatch_type(w.type, [&](auto tag) {
     constexpr int TYPE = decltype(tag)::value;
-    simt::launch(gemm_kernel<TYPE>, grid, dim3(128), s, w.data, w.row_bytes, w.n_out, w.n_in, x,
-                 ldx, y, ldy, T, acc);
+    simt::launch<gemm_kernel<TYPE>>(grid, dim3(128), s, w.data, w.row_bytes, w.n_out, w.n_in, x,
+                                    ldx, y, ldy, T, acc);
   });
   if (!ok) throw std::invalid_argument("cuda gemm: unsupported weight type");
 }

@@ -229,22 +229,22 @@ void matvec(const kern::Weight &w, const float *x, int64_t ldx, float *y, int64_
   const bool ok = dispatch_type(w.type, [&](auto tag) {
     constexpr int TYPE = decltype(tag)::value;
     if constexpr (TYPE == T_F32 || TYPE == T_F16 || TYPE == T_BF16) {
-      simt::launch(matvec_f_kernel<TYPE>, grid, block, s, w.data, w.row_bytes, w.n_out, w.n_in, x,
-                   ldx, y, ldy, acc);
+      simt::launch<matvec_f_kernel<TYPE>>(grid, block, s, w.data, w.row_bytes, w.n_out, w.n_in, x,
+                                          ldx, y, ldy, acc);
     } else if constexpr (TYPE == T_Q4_K || TYPE == T_Q5_K || TYPE == T_Q6_K) {
       auto *a = static_cast<BlockA8K *>(scratch);
       const int64_t nb = w.n_in / QK_K;
-      simt::launch(quant_a8k_kernel, dim3(unsigned((nb + 3) / 4), unsigned(T)), dim3(128), s, x,
-                   ldx, w.n_in, a);
-      simt::launch(matvec_k_kernel<TYPE>, grid, block, s, w.data, w.row_bytes, w.n_out, w.n_in,
-                   static_cast<const BlockA8K *>(a), y, ldy, acc);
+      simt::launch<quant_a8k_kernel>(dim3(unsigned((nb + 3) / 4), unsigned(T)), dim3(128), s, x,
+                                     ldx, w.n_in, a);
+      simt::launch<matvec_k_kernel<TYPE>>(grid, block, s, w.data, w.row_bytes, w.n_out, w.n_in,
+                                          static_cast<const BlockA8K *>(a), y, ldy, acc);
     } else {
       auto *a = static_cast<BlockA8 *>(scratch);
       const int64_t nb = w.n_in / QK;
-      simt::launch(quant_a8_kernel, dim3(unsigned((nb + 3) / 4), unsigned(T)), dim3(128), s, x, ldx,
-                   w.n_in, a);
-      simt::launch(matvec_a8_kernel<TYPE>, grid, block, s, w.data, w.row_bytes, w.n_out, w.n_in,
-                   static_cast<const BlockA8 *>(a), y, ldy, acc);
+      simt::launch<quant_a8_kernel>(dim3(unsigned((nb + 3) / 4), unsigned(T)), dim3(128), s, x, ldx,
+                                    w.n_in, a);
+      simt::launch<matvec_a8_kernel<TYPE>>(grid, block, s, w.data, w.row_bytes, w.n_out, w.n_in,
+                                           static_cast<const BlockA8 *>(a), y, ldy, acc);
     }
   });
   if (!ok) throw std::invalid_argument("cuda matvec: unsupported weight type");

@@ -166,8 +166,8 @@ void embed(const kern::Weight &table, const int32_t *ids, int T, float *x, int64
   const dim3 grid(blocks_for(chunks, 64), unsigned(T));
   const bool ok = dispatch_type(table.type, [&](auto tag) {
     constexpr int TYPE = decltype(tag)::value;
-    simt::launch(embed_kernel<TYPE>, grid, dim3(64), s, table.data, table.row_bytes, table.n_in,
-                 ids, x, ldx);
+    simt::launch<embed_kernel<TYPE>>(grid, dim3(64), s, table.data, table.row_bytes, table.n_in,
+                                     ids, x, ldx);
   });
   if (!ok) throw std::invalid_argument("cuda embed: unsupported type");
 }
@@ -175,42 +175,42 @@ void embed(const kern::Weight &table, const int32_t *ids, int T, float *x, int64
 void rmsnorm(const float *x, int64_t ldx, const float *w, float *y, int64_t ldy, int T, int64_t n,
              float eps, Stream s) {
   if (T > 0)
-    simt::launch(rmsnorm_kernel, dim3(unsigned(T)), dim3(256), s, x, ldx, w, y, ldy, n, eps);
+    simt::launch<rmsnorm_kernel>(dim3(unsigned(T)), dim3(256), s, x, ldx, w, y, ldy, n, eps);
 }
 
 void gated_rmsnorm(const float *y, int64_t ldy, const float *z, int64_t ldz, const float *w,
                    float *out, int64_t ldo, int T, int64_t D, int G, float eps, Stream s) {
   if (G <= 0 || D % G) throw std::invalid_argument("gated_rmsnorm: D must split into G groups");
   if (T > 0)
-    simt::launch(gated_rmsnorm_kernel, dim3(unsigned(T), unsigned(G)), dim3(256), s, y, ldy, z, ldz,
-                 w, out, ldo, D / G, eps);
+    simt::launch<gated_rmsnorm_kernel>(dim3(unsigned(T), unsigned(G)), dim3(256), s, y, ldy, z, ldz,
+                                       w, out, ldo, D / G, eps);
 }
 
 void relu2(float *x, int64_t ldx, int T, int64_t n, Stream s) {
   const int64_t total = int64_t(T) * n;
   if (total > 0)
-    simt::launch(relu2_kernel, dim3(std::min(blocks_for(total, 256), 4096u)), dim3(256), s, x, ldx,
-                 T, n);
+    simt::launch<relu2_kernel>(dim3(std::min(blocks_for(total, 256), 4096u)), dim3(256), s, x, ldx,
+                               T, n);
 }
 
 void softplus_bias(const float *x, int64_t ldx, const float *bias, float *out, int64_t ldo, int T,
                    int H, Stream s) {
   const int64_t total = int64_t(T) * H;
   if (total > 0)
-    simt::launch(softplus_bias_kernel, dim3(blocks_for(total, 256)), dim3(256), s, x, ldx, bias,
-                 out, ldo, T, H);
+    simt::launch<softplus_bias_kernel>(dim3(blocks_for(total, 256)), dim3(256), s, x, ldx, bias,
+                                       out, ldo, T, H);
 }
 
 void causal_conv(const kern::ConvParams &p, Stream s) {
   if (p.K < 1 || p.K > 8) throw std::invalid_argument("causal_conv: kernel width must be 1..8");
-  if (p.C > 0) simt::launch(causal_conv_kernel, dim3(blocks_for(p.C, 128)), dim3(128), s, p);
+  if (p.C > 0) simt::launch<causal_conv_kernel>(dim3(blocks_for(p.C, 128)), dim3(128), s, p);
 }
 
 void ssm_scan(const kern::ScanParams &p, Stream s) {
   if (p.G <= 0 || p.H % p.G) throw std::invalid_argument("ssm_scan: H must be a multiple of G");
   if (p.N > 256) throw std::invalid_argument("cuda ssm_scan: state size N must be <= 256");
   const int64_t rows = int64_t(p.H) * p.P;
-  if (rows > 0 && p.T > 0) simt::launch(scan_kernel, dim3(blocks_for(rows, 4)), dim3(128), s, p);
+  if (rows > 0 && p.T > 0) simt::launch<scan_kernel>(dim3(blocks_for(rows, 4)), dim3(128), s, p);
 }
 
 void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type, uint8_t *dst,
@@ -219,11 +219,11 @@ void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type, 
     throw std::invalid_argument("kv_store: cache type must be F32, F16 or Q8_0 (whole blocks)");
   if (T <= 0) return;
   if (kv_type == T_Q8_0)
-    simt::launch(kv_store_q8_kernel, dim3(blocks_for(width / QK, 4), unsigned(T)), dim3(128), s,
-                 src, lds, T, width, dst);
+    simt::launch<kv_store_q8_kernel>(dim3(blocks_for(width / QK, 4), unsigned(T)), dim3(128), s,
+                                     src, lds, T, width, dst);
   else
-    simt::launch(kv_store_float_kernel, dim3(blocks_for(int64_t(T) * width, 256)), dim3(256), s,
-                 src, lds, T, width, kv_type == T_F16, dst);
+    simt::launch<kv_store_float_kernel>(dim3(blocks_for(int64_t(T) * width, 256)), dim3(256), s,
+                                        src, lds, T, width, kv_type == T_F16, dst);
 }
 
 }  // namespace SIMT_IMPL
