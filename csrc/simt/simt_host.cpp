@@ -20,6 +20,11 @@
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #endif
+#if defined(__SANITIZE_ADDRESS__)  // ASan must be told of every stack switch
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define SIMT_ASAN 1
+#endif
 
 namespace simt {
 inline namespace host {
@@ -157,16 +162,36 @@ const char *describe_fault(uintptr_t a, char *buf, size_t len) {
 }
 
 // ---- scheduling ----
-void to_sched(Fiber *f) {
+// The one place contexts switch: from fiber `from` (nullptr: the scheduler) to fiber `to`
+// (nullptr: the scheduler); `dying`: `from` is never resumed.
+void *g_sched_lo = nullptr;  // the scheduler's stack, for ASan
+size_t g_sched_size = 0;
+
+void switch_ctx(Fiber *from, Fiber *to, bool dying = false) {
   ++g_stats.switches;
+#if defined(SIMT_ASAN)
+  void *fake = nullptr;
+  __sanitizer_start_switch_fiber(dying ? nullptr : &fake, to ? to->stack_lo : g_sched_lo,
+                                 to ? kStack : g_sched_size);
+#endif
 #if defined(__x86_64__)
-  edgenano_simt_switch(&f->sp, g_w.sched_sp);
+  edgenano_simt_switch(from ? &from->sp : &g_w.sched_sp, to ? to->sp : g_w.sched_sp);
 #else
-  swapcontext(&f->ctx, &g_w.sched);
+  swapcontext(from ? &from->ctx : &g_w.sched, to ? &to->ctx : &g_w.sched);
+#endif
+#if defined(SIMT_ASAN)
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+  (void)dying;
 #endif
 }
 
+void to_sched(Fiber *f, bool dying = false) { switch_ctx(f, nullptr, dying); }
+
 [[noreturn]] void fiber_main() {
+#if defined(SIMT_ASAN)
+  __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);  // a fresh fiber's first switch
+#endif
   Fiber *f = g_w.cur;
   Launch *l = g_w.blk->launch;
   try {
@@ -178,11 +203,14 @@ void to_sched(Fiber *f) {
   }
   f->state = St::Done;
   ++g_w.blk->warps[size_t(f->th.tid >> 5)].done;
-  to_sched(f);
+  to_sched(f, true);
   std::abort();  // a finished fiber is never resumed
 }
 
 void start_fiber(Fiber *f) {
+#if defined(SIMT_ASAN)  // frames of the stack's previous fiber, abandoned without returning
+  __asan_unpoison_memory_region(f->stack_lo, kStack);
+#endif
 #if defined(__x86_64__)
   auto top = reinterpret_cast<uintptr_t>(f->stack_lo + kStack) & ~uintptr_t(15);
   auto *sp = reinterpret_cast<void **>(top);
@@ -202,17 +230,11 @@ void start_fiber(Fiber *f) {
 void resume(Fiber *f) {
   g_w.cur = f;
   g_cur = &f->th;
-  ++g_stats.switches;
-#if defined(__x86_64__)
-  edgenano_simt_switch(&g_w.sched_sp, f->sp);
-#else
-  swapcontext(&g_w.sched, &f->ctx);
-#endif
+  switch_ctx(nullptr, f);
   g_cur = nullptr;
   g_w.cur = nullptr;
 }
 
-// Whether every lane of f's mask has arrived at f's warp operation (failing when one never can).
 // A lane that must wait in a warp operation hands the core straight to the next runnable lane of
 // its warp (no trip through the scheduler); with none, back to the scheduler.
 void wait_in_warp(Fiber *f) {
@@ -226,12 +248,7 @@ void wait_in_warp(Fiber *f) {
     if (o->state != St::Ready) continue;
     g_w.cur = o;
     g_cur = &o->th;
-    ++g_stats.switches;
-#if defined(__x86_64__)
-    edgenano_simt_switch(&f->sp, o->sp);
-#else
-    swapcontext(&f->ctx, &o->ctx);
-#endif
+    switch_ctx(f, o);
     g_w.cur = f;  // resumed: by a lane's handover or by the scheduler
     g_cur = &f->th;
     return;
@@ -239,6 +256,7 @@ void wait_in_warp(Fiber *f) {
   to_sched(f);
 }
 
+// Whether every lane of f's mask has arrived at f's warp operation (failing when one never can).
 bool warp_ready(Fiber *f) {
   Block *b = g_w.blk;
   const int base = f->th.tid & ~31;
@@ -390,7 +408,7 @@ void on_fault(int sig, siginfo_t *si, void *) {
   sigaddset(&s, SIGBUS);
   pthread_sigmask(SIG_UNBLOCK, &s, nullptr);
   f->state = St::Done;
-  to_sched(f);  // never resumed: the launch ends with l->error
+  to_sched(f, true);  // never resumed: the launch ends with l->error
 }
 
 struct FaultGuard {
@@ -448,6 +466,13 @@ void run_grid(dim3 grid, dim3 block, const char *name, LaunchBody body) {
   l.body = body;
   ++g_stats.launches;
   g_launch_thread = pthread_self();
+#if defined(SIMT_ASAN)
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    pthread_attr_getstack(&attr, &g_sched_lo, &g_sched_size);
+    pthread_attr_destroy(&attr);
+  }
+#endif
   {
     FaultGuard guard;
     for (unsigned z = 0; z < grid.z && l.error.empty(); ++z)
