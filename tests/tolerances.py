@@ -136,14 +136,14 @@ REASONER_THINKING_GAIN_FLOOR = 0.6
 # CUDA kernels run through the SIMT emulator (owner: CUDA helper), tests/test_cuda_emu.py, against
 # their CPU twins (_C.kernels) on the same inputs; measured maxima in the comments.
 # Decode matmul: the same int8 activation codes and integer dots, float terms summed in another
-# order: measured 4.8e-14 (Q4_0, 1 token); a flipped activation code would show as ~1e-6.
+# order: measured 3.3e-14 (Q5_0; the test shapes); a flipped activation code would show as ~1e-6.
 CUDA_EMU_MATVEC_NMSE = 1e-12
 # Prefill matmul: TF32 tensor-core tiles (10-bit mantissas) vs the CPU's f32 panels: measured
-# 1.7e-7 (Q4_1, 19 tokens), 9.7e-8 typical.
+# 1.3e-7 (Q4_1), 8e-8 typical (1.7e-7 seen on other seeds).
 CUDA_EMU_GEMM_TF32_NMSE = 5e-7
 # f32 kernels (norms, conv, scan, attention over the same cache rows): the same formulas with
-# other reduction orders. Measured: rmsnorm 5.6e-15, gated 6.3e-15, conv 3.9e-15, scan 1.1e-14,
-# attention 4.2e-13 (700 keys over 3 splits).
+# other reduction orders. Measured: rmsnorm 1.0e-14, gated 4.6e-15, conv 6.0e-15, scan 1.4e-14,
+# attention 4.7e-13 (split-K, 601 keys over 3 splits; tiled prefill 3.3e-13).
 CUDA_EMU_F32_NMSE = 1e-11
 # Whole tiny model ("kwide") through the emulated CUDA backend (Model(backend="cuda_emu")), prefill
 # of 30 tokens then 6 decode steps, vs the float64 reference on the same GGUF. Prefill uses TF32
