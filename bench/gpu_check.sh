@@ -5,11 +5,18 @@
 # 4096 tokens of context) and prefill (512, 4096) on a 9B-v2-shaped random-weight Q4_K file and
 # compare decode's achieved GB/s with the device's measured copy bandwidth.
 #   bash bench/gpu_check.sh [workdir]      (PYTHON=... to pick the interpreter)
+# The lent machines' image has nvcc, CMake, nanobind, scikit-build-core, numpy, torch and pytest
+# but not gguf (nor any network): carry its wheel in .whl/ (pip download --no-deps gguf, see the
+# device notes) and this script installs what it finds there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${1:-/tmp/edgenano-gpu}
 PY=${PYTHON:-python3}
 mkdir -p "$W"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$W/site" .whl/*.whl
+  export PYTHONPATH="$W/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.memory --format=csv
 
 t0=$(date +%s)
