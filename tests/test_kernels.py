@@ -162,7 +162,7 @@ def test_matmul_scalar_matches_avx2(qtype, T):
         assert nmse(a, b) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
-AVX512_DOT_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
+AVX512_DOT_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]  # Q8_0: AVX2's dot
 
 
 @pytest.mark.parametrize("blocks", [1, 7, 8, 9, 35, 140])  # 8 blocks a step, tails, odd counts
@@ -188,8 +188,9 @@ def test_avx512_decode_dots_match_scalar(qtype, blocks):
 
 @pytest.mark.parametrize("qtype", [QT.Q8_0, QT.Q5_0], ids=lambda t: t.name)
 def test_avx512_decode_dots_extreme_codes(qtype):
-    """At the bound of the integer sums: Q8_0 codes -128 / 127 (biased by 128 to 0..255 for
-    vpdpbusd) and Q5_0 codes 0 / 31 against activation codes +-127, one sign per row's products."""
+    """At the bound of the integer sums: Q8_0 codes -128 / 127 (the AVX2 dot, kept in the AVX-512
+    table) and Q5_0 codes 0 / 31 (unsigned for vpdpbusd) against activation codes +-127, one
+    sign per row's products."""
     if not K.cpu_has_avx512():
         pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
     rng, cols, rows = rng_for("v512x", qtype), 1120, 9
