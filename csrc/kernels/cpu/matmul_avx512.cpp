@@ -52,15 +52,15 @@ inline void k_scales(const uint8_t *s, uint64_t &sc, uint64_t &m) {
 // per step ----
 //
 // Codes u are unsigned: Q4_0 / Q5_0 nibbles (Q5_0's fifth bits added under a mask loaded
-// straight from qh). Q8_0 keeps the AVX2 dot: its codes need no unpacking, and the AVX2 kernel
-// ran faster than this one biased to unsigned codes, on Zen 4 (one core, in L2: 33.1 against
-// 27.1 GB/s) and in the model on Emerald Rapids (2-10%). sum(w*a) = sum(u*a) - zero * sum(a), and
+// straight from qh). Q8_0 keeps the AVX2 dot: its codes need no unpacking, and this kernel on
+// codes biased to unsigned gained little or lost (one Zen 4 core, in L2: 36 against 34 GB/s; in
+// the model on Emerald Rapids 2-10% slower). sum(w*a) = sum(u*a) - zero * sum(a), and
 // sum(a) * d_a is the activation block's s, so the zero points cost a scalar FMA per block, on
 // 8 independent chains. vpdpbusd sums 4 products of at most 255 * 127 into an i32: exact. Each
-// block's scale d_w * d_a is made in scalar registers and stored, then broadcast back by a load
-// (a load-port instruction, not a shuffle, which the codes need). Gathering the 8 blocks' scales
-// instead (three vpgatherdd a step) ran slower on Zen 4 (one core, 256 rows of 4480 in L2,
-// alternating builds, 3 runs each): Q5_0 14.6 -> 16.4 GB/s, Q4_0 13.5 -> 15.0.
+// block's scale d_w * d_a is made in scalar registers and broadcast from there. On Zen 4 (one
+// core, 256 rows of 4480 in L2) that ran Q5_0 at 19.8 GB/s and Q4_0 at 20.0, against 14.6 / 13.5
+// with the 8 blocks' scales gathered (three vpgatherdd a step) and 16.3 / 14.9 with them stored
+// and broadcast back by loads.
 
 template <int KIND>  // 1 Q4_0, 2 Q5_0
 struct Q0;
@@ -108,7 +108,7 @@ float dot_q0(const uint8_t *w, const BlockA8 *a, int64_t n) {
   for (; i + 8 <= nb; i += 8) {
     const char *p = reinterpret_cast<const char *>(b + i);
     for (int k = 0; k < int(8 * sizeof(B)); k += 64) _mm_prefetch(p + kPrefetch + k, _MM_HINT_T0);
-    alignas(32) float sc[8];
+    float sc[8];
 #pragma GCC unroll 8
     for (int j = 0; j < 8; ++j) {
       const float dw = h2f(b[i + j].d);
@@ -119,7 +119,7 @@ float dot_q0(const uint8_t *w, const BlockA8 *a, int64_t n) {
     for (int j = 0; j < 8; ++j) {
       const __m256i s =
           _mm256_dpbusd_epi32(_mm256_setzero_si256(), Q::codes(b[i + j]), loadu(a[i + j].qs));
-      acc[j & 3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_broadcast_ss(sc + j), acc[j & 3]);
+      acc[j & 3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc[j]), acc[j & 3]);
     }
   }
   float zt = 0.f;
