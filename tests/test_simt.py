@@ -15,7 +15,7 @@ PLANTED = {
     "uninitialized_shared": r"'buf\[63\]' that no thread has written",
     "shared_out_of_bounds": r"index 64 out of bounds \(size 64\)",
     "global_read_oob": r"invalid global memory access .* by thread 31 \(byte 256 of a 256-byte",
-    "global_write_oob": r"invalid global memory access",
+    "global_write_oob": r"invalid global memory access .* by thread 0 \(byte 1024 of a 1024-byte",
     "divergent_barrier": r"divergent __syncthreads(.|\n)*selftest.cpp:\d+(.|\n)*selftest.cpp:\d+",
     "barrier_after_exit": r"divergent __syncthreads(.|\n)*threads 40..63: exited",
     "shuffle_exited_lane": r"__shfl_xor_sync: lane 16 of the mask has exited",

@@ -90,9 +90,11 @@ __global__ void global_read_oob(const float *x, int n, float *out) {
   (void)n;
 }
 
+// Global out-of-bounds write: the 32 floats after the end of out (n floats). The guard page
+// catches accesses within a page of either end; farther ones may land in other memory.
 __global__ void global_write_oob(float *out, int n) {
   const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
-  out[i + n] = 1.f;  // far past the end
+  out[i + n] = 1.f;
 }
 
 // Divergent barrier: half the block syncs at one barrier, the other half at another.
@@ -211,7 +213,7 @@ std::vector<float> run(const std::string &name) {
   if (name == "global_read_oob")
     return simt::launch<global_read_oob>(dim3(2), dim3(32), 0, x.f(), 64, out.f()), grab(64);
   if (name == "global_write_oob")
-    return simt::launch<global_write_oob>(dim3(1), dim3(32), 0, out.f(), 4096), grab(64);
+    return simt::launch<global_write_oob>(dim3(1), dim3(32), 0, out.f(), 256), grab(64);
   if (name == "divergent_barrier")
     return simt::launch<divergent_barrier>(dim3(1), dim3(64), 0, out.f()), grab(64);
   if (name == "barrier_after_exit")
