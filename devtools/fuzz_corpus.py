@@ -111,6 +111,24 @@ def _in(lay: Layout, section: str, r: random.Random) -> int:
     return r.randrange(lo, max(lo + 1, hi))
 
 
+def _other(r: random.Random, old: int, choices: list[int]) -> int:
+    """One of `choices` that is not `old`: a mutation that changes nothing is no mutation."""
+    return r.choice([c for c in choices if c != old])
+
+
+def _where(lay: Layout, at: int) -> str:
+    """What byte `at` belongs to: a key/value pair, a tensor's table entry, or padding."""
+    kv = [k for k in lay.kvs if k.offset <= at]
+    t = [t for t in lay.tensors if t.offset <= at]
+    if at >= lay.data_offset:
+        t = [t for t in lay.tensors if t.data_offset <= at < t.data_offset + t.nbytes]
+        return f"{t[0].name} data" if t else "padding"
+    if t:
+        end = t[-1].at_offset + 8
+        return f"{t[-1].name} entry" if at < end else "padding before the data"
+    return kv[-1].key if kv else "header"
+
+
 def truncate(section):
     def m(b, lay, r):
         cut = _in(lay, section, r)
@@ -123,7 +141,7 @@ def flip(section):
     def m(b, lay, r):
         at, x = _in(lay, section, r), r.randrange(1, 256)
         b[at] ^= x
-        return f"byte {at} ({section}) ^= {x:#x}"
+        return f"byte {at} ({_where(lay, at)}) ^= {x:#x}"
     return m
 
 
@@ -132,7 +150,7 @@ def count(which):
 
     def m(b, lay, r):
         old = _get(b, at, 8)
-        v = r.choice([0, old - 1, old + 1, old * 2, r.randrange(1 << 16)] + HUGE)
+        v = _other(r, old, [0, old - 1, old + 1, old * 2, r.randrange(1 << 16)] + HUGE)
         _put(b, at, v, 8)
         return f"n_{which} {old} -> {v}"
     return m
@@ -143,7 +161,7 @@ def kv_length(b, lay, r):
     at = r.choice([kv.offset] + ([kv.at_value + 4] if kv.is_array else [])
                   + ([kv.at_value] if kv.is_string else []))
     old = _get(b, at, 8)
-    v = r.choice([0, old - 1, old + 1, old * 2] + HUGE)
+    v = _other(r, old, [0, old - 1, old + 1, old * 2] + HUGE)
     _put(b, at, v, 8)
     return f"{kv.key}: length field at {at} {old} -> {v}"
 
@@ -151,7 +169,7 @@ def kv_length(b, lay, r):
 def kv_type(b, lay, r):
     kv = r.choice(lay.kvs)
     at = kv.at_value if kv.is_array and r.random() < 0.5 else kv.at_type
-    v = r.choice(list(range(13)) + [13, 99, 2**31])
+    v = _other(r, _get(b, at, 4), list(range(13)) + [13, 99, 2**31])
     _put(b, at, v, 4)
     return f"{kv.key}: {'item ' if at != kv.at_type else ''}type -> {v}"
 
@@ -160,21 +178,22 @@ def tensor_dim(b, lay, r):
     t = r.choice(lay.tensors)
     i = r.randrange(t.n_dims)
     old = _get(b, t.at_dims + 8 * i, 8)
-    v = r.choice([0, 1, old + 1, old - 1, old * 2, old // 2, 32] + HUGE)
+    v = _other(r, old, [0, 1, old + 1, old - 1, old * 2, old // 2, 32] + HUGE)
     _put(b, t.at_dims + 8 * i, v, 8)
     return f"{t.name}: ne[{i}] {old} -> {v}"
 
 
 def tensor_n_dims(b, lay, r):
     t = r.choice(lay.tensors)
-    v = r.choice([0, 1, 2, 3, 4, 5, 8, 255, 2**32 - 1])
+    v = _other(r, t.n_dims, [0, 1, 2, 3, 4, 5, 8, 255, 2**32 - 1])
     _put(b, t.at_dims - 4, v, 4)
     return f"{t.name}: n_dims {t.n_dims} -> {v}"
 
 
 def tensor_type(b, lay, r):
     t = r.choice(lay.tensors)
-    v = r.choice([int(q) for q in gguf.GGMLQuantizationType] + [4, 5, 42, 99, 2**31])
+    v = _other(r, _get(b, t.at_type, 4),
+               [int(q) for q in gguf.GGMLQuantizationType] + [4, 5, 42, 99, 2**31])
     _put(b, t.at_type, v, 4)
     return f"{t.name}: ggml type -> {v}"
 
@@ -184,8 +203,8 @@ def tensor_offset(b, lay, r):
     o = r.choice(lay.tensors)
     old = _get(b, t.at_offset, 8)
     rel = o.data_offset - lay.data_offset
-    v = r.choice([rel, rel + lay.alignment, old + lay.alignment, old - lay.alignment, old + 1,
-                  old + 4, lay.size, r.randrange(lay.size)] + HUGE)
+    v = _other(r, old, [rel, rel + lay.alignment, old + lay.alignment, old - lay.alignment,
+                        old + 1, old + 4, lay.size, r.randrange(lay.size)] + HUGE)
     _put(b, t.at_offset, v, 8)
     return f"{t.name}: offset {old} -> {v}"
 
@@ -206,7 +225,7 @@ def tensor_name(b, lay, r):
         b[t.offset + 8:t.offset + 8 + len(t.name)] = o.name.encode()
         return f"{t.name} renamed {o.name} (a duplicate)"
     i = t.offset + 8 + r.randrange(len(t.name))
-    b[i] = r.choice([0x2E, 0x78, 0xFF, 0x00])
+    b[i] = _other(r, b[i], [0x2E, 0x78, 0xFF, 0x00])
     return f"{t.name}: name byte {i - t.offset - 8} changed"
 
 
@@ -268,13 +287,14 @@ def rewrite_state(src: Path, dst: Path, r: random.Random) -> str:
         keys[_K + "n_tokens"] = (v, [VT.UINT32])
         desc = f"n_tokens = {v}"
     elif what == "key_type":
-        k = r.choice(sorted(keys))
+        k = r.choice(sorted(set(keys) - {"general.architecture"}))  # the writer sets that one
         v = r.choice([(3, [VT.UINT32]), ("x", [VT.STRING]), ([1, 2], [VT.ARRAY, VT.INT32]),
                       (1.5, [VT.FLOAT32]), (True, [VT.BOOL])])
         keys[k] = v
         desc = f"{k} = {v[0]!r} ({v[1][-1].name})"
     elif what == "dtype":
-        arrays[name] = arrays[name].astype(r.choice([np.float16, np.int32, np.int8, np.float32]))
+        dt = [t for t in (np.float16, np.int32, np.int8, np.float32) if t != arrays[name].dtype]
+        arrays[name] = arrays[name].astype(r.choice(dt))
         desc = f"{name} as {arrays[name].dtype}"
     elif what == "shape":
         a = arrays[name]

@@ -36,6 +36,11 @@ class ReferenceBackend:
         run = self.impl.step if len(ids) == 1 else self.impl.eval  # decode is the recurrence
         return np.asarray(run(state, ids[0] if len(ids) == 1 else list(ids)), dtype=np.float32)
 
+    def eval_batch(self, states, ids) -> np.ndarray:
+        """One decode step per sequence, as a loop (the oracle batched decode is checked
+        against)."""
+        return np.stack([self.eval(st, [int(t)]) for st, t in zip(states, ids, strict=True)])
+
     def logits(self, ids) -> np.ndarray:
         check_context(0, len(ids), self.n_ctx)
         return np.asarray(self.impl.logits(list(ids)), dtype=np.float32)

@@ -198,6 +198,20 @@ class Model:
         with self._lock:
             return self.backend.eval(state, ids)
 
+    def eval_batch(self, states: Sequence, token_ids: Sequence[int]) -> np.ndarray:
+        """One decode step for several sequences: token_ids[b] fed into states[b] (distinct
+        states); their logits (B, n_vocab) float32. The native engine runs the matrix products
+        over the batch, so the weights stream once per step for all B; other backends loop."""
+        states = list(states)
+        ids = self.check_ids(token_ids)
+        if len(ids) != len(states) or not states:
+            raise ValueError(f"eval_batch: {len(ids)} token ids for {len(states)} states")
+        self.check_file()
+        with self._lock:
+            if hasattr(self.backend, "eval_batch"):
+                return self.backend.eval_batch(states, ids)
+            return np.stack([self.backend.eval(st, [t]) for st, t in zip(states, ids)])
+
     def check_file(self) -> None:
         """GGUFError if the model file changed on disk since it was loaded (size or modification
         time): its weights are read from a mapping of the file, so a truncated file would crash
@@ -324,9 +338,11 @@ class Model:
         if not isinstance(state, ModelState):
             raise TypeError(f"load_state takes what save_state returned, got "
                             f"{type(state).__name__}")
-        owner = getattr(state.state, "backend", self.backend)
-        if owner is not self.backend:
-            raise ValueError("this state was saved from another Model; load it into that one")
+        if hasattr(state.state, "backend"):  # native and llama.cpp states know their backend
+            if state.state.backend is not self.backend:
+                raise ValueError("this state was saved from another Model; load it into that one")
+        else:  # the reference's plain arrays: they must have this model's shapes
+            self._check_state_arrays(self.export_state(state.state), state.state.n_past)
         self._ctx = ModelState(state.state.copy(), list(state.tokens))
 
     def reset(self) -> None:

@@ -134,6 +134,26 @@ def test_full_disk_is_one_line_exit_1_and_nothing_left(hf_dir, tmp_path, monkeyp
     assert e.value.__cause__.errno == errno.ENOSPC
 
 
+def test_a_real_write_failure_in_a_child(hf_dir, tmp_path):
+    """The kernel refuses the write (a file-size limit: EFBIG, the path a full disk takes too),
+    in the installed command's process: one line, exit 1, nothing left."""
+    import resource
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the signal ends the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    out = tmp_path / "m.gguf"
+    r = subprocess.run([sys.executable, "-m", "edgenano", "convert", str(hf_dir), "-o", str(out),
+                        "--no-progress"], capture_output=True, text=True, timeout=300,
+                       preexec_fn=limit)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"edgenano convert: error: cannot write {out}: File too large [EFBIG]; nothing was "
+        "written"]
+    assert _only(tmp_path) == []
+
+
 def test_read_only_directory_reports_the_real_error(hf_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "m.gguf"
     # Checked before any work: access() says no (a read-only mount, or no permission).
@@ -432,6 +452,23 @@ def test_model_state_api_refuses_foreign_states(model, gguf_path):
         model.import_state(dict(arrays, **{"conv.0": [[0.0] * 192] * 3}), [1, 2, 3])
     restored = model.import_state(arrays, [1, 2, 3])  # the same model's arrays are fine
     assert np.array_equal(model.eval(restored, [4]), other.eval(st, [4]))
+
+
+def test_reference_model_state_of_other_dimensions_is_refused(gguf_path, tiny_checkpoint,
+                                                              tmp_path):
+    from edgenano.model import ModelState
+
+    ref = Model(gguf_path, backend="reference", n_ctx=64)
+    narrow = Model(convert_checkpoint(tiny_checkpoint("mix", ssm_state_size=8),
+                                      tmp_path / "n.gguf"), backend="reference", n_ctx=64)
+    st = narrow.new_state()
+    narrow.eval(st, [1, 2])
+    with pytest.raises(ValueError, match=r"state array 'conv.0' is float32 \(3, 160\); this "
+                                         r"model keeps float32 \(3, 192\)"):
+        ref.load_state(ModelState(st, [1, 2]))
+    own = ref.new_state()
+    ref.eval(own, [1, 2])
+    ref.load_state(ModelState(own, [1, 2]))  # its own is fine
 
 
 # ---------------------------------------------------------------------------------------------

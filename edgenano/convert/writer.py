@@ -156,7 +156,9 @@ def convert_checkpoint(hf_dir: str | Path, out_path: str | Path, outtype: str = 
             tmp.unlink(missing_ok=True)
         except OSError:  # e.g. the directory turned read-only: the first error is the one to tell
             pass
-        if isinstance(e, OSError):
+        # A write fails without a file name (ENOSPC) or names the temporary; one naming another
+        # file is the checkpoint failing to read, and goes up as it is.
+        if isinstance(e, OSError) and e.filename in (None, str(tmp)):
             raise OutputError(f"cannot write {out_path}: {_reason(e)}; nothing was written") from e
         raise
     return out_path
