@@ -18,6 +18,7 @@ from .test_cuda_emu import (  # noqa: F401  (rerun here, on the device)
     test_matmul_auto_switches_at_gemm_min_tokens,
     test_matvec,
     test_model_api_selects_the_backend,
+    test_model_batched_decode_matches_solo,
     test_model_emulated_against_cpu_backend,
     test_model_prefill_decode_vs_reference,
     test_model_snapshots_and_state_export,
