@@ -8,4 +8,5 @@ NB_MODULE(_C, m) {
   edgenano::bind_quants(m);
   edgenano::bind_kernels(m);
   edgenano::bind_model(m);
+  edgenano::bind_cuda_emu(m);
 }

@@ -190,8 +190,6 @@ def check_available(kind: str) -> None:
     ok, reason = registry.get(kind, (False, "this build of edgenano has no CUDA backend"))
     if not ok:
         raise BackendUnavailable(f"backend {kind!r} is not available: {reason}")
-    raise BackendUnavailable(f"backend {kind!r} is built into the native engine, but edgenano "
-                             "cannot select it by name yet; open the model with backend='native'")
 
 
 def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int | None,
@@ -202,15 +200,16 @@ def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int
     check_available(kind)
     n_threads = check_threads(n_threads)
     use_mmap = native_options.pop("use_mmap", True)
-    if native_options and kind != "native":
+    engine = "cpu" if kind == "native" else kind if kind not in BACKENDS else None
+    if native_options and engine is None:
         raise ValueError(f"{sorted(native_options)} only apply to backend='native'")
     if kind == "reference":
         return ReferenceBackend(gguf_model, n_ctx)
     if kind == "llama.cpp":
         return LlamaCppBackend(path, n_ctx, n_threads, verbose, use_mmap=use_mmap)
-    if kind == "native":
+    if engine is not None:  # "native" (cpu), or another C++ backend by name: "cuda", "cuda_emu"
         from .engine import NativeBackend
 
         return NativeBackend(gguf_model, path, n_ctx=n_ctx, n_threads=n_threads,
-                             use_mmap=use_mmap, **native_options)
+                             use_mmap=use_mmap, engine=engine, **native_options)
     raise AssertionError(kind)

@@ -46,8 +46,13 @@ class NativeBackend:
 
     def __init__(self, gguf_model: GGUFModel, path: str | Path | None = None, *,
                  n_ctx: int = 8192, n_threads: int | None = None, n_batch: int = 512,
-                 kv_type: str = "f16", use_mmap: bool = True):
+                 kv_type: str = "f16", use_mmap: bool = True, engine: str = "cpu"):
+        """engine: the C++ backend the model runs on (_C.backend_registry(): "cpu", "cuda",
+        "cuda_emu" the CUDA backend on the SIMT emulator, for tests)."""
         from . import _C
+
+        if engine != "cpu":
+            self.name = engine
 
         if kv_type not in KV_TYPES:
             raise ValueError(f"kv_type must be one of {sorted(KV_TYPES)}, not {kv_type!r}")
@@ -58,7 +63,7 @@ class NativeBackend:
                    for t in gguf_model.tensors.values()]
         try:
             self.impl = _C.Model(self.path, cfg, tensors, n_ctx, n_threads or default_threads(),
-                                 n_batch, int(KV_TYPES[kv_type]), "cpu", use_mmap)
+                                 n_batch, int(KV_TYPES[kv_type]), engine, use_mmap)
         except (ValueError, RuntimeError) as e:  # the file's content, or reading it
             raise GGUFError(f"{self.path}: {e}") from None
 

@@ -37,7 +37,8 @@ class Model:
     """Load a nemotron_h GGUF. `path=None` opens the built-in tiny reasoner.
 
     backend: "native" (edgenano's C++ engine), "reference" (NumPy, slow and exact) or "llama.cpp"
-    (llama-cpp-python on the same file). n_ctx defaults to the trained context, at most 8192;
+    (llama-cpp-python on the same file); "cuda" (the C++ engine on a GPU) or "cuda_emu" (its CUDA
+    code emulated on the CPU, for tests). n_ctx defaults to the trained context, at most 8192;
     more than the trained context warns. n_batch (prefill chunk, default 512) and kv_type ("f16",
     "q8_0" or "f32") tune the native engine. use_mmap (default True) maps the weights from the
     file, shared with the page cache; False reads them into memory (as llama.cpp's --no-mmap), so

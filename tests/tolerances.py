@@ -139,3 +139,24 @@ REASONER_THINKING_GAIN_FLOOR = 0.6
 # q4_0 <= 9.3e-6, q4_k_m <= 9.9e-5, q6_k <= 5.0e-5 (multi-token int8 dots / int8 panels: a sum
 # in another order moves an int8 activation code by one step; random tiny nets amplify it).
 BATCH_DECODE_VS_SOLO_NMSE = {"float": 1e-9, "quantized": 5e-4}
+
+# CUDA kernels run through the SIMT emulator (owner: CUDA helper), tests/test_cuda_emu.py, against
+# their CPU twins (_C.kernels) on the same inputs; measured maxima in the comments.
+# Decode matmul: the same int8 activation codes and integer dots, float terms summed in another
+# order: measured 3.3e-14 (Q5_0; the test shapes); a flipped activation code would show as ~1e-6.
+CUDA_EMU_MATVEC_NMSE = 1e-12
+# Prefill matmul: TF32 tensor-core tiles (10-bit mantissas) vs the CPU's f32 panels: measured
+# 1.3e-7 (Q4_1), 8e-8 typical (1.7e-7 seen on other seeds).
+CUDA_EMU_GEMM_TF32_NMSE = 5e-7
+# f32 kernels (norms, conv, scan, attention over the same cache rows): the same formulas with
+# other reduction orders. Measured: rmsnorm 1.0e-14, gated 4.6e-15, conv 6.0e-15, scan 1.4e-14,
+# attention 4.7e-13 (split-K, 601 keys over 3 splits; tiled prefill 3.3e-13).
+CUDA_EMU_F32_NMSE = 1e-11
+# Whole tiny model ("kwide") through the emulated CUDA backend (Model(backend="cuda_emu")), prefill
+# of 30 tokens then 6 decode steps, vs the float64 reference on the same GGUF. Prefill uses TF32
+# tiles with f32 activations, so it sits well inside the CPU engine's int8-activation prefill:
+# measured 9.0e-7 (f32 weights), 5.7e-5 (q4_k_m), 2.8e-5 (q8_0). Decode quantizes activations
+# to int8 as the CPU does and is held to ENGINE_DECODE_VS_REFERENCE_NMSE (measured q8_0 6.2e-4,
+# q4_k_m 1.9e-3), and for f32 weights to the f32 figure (measured 1.5e-7; q8_0 KV 9.0e-7).
+CUDA_EMU_MODEL_F32_NMSE = 5e-6
+CUDA_EMU_MODEL_PREFILL_NMSE = 2e-4

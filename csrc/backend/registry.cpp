@@ -17,7 +17,8 @@ std::unique_ptr<Backend> make_cpu(const Options &o) { return make_cpu_backend(o.
 
 const Factory kFactories[] = {
     {"cpu", nullptr, make_cpu},
-    {"cuda", cuda_unavailable_reason, nullptr},  // no CUDA backend yet: the reason says which
+    {"cuda", cuda_unavailable_reason, make_cuda},  // the reason says why not, where it cannot run
+    {"cuda_emu", nullptr, make_cuda_emu_backend},
 };
 
 }  // namespace

@@ -16,6 +16,7 @@ namespace edgenano {
 void bind_quants(nanobind::module_ &m);   // bind/quants.cpp: quantize / dequantize rows
 void bind_kernels(nanobind::module_ &m);  // bind/kernels.cpp: _C.kernels, for tests and benches
 void bind_model(nanobind::module_ &m);    // bind/model.cpp: Model, State, backend_registry
+void bind_cuda_emu(nanobind::module_ &m);  // bind/cuda_emu.cpp: _C.cuda_emu (emulated kernels)
 
 // A thread pool (and workspace) of n_threads for the entry points, held by one caller at a time.
 // Lease it after releasing the GIL, or hold the GIL throughout: the lease must never wait for

@@ -1,0 +1,260 @@
+"""The CUDA kernels (csrc/kernels/cuda) run on the CPU through the SIMT emulator, each against its
+CPU twin (_C.kernels) on small shapes with several blocks, odd sizes and tails; bounds from
+tests/tolerances.py. The same sources are what nvcc builds for the GPU backend."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as QT
+
+from edgenano import Model
+from edgenano.backends import ReferenceBackend
+from edgenano.engine import NativeBackend, NativeState
+from edgenano.errors import BackendUnavailable
+from edgenano.gguf_model import load_gguf
+
+from .conftest import nmse
+from .test_kernels import WEIGHT_TYPES, cache_rows, random_rows, rng_for, scan_inputs
+from .tolerances import (
+    CUDA_EMU_F32_NMSE,
+    CUDA_EMU_GEMM_TF32_NMSE,
+    CUDA_EMU_MATVEC_NMSE,
+    CUDA_EMU_MODEL_F32_NMSE,
+    CUDA_EMU_MODEL_PREFILL_NMSE,
+    ENGINE_DECODE_VS_REFERENCE_NMSE,
+    ENGINE_KV_CACHE_VS_REFERENCE_NMSE,
+)
+
+C = pytest.importorskip("edgenano._C")
+K, E = C.kernels, C.cuda_emu
+ENGINE = "cuda_emu"  # the model tests' backend; tests/test_cuda_gpu.py reruns them on "cuda"
+
+
+def cols_for(qtype) -> int:
+    """Several warps' worth of blocks with a tail (K types: 3 super-blocks, a partial group of 4;
+    32-value types: 17 blocks; float types: not a multiple of 32)."""
+    bs = {QT.F32: 1, QT.F16: 1, QT.BF16: 1}.get(qtype, 0)
+    return 83 if bs else 768 if qtype in (QT.Q4_K, QT.Q5_K, QT.Q6_K) else 544
+
+
+@pytest.mark.parametrize("T", [1, 3])
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda t: t.name)
+def test_matvec(qtype, T):
+    rng, cols = rng_for("cu-mv", qtype, T), cols_for(qtype)
+    raw = random_rows(qtype, 37, cols, rng)  # 37 rows: 10 blocks of 4 warps, the last partial
+    x = rng.standard_normal((T, cols)).astype(np.float32)
+    got = E.matmul(raw, int(qtype), cols, x, path="vec")
+    assert nmse(got, K.matmul(raw, int(qtype), cols, x, path="vec")) <= CUDA_EMU_MATVEC_NMSE
+
+
+@pytest.mark.parametrize("T", [9, 70])  # 70: two token tiles, the second partial
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda t: t.name)
+def test_gemm(qtype, T):
+    rng, cols = rng_for("cu-mm", qtype, T), cols_for(qtype)
+    raw = random_rows(qtype, 70, cols, rng)  # 70 rows: two row tiles
+    x = rng.standard_normal((T, cols)).astype(np.float32)
+    got = E.matmul(raw, int(qtype), cols, x, path="gemm")
+    assert nmse(got, K.matmul(raw, int(qtype), cols, x, path="gemm")) <= CUDA_EMU_GEMM_TF32_NMSE
+
+
+def test_matmul_auto_switches_at_gemm_min_tokens():
+    rng, cols = rng_for("cu-auto"), 64
+    raw = random_rows(QT.Q8_0, 5, cols, rng)
+    for T in (E.gemm_min_tokens() - 1, E.gemm_min_tokens()):
+        x = rng.standard_normal((T, cols)).astype(np.float32)
+        path = "vec" if T < E.gemm_min_tokens() else "gemm"
+        assert np.array_equal(E.matmul(raw, int(QT.Q8_0), cols, x),
+                              E.matmul(raw, int(QT.Q8_0), cols, x, path=path))
+
+
+@pytest.mark.parametrize("qtype", WEIGHT_TYPES, ids=lambda t: t.name)
+def test_embed(qtype):
+    cols = cols_for(qtype)
+    raw = random_rows(qtype, 11, cols, rng_for("cu-emb", qtype))
+    ids = np.array([3, 0, 10, 3, 7], np.int32)
+    assert np.array_equal(E.embed(raw, int(qtype), cols, ids),
+                          K.dequantize(raw, int(qtype), cols)[ids])
+
+
+@pytest.mark.parametrize("n", [70, 1100])  # under one block of 256 threads; several strides
+def test_rmsnorm(n):
+    rng = rng_for("cu-rms", n)
+    x, w = (rng.standard_normal((6, n)) * 3).astype(np.float32), rng.standard_normal(n)
+    w = w.astype(np.float32)
+    assert nmse(E.rmsnorm(x, w, 1e-5), K.rmsnorm(x, w, 1e-5)) <= CUDA_EMU_F32_NMSE
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_gated_rmsnorm(groups):
+    rng = rng_for("cu-gated", groups)
+    y, z, w = (rng.standard_normal(s).astype(np.float32) for s in ((5, 600), (5, 600), (600,)))
+    got = E.gated_rmsnorm(y, 3 * z, w, groups, 1e-5)
+    assert nmse(got, K.gated_rmsnorm(y, 3 * z, w, groups, 1e-5)) <= CUDA_EMU_F32_NMSE
+
+
+def test_relu2_softplus():
+    """Exact here (the host's expf / log1pf); within the f32 bound on a GPU's."""
+    rng = rng_for("cu-act")
+    x = rng.standard_normal((7, 333)).astype(np.float32)
+    assert np.array_equal(E.relu2(x), K.relu2(x))
+    v, b = (rng.standard_normal((6, 300)) * 12).astype(np.float32), rng.standard_normal(300)
+    got, ref = E.softplus(v, b.astype(np.float32)), K.softplus(v, b.astype(np.float32))
+    assert np.array_equal(got, ref) if E is C.cuda_emu else nmse(got, ref) <= CUDA_EMU_F32_NMSE
+
+
+@pytest.mark.parametrize("T", [1, 11])  # one decode step; a chunk
+@pytest.mark.parametrize("k", [3, 4])
+def test_causal_conv(T, k):
+    rng = rng_for("cu-conv", T, k)
+    args = [rng.standard_normal(s).astype(np.float32) for s in ((T, 300), (k - 1, 300), (300, k),
+                                                                 (300,))]
+    y, st = E.causal_conv(*args, silu=True)
+    y_ref, st_ref = K.causal_conv(*args, silu=True)
+    assert nmse(y, y_ref) <= CUDA_EMU_F32_NMSE
+    assert np.array_equal(st, st_ref)  # the state is a copy of inputs
+
+
+@pytest.mark.parametrize("T,N", [(1, 24), (5, 24), (37, 24), (3, 128), (2, 200)])
+def test_ssm_scan(T, N):
+    args = scan_inputs(T, H=6, P=10, N=N, G=2)  # 60 (h, p) rows: 15 blocks of 4 warps
+    y, st = E.ssm_scan(*args)
+    y_ref, st_ref = K.ssm_scan(*args, chunk=0)
+    assert nmse(y, y_ref) <= CUDA_EMU_F32_NMSE
+    assert nmse(st, st_ref) <= CUDA_EMU_F32_NMSE
+
+
+@pytest.mark.parametrize("kv_type", [QT.F32, QT.F16, QT.Q8_0], ids=lambda t: t.name)
+def test_kv_store_exact(kv_type):
+    x = rng_for("cu-kv", kv_type).standard_normal((9, 192)).astype(np.float32)
+    assert np.array_equal(E.kv_store(x, int(kv_type)), K.kv_store(x, int(kv_type)))
+
+
+@pytest.mark.parametrize("kv_type", [QT.F16, QT.Q8_0], ids=lambda t: t.name)
+@pytest.mark.parametrize("T,n_past,d", [(1, 0, 64), (1, 37, 64), (1, 600, 64), (5, 3, 96),
+                                        (3, 254, 64), (7, 9, 32), (17, 40, 64), (3, 5, 160)])
+def test_attention(kv_type, T, n_past, d):
+    """GQA 6 query heads over 2 KV heads. One query: split-K (600 keys: three splits, the last
+    partial). Prefill: query tiles of 16 (17: a second, partial tile) against key tiles of 32
+    (254+3 keys: a partial last tile); d=96: lanes with a partial third element; d=160: past the
+    tiled kernel's 128, so split-K for every query."""
+    rng, Hq, Hkv = rng_for("cu-attn", kv_type, T, n_past, d), 6, 2
+    q = rng.standard_normal((T, Hq, d)).astype(np.float32)
+    k, v = (rng.standard_normal((n_past + T, Hkv, d)).astype(np.float32) for _ in range(2))
+    kc, vc = cache_rows(k, kv_type), cache_rows(v, kv_type)
+    got = E.attention(q, kc, vc, n_past, Hkv, int(kv_type))
+    assert nmse(got, K.attention(q, kc, vc, n_past, Hkv, int(kv_type))) <= CUDA_EMU_F32_NMSE
+
+
+# ---------------------------------------------------------------- the whole model, emulated
+
+
+@pytest.fixture(scope="module")
+def kwide(tiny_checkpoint, tmp_path_factory):
+    """kwide(outtype) -> GGUF path of the engine tests' "kwide" tiny model (K-quants apply)."""
+    from edgenano.convert import convert_checkpoint
+
+    from .test_engine import CONFIGS
+
+    cache: dict = {}
+
+    def get(outtype):
+        if outtype not in cache:
+            base, overrides = CONFIGS["kwide"]
+            out = tmp_path_factory.mktemp(f"cuemu_{outtype}") / "model.gguf"
+            cache[outtype] = convert_checkpoint(tiny_checkpoint(base, **overrides), out, outtype)
+        return cache[outtype]
+
+    return get
+
+
+def _run(path, engine, kv_type, prompt, split):
+    """Logits after a prefill of prompt[:split] and after each decode step of the rest."""
+    b = NativeBackend(load_gguf(path), path, n_ctx=128, kv_type=kv_type, engine=engine)
+    s = b.new_state()
+    out = [b.eval(s, prompt[:split])]
+    out += [b.eval(s, [t]) for t in prompt[split:]]
+    return np.array(out), b, s
+
+
+PROMPT = np.random.default_rng(0).integers(16, 512, size=36).tolist()
+SPLIT = 30  # >= gemm_min_tokens: the prefill runs the tensor-core tiles
+
+
+@pytest.mark.parametrize("outtype,kv_type", [("f32", "f16"), ("f32", "q8_0"), ("q8_0", "f16"),
+                                             ("q4_k_m", "f16")])
+def test_model_prefill_decode_vs_reference(kwide, outtype, kv_type):
+    path = kwide(outtype)
+    got, b, _ = _run(path, ENGINE, kv_type, PROMPT, SPLIT)
+    assert b.name == ENGINE and b.impl.backend == ENGINE
+    ref = ReferenceBackend(load_gguf(path), dtype=np.float64).logits(PROMPT)[SPLIT - 1:]
+    errs = [nmse(g, r) for g, r in zip(got, ref)]
+    if outtype == "f32":
+        bound = CUDA_EMU_MODEL_F32_NMSE + (ENGINE_KV_CACHE_VS_REFERENCE_NMSE[kv_type]
+                                           if kv_type != "f16" else 0)
+        assert max(errs) <= bound
+    else:
+        assert errs[0] <= CUDA_EMU_MODEL_PREFILL_NMSE
+        assert max(errs[1:]) <= ENGINE_DECODE_VS_REFERENCE_NMSE[outtype]
+
+
+def test_model_emulated_against_cpu_backend(kwide):
+    """The emulated CUDA backend and the CPU backend on the same file agree (f32 weights)."""
+    path = kwide("f32")
+    emu, _, _ = _run(path, ENGINE, "f16", PROMPT, SPLIT)
+    cpu, _, _ = _run(path, "cpu", "f16", PROMPT, SPLIT)
+    assert max(nmse(e, c) for e, c in zip(emu, cpu)) <= CUDA_EMU_MODEL_F32_NMSE
+
+
+def test_model_snapshots_and_state_export(kwide):
+    """Device-to-device snapshots and export/import through the host give the same continuation
+    as the original state (the same backend: identical bits)."""
+    path = kwide("q4_k_m")
+    _, b, s = _run(path, ENGINE, "q8_0", PROMPT[:20], 18)
+    snap = b.impl.copy_state(s.impl)
+    exported = b.export_state(s)
+    restored = b.import_state(exported, PROMPT[:20])
+    cont = [b.eval(s, PROMPT[20:23])]
+    cont_snap = [b.eval(NativeState(b, snap), PROMPT[20:23])]
+    cont_restored = [b.eval(restored, PROMPT[20:23])]
+    assert np.array_equal(cont, cont_snap) and np.array_equal(cont, cont_restored)
+
+
+def test_cuda_backend_without_gpu_says_why(kwide):
+    available, reason = C.backend_registry()["cuda"]
+    if available:
+        pytest.skip("a CUDA device is present (tests/test_cuda_gpu.py covers it)")
+    assert reason  # "not built into this edgenano" or the driver's / device's own words
+    with pytest.raises(BackendUnavailable, match="'cuda' is not available: " + re.escape(reason)):
+        Model(kwide("f32"), backend="cuda")
+
+
+def test_model_api_selects_the_backend(kwide):
+    """Model(path, backend=...) reaches the C++ backend by name, all-position logits included."""
+    path = kwide("f32")
+    m = Model(path, backend=ENGINE, n_ctx=64)
+    assert m.backend.name == ENGINE and m.backend.impl.backend == ENGINE
+    got = m.logits(PROMPT[:12])  # 12 tokens: the prefill kernels (tensor-core tiles, tiled attn)
+    ref = Model(path, backend="native", n_ctx=64).logits(PROMPT[:12])
+    assert got.shape == ref.shape and nmse(got, ref) <= CUDA_EMU_MODEL_F32_NMSE
+
+
+def test_model_batched_decode_matches_solo(kwide):
+    """eval_batch (several sequences' decode steps as one batch, the server's path) on the CUDA
+    backend: the same bits as each sequence decoded alone (below gemm_min_tokens rows the
+    matmuls are per-token int8 dots; conv, scan and attention run per sequence)."""
+    path = kwide("q4_k_m")
+    b = NativeBackend(load_gguf(path), path, n_ctx=64, engine=ENGINE)
+    prompts = [PROMPT[:5], PROMPT[7:16], PROMPT[20:22]]
+    batch = [b.new_state() for _ in prompts]
+    solo = [b.new_state() for _ in prompts]
+    for st, st2, p in zip(batch, solo, prompts):
+        b.eval(st, p)
+        b.eval(st2, p)
+    for step in range(3):
+        ids = [PROMPT[30 + step + i] for i in range(len(prompts))]
+        got = b.eval_batch(batch, ids)
+        ref = np.stack([b.eval(st, [t]) for st, t in zip(solo, ids)])
+        assert np.array_equal(got, ref)
