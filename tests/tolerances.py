@@ -132,3 +132,35 @@ ENGINE_VS_LLAMACPP_REF_RATIO = 1.05
 # measured 28/30 correct with reasoning on, 5/30 off (on 50 per kind: 96.0% and 20.0%).
 REASONER_THINK_ON_ACCURACY_FLOOR = 0.85
 REASONER_THINKING_GAIN_FLOOR = 0.6
+
+# Mixture of experts (owner: MoE helper), tests/test_moe_convert.py: llama.cpp on our
+# nemotron_h_moe files vs transformers, 37 tokens; f32 on the three tiny MoE configs, the other
+# types on moe_kwide. Measured maxima in the comments.
+NMSE_MOE_LLAMACPP_VS_HF = {
+    "f32": 1e-6,  # 4.5e-9 (moe), 4.2e-9 (moe_latent), 2.5e-7 (moe_attn_first)
+    "f16": 6e-6,  # 1.8e-6
+    "bf16": 4e-4,  # 1.2e-4
+    "q8_0": 8e-3,  # 2.8e-3
+    "q4_0": 1.0,  # 0.45
+    "q5_0": 0.4,  # 0.13
+    "q4_k": 0.8,  # 0.27
+    "q5_k": 0.35,  # 0.12
+    "q6_k": 0.15,  # 4.5e-2
+    "q4_k_m": 0.9,  # 0.30
+    "q5_k_m": 0.4,  # 0.13
+}
+# The same files against transformers run on their dequantized weights: llama.cpp's own
+# arithmetic (Q8_0 / Q8_K activations), amplified where it flips a top-k choice of the 12 layers.
+NMSE_MOE_LLAMACPP_VS_HF_DEQUANTIZED = {
+    "f32": 1e-6,  # as above (nothing to dequantize)
+    "f16": 3e-6,  # 7.5e-7
+    "bf16": 1.5e-4,  # 5.1e-5
+    "q8_0": 2.5e-3,  # 7.6e-4
+    "q4_0": 8e-3,  # 2.6e-3
+    "q5_0": 7e-2,  # 2.2e-2
+    "q4_k": 0.3,  # 0.10
+    "q5_k": 8e-2,  # 2.7e-2
+    "q6_k": 3e-2,  # 1.1e-2
+    "q4_k_m": 0.3,  # 0.11
+    "q5_k_m": 8e-2,  # 2.6e-2
+}
