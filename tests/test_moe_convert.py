@@ -326,3 +326,36 @@ def test_types_match_llama_quantize(case, tmp_path, name, outtype):
     theirs = {t.name: t.tensor_type for t in gguf.GGUFReader(out).tensors}
     ours = {t.spec.name: t.type for t in plan_conversion(c.hf_dir, outtype).tensors}
     assert ours == theirs
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes without weights, and `edgenano info`
+
+
+def test_dry_run_of_published_nano_config():
+    """bench/moe_dry_run.py on Nemotron 3 Nano 30B-A3B's published config: about 31.6 B
+    parameters, about 3.2 B of them per token (SPEC section 1.4)."""
+    import importlib.util
+    import math
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "moe_dry_run.py"
+    spec = importlib.util.spec_from_file_location("moe_dry_run", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    c, ss = mod.specs(mod.NANO_30B_A3B)
+    assert c.layer_kinds.count("moe") == 23 and c.layer_kinds.count("mamba") == 23
+    n = {s.name: math.prod(s.shape) for s in ss}
+    total = sum(n.values())
+    routed = sum(v for k, v in n.items() if k.endswith("_exps.weight"))
+    active = total - routed + routed * 6 // 128 - n["token_embd.weight"]
+    assert abs(total / 31.6e9 - 1) < 0.01 and abs(active / 3.2e9 - 1) < 0.03
+    assert "q4_k_m" in mod.dry_run(mod.NANO_30B_A3B)
+
+
+def test_info_shows_experts(ckpt, tmp_path):
+    from edgenano.info import describe
+
+    text = describe(str(convert_checkpoint(ckpt("moe_latent"), tmp_path / "m.gguf")), 256)
+    assert "nemotron_h_moe" in text and "2 MoE" in text
+    assert "10 routed x 40 wide, top-3, 1 shared x 64, latent 32" in text
+    assert "parameters per token" in text and "session @ 256 tokens" in text
