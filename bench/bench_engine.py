@@ -127,10 +127,11 @@ def model_path(a) -> Path:
     path = Path(a.dir) / f"nemotron_h_{a.model}_{qtype}.gguf"
     if not path.exists():
         sys.path.insert(0, str(HERE))
-        from make_gguf import write, write_via_llama_quantize
+        from make_gguf import llama_quantize, write
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        (write_via_llama_quantize if a.model.startswith("moe") else write)(shape, qtype, path)
+        via_llama = a.model.startswith("moe") or qtype in ("q4_k_m", "q5_k_m")
+        (llama_quantize if via_llama else write)(shape, qtype, path)
     return path
 
 

@@ -5,6 +5,12 @@ float copy of the weights), for benchmarks.
     python bench/make_gguf.py 9b-v2/4 q8_0 /tmp/scaled.gguf   # every width / 4, ~0.59 GB
     python bench/make_gguf.py 9b-v2 q4_0 /tmp/full.gguf       # full shapes, ~5.0 GB
     python bench/make_gguf.py nano3-16x f16 /tmp/moe.gguf     # 30B-A3B widths, 16 experts, 11.7 GB
+    python bench/make_gguf.py 9b-v2/4 q4_k_m /tmp/s.gguf      # f16, then llama.cpp's quantizer
+
+The presets (q4_k_m, q5_k_m) and `--llama-quantize` go through llama.cpp's own quantizer
+(llama-cpp-python's llama_model_quantize) from an f16 file, deleted afterwards: the files users
+run. Our converter picks the same type for every tensor (tests/test_llamacpp.py holds them equal),
+so its files run the same kernels over the same bytes per type.
 """
 
 from __future__ import annotations
@@ -219,30 +225,33 @@ def write(shape: str, outtype: str, path: str | Path, seed: int = 0, verbose: bo
     return path
 
 
-# llama.cpp's file types for the mixtures its quantizer makes (llama_ftype).
-LLAMA_FTYPES = {"q4_k_m": 15, "q5_k_m": 17, "q8_0": 7, "q6_k": 18}
+# llama_model_quantize's file types (llama.h's LLAMA_FTYPE_MOSTLY_*).
+LLAMA_FTYPES = {"q8_0": 7, "q4_0": 2, "q5_0": 8, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18,
+                "q4_k_s": 14, "q5_k_s": 16}
 
 
-def write_via_llama_quantize(shape: str, ftype: str, path: str | Path, seed: int = 0) -> Path:
-    """An f16 file of `shape`, then llama.cpp's quantizer (llama-cpp-python) to `ftype` with its
-    own per-tensor rules, as users make their GGUFs; the f16 file is deleted."""
+def llama_quantize(shape: str, outtype: str, path: str | Path, seed: int = 0,
+                   threads: int = 2) -> Path:
+    """An f16 file of random weights quantized by llama.cpp's own quantizer into `outtype`."""
     import ctypes
 
     import llama_cpp
 
     path = Path(path)
-    f16 = path.with_name(path.name + ".f16.tmp")
+    tmp = path.with_name(path.name + ".f16.tmp")
     try:
-        write(shape, "f16", f16, seed)
+        write(shape, "f16", tmp, seed)
         params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = LLAMA_FTYPES[ftype]
+        params.ftype, params.nthread = LLAMA_FTYPES[outtype], threads
         t0 = time.time()
-        if llama_cpp.llama_model_quantize(str(f16).encode(), str(path).encode(),
-                                          ctypes.byref(params)):
-            raise RuntimeError(f"llama_model_quantize failed for {path}")
-        print(f"quantized {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.time() - t0:.0f} s")
+        rc = llama_cpp.llama_model_quantize(str(tmp).encode(), str(path).encode(),
+                                            ctypes.byref(params))
+        if rc != 0:
+            raise RuntimeError(f"llama_model_quantize failed ({rc}) for {path}")
+        print(f"quantized {path} ({path.stat().st_size / 1e9:.2f} GB) with llama.cpp in "
+              f"{time.time() - t0:.0f} s")
     finally:
-        f16.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -254,11 +263,10 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--llama-quantize", action="store_true",
-                    help="write f16, then quantize with llama.cpp's rules (q4_k_m, q5_k_m, q8_0, "
-                    "q6_k)")
+                    help="write f16, then quantize with llama.cpp's quantizer (presets always)")
     a = ap.parse_args()
-    if a.llama_quantize:
-        write_via_llama_quantize(a.shape, a.outtype, a.out, a.seed)
+    if a.llama_quantize or a.outtype in ("q4_k_m", "q5_k_m"):
+        llama_quantize(a.shape, a.outtype, a.out, a.seed)
     else:
         write(a.shape, a.outtype, a.out, a.seed)
 

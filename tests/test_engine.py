@@ -123,11 +123,11 @@ def long_prefill_bound(path, outtype: str) -> float:
 @pytest.mark.parametrize("outtype", TYPES)
 def test_prefill_matches_reference_per_type(gguf_file, oracle, outtype):
     """Long prefill batches keep activations in f32 (the file's weights give the reference's
-    logits to rounding), except on the int8 panels (Q4_0/Q5_0/Q4_K/Q5_K on AVX2), which are held
-    to the decode bounds."""
+    logits to rounding), except on the int8 panels (Q4_0/Q5_0/Q4_K/Q5_K/Q6_K on AVX2), which
+    are held to the decode bounds."""
     path = gguf_file("kwide", outtype)
     assert int8_prefill(path, len(LONG_PROMPT)) == (
-        outtype in ("q4_0", "q5_0", "q4_k", "q5_k", "q4_k_m") and _C.kernels.cpu_has_avx2())
+        outtype in ("q4_0", "q5_0", "q4_k", "q5_k", "q6_k", "q4_k_m") and _C.kernels.cpu_has_avx2())
     got = native(path, kv_type="f32").logits(LONG_PROMPT)
     assert nmse(got, oracle(path, LONG_PROMPT)) <= long_prefill_bound(path, outtype)
 

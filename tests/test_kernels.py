@@ -201,16 +201,16 @@ def test_avx512_decode_dots_extreme_codes(qtype):
     assert nmse(y, f64(x)[0] @ f64(w)[0].T) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
-I8_PANEL_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K]
+I8_PANEL_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
 
 
 @pytest.mark.parametrize("T", [1, 5, 12, 70, 131])
 @pytest.mark.parametrize("qtype", I8_PANEL_TYPES, ids=lambda t: t.name)
 def test_int8_panels_match_dots(qtype, T):
-    """The int8 panels (prefill of Q8_0/Q4_0/Q5_0/Q4_K/Q5_K on AVX2) compute the dots' integer sums
-    over the same int8 activations, only summed in another float order: equal to rounding, across
-    chunks of the reduced dimension with a tail (70 blocks of 32; 9 of 256), partial row tiles
-    (37 rows) and partial token quads."""
+    """The int8 panels (prefill of Q8_0/Q4_0/Q5_0/Q4_K/Q5_K/Q6_K on AVX2) compute the dots' integer
+    sums over the same int8 activations, only summed in another float order: equal to rounding,
+    across chunks of the reduced dimension with a tail (70 blocks of 32; 9 of 256), partial row
+    tiles (37 rows) and partial token quads."""
     if not K.cpu_has_avx2():
         pytest.skip("no AVX2 on this CPU")
     assert K.matmul_path(int(qtype), 1) == "vec"
@@ -241,6 +241,34 @@ def test_int8_panels_q8_0_extreme_codes():
     raw = data.reshape(rows, -1)
     w = dequant(raw, QT.Q8_0, cols)
     panels = K.matmul(raw, int(QT.Q8_0), cols, x, path="i8gemm", n_threads=2)
+    assert nmse(panels, f64(x)[0] @ f64(w)[0].T) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
+def test_int8_panels_q6_k_extreme_codes():
+    """Q6_K's panels at the bound of their integer sums: codes 0 and 63 (held as -32 / 31 for the
+    sign trick), scales 127 and -128, activation codes +-127, signs chosen so every product of a
+    row has one sign (fold words of 8 * 32 * 127 = 32512, inside int16): no saturation, no wrap."""
+    if not K.cpu_has_avx2():
+        pytest.skip("no AVX2 on this CPU")
+    rng, cols, rows, T = rng_for("i8x6"), 2304, 37, 9
+    x = np.where(rng.random((T, cols)) < 0.5, -1.0, 1.0).astype(np.float32)
+    q = np.where(rng.random((rows, cols)) < 0.5, 0, 63)
+    q[0] = np.where(x[0] > 0, 63, 0)  # row 0 . token 0: every code's sign follows x's
+    q[1] = np.where(x[0] > 0, 0, 63)
+    nb = cols // 256
+    q = q.reshape(rows, nb, 2, 128)  # (row, block, half h, element k of the half)
+    low, high = q & 15, q >> 4
+    ql = low[..., :64] | (low[..., 64:] << 4)  # byte k: element k, element 64 + k
+    qh = sum(high[..., 32 * s:32 * s + 32] << (2 * s) for s in range(4))  # bits 2s: 32s + i
+    scales = np.where(rng.random((rows, nb, 16)) < 0.5, -128, 127)
+    scales[0:2] = 127
+    d = np.full((rows, nb, 1), 0.001, np.float16).view(np.uint8)
+    raw = np.concatenate([ql.reshape(rows, nb, 128), qh.reshape(rows, nb, 64),
+                          scales.astype(np.int8).view(np.uint8), d], axis=2).astype(np.uint8)
+    raw = raw.reshape(rows, -1)
+    w = dequant(raw, QT.Q6_K, cols)
+    assert set(np.unique(np.abs(np.rint(w / (127 * float(np.float16(0.001))))))) <= {31, 32}
+    panels = K.matmul(raw, int(QT.Q6_K), cols, x, path="i8gemm", n_threads=2)
     assert nmse(panels, f64(x)[0] @ f64(w)[0].T) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 

@@ -202,8 +202,12 @@ void matmul_i8gemm(const KernelTable &kt, int ti, const Weight &w, const float *
 // the dots from 24 tokens and matches the f32 panels from about 96 (2 threads, best of 6, at
 // 4480x15680 / 15680x4480): 144 / 109 vs 137 / 104 (dots) at 24, 152 / 153 vs 142 / 139 (panels)
 // at 64, 146 / 153 vs 150 / 152 at 96, 170 / 154 vs 166 / 158 at 512; so f32 panels from 96.
+// Q6_K (sign trick, 4 more instructions per sub-block than Q4_K) against its multi-token dots
+// and the f32 panels (2 threads, best of 9, machine shared, 4480x15616 / 15616x4608): 81 / 156
+// vs 88 / 159 (dots) at 16, 85 / 183 vs 85 / 172 at 24, 119 / 243 vs 94 / 196 (panels) at 256,
+// 230 / 223 vs 174 / 164 at 512.
 static int i8gemm_min_batch(int type) {
-  if (type == T_Q8_0) return 24;
+  if (type == T_Q8_0 || type == T_Q6_K) return 24;
   return act_kind(type) == ACT_A8K ? 16 : 12;
 }
 static int i8gemm_max_batch(int type) { return type == T_Q8_0 ? 95 : 1 << 30; }

@@ -302,7 +302,7 @@ const KernelTable kAvx2 = {
     quant_quads,
     quant_quads_k,
     {nullptr, nullptr, nullptr, quad_gemm_q8, quad_gemm<1>, quad_gemm<2>, nullptr, nullptr,
-     quad_gemm_k<false>, quad_gemm_k<true>},
+     quad_gemm_k<false>, quad_gemm_k<true>, quad_gemm_q6k},
 };
 
 }  // namespace

@@ -233,5 +233,6 @@ void quad_gemm_q8(const QuadArgs &a);  // Q8_0
 void quant_quads_k(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n, QuadA8K *out);
 template <bool Q5>  // Q4_K, Q5_K
 void quad_gemm_k(const QuadArgs &a);
+void quad_gemm_q6k(const QuadArgs &a);  // Q6_K (QuadA8K activations; their sums unused)
 
 }  // namespace edgenano::kern::avx2

@@ -1,4 +1,4 @@
-// Int8 panels: the prefill product for Q8_0, Q4_0/Q5_0 and Q4_K/Q5_K weights on AVX2
+// Int8 panels: the prefill product for Q8_0, Q4_0/Q5_0 and Q4_K/Q5_K/Q6_K weights on AVX2
 // (GotoBLAS-style blocking over an integer micro-kernel).
 //
 // Why not the f32 panels: an AVX2 core retires two 8-wide FMAs a cycle, 16 multiply-adds, while
@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "kernels/cpu/matmul_avx2.h"
+#include "kernels/cpu/matmul_quads_impl.h"
 
 namespace edgenano::kern::avx2 {
 
@@ -44,40 +45,7 @@ inline __m256i fold4(__m256i u, const int8_t (*qs)[QK]) {
   return _mm256_add_epi16(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));
 }
 
-// 4 rows x NQ quads of f32 sums (token t of a quad in lanes t and t + 4) -> y rows [0, nr) of
-// tokens [0, nt).
-template <int NQ>
-inline void store_tile(const __m256 (&sum)[4][NQ], float *y, int64_t ldy, int nr, int nt,
-                       bool acc) {
-#pragma GCC unroll 2
-  for (int p = 0; p < NQ; ++p) {
-    __m128 v[4];  // row r: tokens 0..3 of quad p
-#pragma GCC unroll 4
-    for (int r = 0; r < 4; ++r)
-      v[r] = _mm_add_ps(_mm256_castps256_ps128(sum[r][p]), _mm256_extractf128_ps(sum[r][p], 1));
-    _MM_TRANSPOSE4_PS(v[0], v[1], v[2], v[3]);  // now v[t]: rows 0..3 of token t
-    for (int t = 0; t < 4 && 4 * p + t < nt; ++t) {
-      float *o = y + (4 * p + t) * ldy;
-      if (nr == 4) {
-        _mm_storeu_ps(o, acc ? _mm_add_ps(v[t], _mm_loadu_ps(o)) : v[t]);
-      } else {
-        alignas(16) float tmp[4];
-        _mm_store_ps(tmp, v[t]);
-        for (int r = 0; r < nr; ++r) o[r] = acc ? o[r] + tmp[r] : tmp[r];
-      }
-    }
-  }
-}
-
 // ---- Q4_0 / Q5_0: one scale per 32 values ----
-
-// Four weight rows' codes (unsigned, zero point not subtracted) and scales for one block.
-struct alignas(32) RowQuad {
-  uint8_t u[4][QK];
-  float d[4];
-  float pad[4];
-};
-static_assert(sizeof(RowQuad) == 160);
 
 template <int KIND>  // 1 Q4_0, 2 Q5_0
 struct Q0Panels {
@@ -277,51 +245,94 @@ struct KPanels {
   }
 };
 
-// A 4 rows x NQ quads register tile over nblk blocks, stored to y (rows [0, nr), tokens [0, nt)).
-template <class P, int NQ>
-void tile(const typename P::Rows *w, const typename P::Act *const *a, int nblk, float *y,
-          int64_t ldy, int nr, int nt, bool acc) {
-  __m256 sum[4][NQ];
-#pragma GCC unroll 4
-  for (int r = 0; r < 4; ++r)
-#pragma GCC unroll 2
-    for (int p = 0; p < NQ; ++p) sum[r][p] = _mm256_setzero_ps();
-  P::template tile<NQ>(w, a, nblk, sum);
-  store_tile<NQ>(sum, y, ldy, nr, nt, acc);
+// ---- Q6_K: 256-value blocks, 6-bit codes, one int8 scale per 16 values ----
+//
+// The codes are held signed (q - 32, in -32..31) and meet the activations by the sign trick, as
+// Q8_0's: |c| <= 32 makes a maddubs word at most 2 * 32 * 127 = 8128 and a word of fold4's sum of
+// 4 tokens' words (8 products) at most 32512, inside int16 (the unsigned codes 0..63 would reach
+// 64008). fold4's unpacks stay within 128-bit halves, so the low half of its result holds values
+// 0..15 of the sub-block and the high half 16..31: the madd's multiplier carries the scale of
+// each 16 values in its own half (at most 2 * 32512 * 128 a madd, 8 of them a block: exact).
+struct alignas(32) RowQuad6 {
+  int8_t c[QK_K / QK][4][QK];    // sub-block j, row r: q - 32
+  int16_t sc[4][QK_K / QK][16];  // row r, sub-block j: scale 2j in words 0-7, 2j+1 in 8-15
+  float d[4];
+  float pad[4];
+};
+static_assert(sizeof(RowQuad6) == 2080);
+
+// fold4 for signed codes c (u = |c|): token t's products are maddubs(u, sign(a_t, c)).
+inline __m256i fold4_signed(__m256i u, __m256i c, const int8_t (*qs)[QK]) {
+  const __m256i m0 = _mm256_maddubs_epi16(u, _mm256_sign_epi8(loadu(qs[0]), c));
+  const __m256i m1 = _mm256_maddubs_epi16(u, _mm256_sign_epi8(loadu(qs[1]), c));
+  const __m256i m2 = _mm256_maddubs_epi16(u, _mm256_sign_epi8(loadu(qs[2]), c));
+  const __m256i m3 = _mm256_maddubs_epi16(u, _mm256_sign_epi8(loadu(qs[3]), c));
+  const __m256i p01 =
+      _mm256_add_epi16(_mm256_unpacklo_epi32(m0, m1), _mm256_unpackhi_epi32(m0, m1));
+  const __m256i p23 =
+      _mm256_add_epi16(_mm256_unpacklo_epi32(m2, m3), _mm256_unpackhi_epi32(m2, m3));
+  return _mm256_add_epi16(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));
 }
 
-// One work item: its rows unpacked chunk by chunk, every pair of quads against every 4-row tile.
-template <class P>
-void run_panels(const QuadArgs &a) {
-  using Act = typename P::Act;
-  using Rows = typename P::Rows;
-  const int64_t nb = a.n / P::kBlock;
-  const int n_quads = (a.T + 3) / 4;
-  const int tiles = int((a.nrows + 3) / 4);
-  thread_local std::vector<Rows> buf;
-  if (buf.size() < size_t(tiles) * P::kChunk) buf.resize(size_t(tiles) * P::kChunk);
-  const auto *act = static_cast<const Act *>(a.act);
-  for (int64_t i0 = 0; i0 < nb; i0 += P::kChunk) {
-    const int nblk = int(std::min<int64_t>(P::kChunk, nb - i0));
-    for (int j = 0; j < tiles; ++j)
-      P::unpack(a.w + size_t(4 * j) * a.row_bytes, a.row_bytes,
-                int(std::min<int64_t>(4, a.nrows - 4 * j)), i0, nblk, &buf[size_t(j) * P::kChunk]);
-    const bool acc = a.acc || i0 > 0;
-    for (int q = 0; q < n_quads; q += 2) {
-      const Act *qa[2] = {act + int64_t(q) * nb + i0, act + int64_t(q + 1) * nb + i0};
-      const int nt = std::min(8, a.T - 4 * q);
-      float *y = a.y + int64_t(4 * q) * a.ldy;
-      for (int j = 0; j < tiles; ++j) {
-        const int nr = int(std::min<int64_t>(4, a.nrows - 4 * j));
-        const Rows *w = &buf[size_t(j) * P::kChunk];
-        if (q + 1 < n_quads)
-          tile<P, 2>(w, qa, nblk, y + 4 * j, a.ldy, nr, nt, acc);
-        else
-          tile<P, 1>(w, qa, nblk, y + 4 * j, a.ldy, nr, nt, acc);
+struct Q6Panels {
+  using Act = QuadA8K;
+  using Rows = RowQuad6;
+  static constexpr int kBlock = QK_K;
+  static constexpr int kChunk = 4;  // blocks per pass: 64 rows' tiles take 133 KB
+
+  static void unpack(const uint8_t *w, size_t row_bytes, int nr, int64_t i0, int nblk,
+                     RowQuad6 *out) {
+    const __m256i bias = _mm256_set1_epi8(32);
+    for (int i = 0; i < nblk; ++i) {
+      RowQuad6 &o = out[i];
+      for (int r = 0; r < 4; ++r) {
+        if (r >= nr) {
+          for (int j = 0; j < QK_K / QK; ++j) std::memset(o.c[j][r], 0, QK);
+          std::memset(o.sc[r], 0, sizeof(o.sc[r]));
+          o.d[r] = 0.f;
+          continue;
+        }
+        const auto &b = reinterpret_cast<const BlockQ6_K *>(w + size_t(r) * row_bytes)[i0 + i];
+        for (int j = 0; j < QK_K / QK; ++j) {
+          _mm256_store_si256(reinterpret_cast<__m256i *>(o.c[j][r]),
+                             _mm256_sub_epi8(q6_codes(b, j / 4, j % 4), bias));
+          _mm256_store_si256(reinterpret_cast<__m256i *>(o.sc[r][j]),
+                             _mm256_set_m128i(_mm_set1_epi16(b.scales[2 * j + 1]),
+                                              _mm_set1_epi16(b.scales[2 * j])));
+        }
+        o.d[r] = h2f(b.d);
       }
     }
   }
-}
+
+  template <int NQ>
+  static void tile(const RowQuad6 *w, const QuadA8K *const *a, int nblk, __m256 (&sum)[4][NQ]) {
+    for (int i = 0; i < nblk; ++i) {
+      const RowQuad6 &wi = w[i];
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        __m256i isum[NQ];
+#pragma GCC unroll 2
+        for (int p = 0; p < NQ; ++p) isum[p] = _mm256_setzero_si256();
+        for (int j = 0; j < QK_K / QK; ++j) {
+          const __m256i c = _mm256_load_si256(reinterpret_cast<const __m256i *>(wi.c[j][r]));
+          const __m256i u = _mm256_abs_epi8(c);
+          const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i *>(wi.sc[r][j]));
+#pragma GCC unroll 2
+          for (int p = 0; p < NQ; ++p)
+            isum[p] = _mm256_add_epi32(isum[p],
+                                       _mm256_madd_epi16(fold4_signed(u, c, a[p][i].qs[j]), sc));
+        }
+        const __m256 d = _mm256_broadcast_ss(&wi.d[r]);
+#pragma GCC unroll 2
+        for (int p = 0; p < NQ; ++p) {
+          const __m256 da = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(a[p][i].d));
+          sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[p]), _mm256_mul_ps(da, d), sum[r][p]);
+        }
+      }
+    }
+  }
+};
 
 // One block of 32 values: codes into qs (quant_a8's arithmetic, code for code, with id = 127 /
 // amax of the block, or of its 256-value block for the K types); returns the sum of the codes.
@@ -381,6 +392,8 @@ template <bool Q5>
 void quad_gemm_k(const QuadArgs &a) {
   run_panels<KPanels<Q5>>(a);
 }
+
+void quad_gemm_q6k(const QuadArgs &a) { run_panels<Q6Panels>(a); }
 
 template void quad_gemm<1>(const QuadArgs &);
 template void quad_gemm<2>(const QuadArgs &);

@@ -1,0 +1,100 @@
+// The int8 panels' blocking, shared by the AVX2 (matmul_quads_avx2.cpp) and AVX-512 VNNI
+// (matmul_quads_avx512.cpp) builds: a panel type P supplies its row tiles (Rows), activation quads
+// (Act), unpack and the 4 x NQ register tile; this header runs them over a work item.
+//
+// Everything here is in an anonymous namespace and uses intrinsics only: each file compiled with
+// its own ISA flags gets its own copies (an inline function shared across them could be the wider
+// build's, called on a CPU without it).
+#pragma once
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu/matmul_impl.h"
+
+namespace edgenano::kern {
+namespace {
+
+// Four weight rows' codes (unsigned, zero point not subtracted) and scales for one block.
+struct alignas(32) RowQuad {
+  uint8_t u[4][QK];
+  float d[4];
+  float pad[4];
+};
+static_assert(sizeof(RowQuad) == 160);
+
+// 4 rows x NQ quads of f32 sums (token t of a quad in lanes t and t + 4) -> y rows [0, nr) of
+// tokens [0, nt).
+template <int NQ>
+inline void store_tile(const __m256 (&sum)[4][NQ], float *y, int64_t ldy, int nr, int nt,
+                       bool acc) {
+#pragma GCC unroll 2
+  for (int p = 0; p < NQ; ++p) {
+    __m128 v[4];  // row r: tokens 0..3 of quad p
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r)
+      v[r] = _mm_add_ps(_mm256_castps256_ps128(sum[r][p]), _mm256_extractf128_ps(sum[r][p], 1));
+    _MM_TRANSPOSE4_PS(v[0], v[1], v[2], v[3]);  // now v[t]: rows 0..3 of token t
+    for (int t = 0; t < 4 && 4 * p + t < nt; ++t) {
+      float *o = y + (4 * p + t) * ldy;
+      if (nr == 4) {
+        _mm_storeu_ps(o, acc ? _mm_add_ps(v[t], _mm_loadu_ps(o)) : v[t]);
+      } else {
+        alignas(16) float tmp[4];
+        _mm_store_ps(tmp, v[t]);
+        for (int r = 0; r < nr; ++r) o[r] = acc ? o[r] + tmp[r] : tmp[r];
+      }
+    }
+  }
+}
+
+// A 4 rows x NQ quads register tile over nblk blocks, stored to y (rows [0, nr), tokens [0, nt)).
+template <class P, int NQ>
+void tile(const typename P::Rows *w, const typename P::Act *const *a, int nblk, float *y,
+          int64_t ldy, int nr, int nt, bool acc) {
+  __m256 sum[4][NQ];
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r)
+#pragma GCC unroll 2
+    for (int p = 0; p < NQ; ++p) sum[r][p] = _mm256_setzero_ps();
+  P::template tile<NQ>(w, a, nblk, sum);
+  store_tile<NQ>(sum, y, ldy, nr, nt, acc);
+}
+
+// One work item: its rows unpacked chunk by chunk, every pair of quads against every 4-row tile.
+template <class P>
+void run_panels(const QuadArgs &a) {
+  using Act = typename P::Act;
+  using Rows = typename P::Rows;
+  const int64_t nb = a.n / P::kBlock;
+  const int n_quads = (a.T + 3) / 4;
+  const int tiles = int((a.nrows + 3) / 4);
+  thread_local std::vector<Rows> buf;
+  if (buf.size() < size_t(tiles) * P::kChunk) buf.resize(size_t(tiles) * P::kChunk);
+  const auto *act = static_cast<const Act *>(a.act);
+  for (int64_t i0 = 0; i0 < nb; i0 += P::kChunk) {
+    const int nblk = int(std::min<int64_t>(P::kChunk, nb - i0));
+    for (int j = 0; j < tiles; ++j)
+      P::unpack(a.w + size_t(4 * j) * a.row_bytes, a.row_bytes,
+                int(std::min<int64_t>(4, a.nrows - 4 * j)), i0, nblk, &buf[size_t(j) * P::kChunk]);
+    const bool acc = a.acc || i0 > 0;
+    for (int q = 0; q < n_quads; q += 2) {
+      const Act *qa[2] = {act + int64_t(q) * nb + i0, act + int64_t(q + 1) * nb + i0};
+      const int nt = std::min(8, a.T - 4 * q);
+      float *y = a.y + int64_t(4 * q) * a.ldy;
+      for (int j = 0; j < tiles; ++j) {
+        const int nr = int(std::min<int64_t>(4, a.nrows - 4 * j));
+        const Rows *w = &buf[size_t(j) * P::kChunk];
+        if (q + 1 < n_quads)
+          tile<P, 2>(w, qa, nblk, y + 4 * j, a.ldy, nr, nt, acc);
+        else
+          tile<P, 1>(w, qa, nblk, y + 4 * j, a.ldy, nr, nt, acc);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace edgenano::kern
