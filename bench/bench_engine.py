@@ -160,13 +160,22 @@ def step_bytes(path: Path, n_past: int, kv_bytes: float = 2.0) -> dict[str, int]
 
 
 def run_worker(engine: str, path: Path, a, profile: bool = False) -> dict:
-    cmd = [sys.executable, __file__, "--worker", engine, "--path", str(path),
+    # edgenano-base: the same engine from another install (--base-python), e.g. the code before
+    # a change, so before and after are measured in one run.
+    python = a.base_python if engine == "edgenano-base" else sys.executable
+    if engine == "edgenano-base" and not python:
+        raise SystemExit("engine edgenano-base needs --base-python")
+    cmd = [python, __file__, "--worker", engine, "--path", str(path),
            "--threads", str(a.threads), "--prompts", a.prompts, "--decode", str(a.decode),
            "--long", str(a.long)] + (["--profile"] if profile else [])
     env = dict(os.environ)
+    cwd = None
+    if engine == "edgenano-base":  # import that install's edgenano, not this tree's
+        cwd = "/"
+        env.pop("PYTHONPATH", None)
     if engine == "edgenano-avx2":  # the same engine with the AVX-512 VNNI dots turned off
         env["EDGENANO_NO_AVX512"] = "1"
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode or not lines:
         raise RuntimeError(f"{engine} worker failed:\n{res.stderr[-2000:]}")
@@ -218,8 +227,11 @@ def main() -> None:
     ap.add_argument("--long", type=int, default=4096, help="context before the long decode")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--engines", default="edgenano,llama.cpp",
-                    help="comma-separated: edgenano, edgenano-avx2 (AVX-512 dots off), llama.cpp; "
-                    "ratios are the first over the second")
+                    help="comma-separated: edgenano, edgenano-avx2 (AVX-512 dots off), "
+                    "edgenano-base (--base-python's install), llama.cpp; ratios are each over "
+                    "the last")
+    ap.add_argument("--base-python",
+                    help="a Python with another edgenano install, run as engine edgenano-base")
     ap.add_argument("--profile", action="store_true",
                     help="then profile edgenano's first prefill and a decode, per operation")
     ap.add_argument("--worker", help=argparse.SUPPRESS)

@@ -35,3 +35,22 @@ def default_threads() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def max_threads() -> int:
+    """The most threads a model may run: 4 per CPU of the machine. More only adds switching
+    (the engine's workers spin at each barrier), and thousands stall an evaluation outright."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(n_threads) -> int | None:
+    """n_threads as given (None: the default), or TypeError/ValueError saying what is allowed."""
+    if n_threads is None:
+        return None
+    if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+        raise TypeError(f"n_threads must be an int or None, got {n_threads!r}")
+    top = max_threads()
+    if not 1 <= n_threads <= top:
+        raise ValueError(f"n_threads must be between 1 and {top} (4 per CPU here; None uses the "
+                         f"{default_threads()} this process may run on), got {n_threads}")
+    return int(n_threads)

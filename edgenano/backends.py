@@ -9,7 +9,7 @@ import threading
 
 import numpy as np
 
-from .backend_base import check_context, default_threads
+from .backend_base import check_context, check_threads, default_threads
 from .errors import BackendUnavailable, ContextOverflow  # noqa: F401  (re-exported)
 from .layers import KINDS
 
@@ -35,6 +35,11 @@ class ReferenceBackend:
         check_context(state.n_past, len(ids), self.n_ctx)
         run = self.impl.step if len(ids) == 1 else self.impl.eval  # decode is the recurrence
         return np.asarray(run(state, ids[0] if len(ids) == 1 else list(ids)), dtype=np.float32)
+
+    def eval_batch(self, states, ids) -> np.ndarray:
+        """One decode step per sequence, as a loop (the oracle batched decode is checked
+        against)."""
+        return np.stack([self.eval(st, [int(t)]) for st, t in zip(states, ids, strict=True)])
 
     def logits(self, ids) -> np.ndarray:
         check_context(0, len(ids), self.n_ctx)
@@ -195,6 +200,7 @@ def make_backend(kind: str, gguf_model, path: str, *, n_ctx: int, n_threads: int
     use_mmap False (native, llama.cpp) reads the weights into memory instead of mapping them.
     verbose lets llama.cpp's own log through (backend "llama.cpp")."""
     check_available(kind)
+    n_threads = check_threads(n_threads)
     use_mmap = native_options.pop("use_mmap", True)
     if native_options and kind != "native":
         raise ValueError(f"{sorted(native_options)} only apply to backend='native'")

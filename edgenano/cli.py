@@ -35,6 +35,12 @@ def _cmd_generate(argv: list[str]) -> int:
     return generate_main(argv)
 
 
+def _cmd_serve(argv: list[str]) -> int:
+    from .server.cli import serve_main
+
+    return serve_main(argv)
+
+
 def _cmd_bench(argv: list[str]) -> int:
     from .bench import main
 
@@ -52,6 +58,7 @@ def _cmd_info(argv: list[str]) -> int:
 COMMANDS = {
     "chat": (_cmd_chat, "chat with a model: streaming, /think, /no_think, /budget, /save"),
     "generate": (_cmd_generate, "continue a raw prompt"),
+    "serve": (_cmd_serve, "OpenAI-compatible HTTP server: cached conversation states, batching"),
     "convert": (_cmd_convert, "convert a Hugging Face Nemotron-H checkpoint to GGUF"),
     "bench": (_cmd_bench, "prefill and decode speed: edgenano against llama.cpp, same file"),
     "info": (_cmd_info, "describe a GGUF: layer pattern, tensor types, session memory"),

@@ -148,8 +148,10 @@ def create_chat_completion(model, messages, **kw):
         logprobs = int(kw.get("top_logprobs") or 0)
         if not 0 <= logprobs <= 20:
             raise ValueError("top_logprobs must be between 0 and 20")
-    sess = ChatSession(model, thinking=thinking, thinking_budget=budget, tools=tools,
-                       grace=kw.get("grace") or 500, template_kwargs=tkw)
+    # a server's request view brings its own session class (snapshots in its shared cache)
+    session_class = getattr(model, "session_class", ChatSession)
+    sess = session_class(model, thinking=thinking, thinking_budget=budget, tools=tools,
+                         grace=kw.get("grace") or 500, template_kwargs=tkw)
     constraint = _constraint(model, kw.get("response_format"), tools, choice)
     turn = Turn(max_tokens=_max_tokens(kw, None), budget=budget, stop=_stop_list(kw.get("stop")),
                 outcome=Outcome(), sampling=_sampling_overrides(kw), constraint=constraint,

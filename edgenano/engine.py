@@ -75,6 +75,20 @@ class NativeBackend:
             raise ValueError("this state was made by another model")
         return self.impl.eval(state.impl, ids, False)
 
+    def eval_batch(self, states: list[NativeState], ids) -> np.ndarray:
+        """One decode step for several sequences: ids[b] fed into states[b]; logits (B,
+        n_vocab). The matmuls run over the B rows at once (weights read once per step)."""
+        ids = as_ids(ids)
+        if len(states) != ids.size or not states:
+            raise ValueError(f"eval_batch: {ids.size} ids for {len(states)} states")
+        for st in states:
+            check_context(st.n_past, 1, self.n_ctx)
+            if st.backend is not self:
+                raise ValueError("this state was made by another model")
+        if len({id(st) for st in states}) != len(states):
+            raise ValueError("eval_batch: the same state twice in one batch")
+        return self.impl.eval_batch([st.impl for st in states], ids)
+
     def logits(self, ids) -> np.ndarray:
         """Logits (T, n_vocab) of every position of ids, from an empty state."""
         ids = as_ids(ids)

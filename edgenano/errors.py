@@ -13,8 +13,8 @@ class GGUFError(EdgenanoError, ValueError):
     """A GGUF file edgenano cannot run; the message names the file and what is wrong."""
 
 
-class TokenizerError(EdgenanoError, ValueError):
-    """The GGUF's vocabulary cannot be turned into a tokenizer."""
+class TokenizerError(GGUFError):
+    """The GGUF's vocabulary cannot be turned into a tokenizer (the message names the key)."""
 
 
 class StateFileError(EdgenanoError, ValueError):

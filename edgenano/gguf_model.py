@@ -15,7 +15,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as QT
 from gguf import GGUFValueType as VT
 
-from .errors import GGUFError  # noqa: F401  (raised here; defined with the others)
+from .errors import GGUFError, TokenizerError
 from .layers import (
     EMBEDDING,
     KINDS,
@@ -211,10 +211,13 @@ def _check_layout(data_offset: int, alignment: int, size: int, fields) -> None:
             raise _Layout(f"tensor {name!r} ({desc}) lies past the end of the file: its data "
                           f"needs bytes [{start}, {end}) of {size}")
         if off != expected:
-            p = f"tensor {prev[0]!r} ({prev[1]})"
-            what = (f"overlaps the previous {p}, which ends at offset {prev[2]}" if off < prev[2]
-                    else f"should start at offset {expected}, where the previous {p} ends "
-                    f"(padded to {alignment})") if prev else "should start at offset 0"
+            if prev is None:  # the first tensor
+                what = "should start at offset 0"
+            else:
+                p = f"tensor {prev[0]!r} ({prev[1]})"
+                what = (f"overlaps the previous {p}, which ends at offset {prev[2]}"
+                        if off < prev[2] else f"should start at offset {expected}, where the "
+                        f"previous {p} ends (padded to {alignment})")
             raise _Layout(f"tensor {name!r} ({desc}) {what}: a tensor's type or shape does not "
                           "match its data, or its offset was edited")
         prev = (name, desc, off + nbytes)
@@ -274,6 +277,7 @@ def load_gguf(path: str | Path) -> GGUFModel:
     if arch not in ARCHS:
         raise GGUFError(f"{path}: this file is {arch!r}; edgenano runs {ARCH!r} (Nemotron-H) "
                         f"and {ARCH_MOE!r}")
+    _check_tokenizer_types(path, reader)
     config = _config(path, reader, meta, arch)
     tensors, tied, fused = _tensors(path, reader, config)
     return GGUFModel(path, version, config, tensors, meta, tied, fused)
@@ -281,6 +285,12 @@ def load_gguf(path: str | Path) -> GGUFModel:
 
 # ---------------------------------------------------------------------------------------------
 # File and metadata
+
+
+def open_reader(path: str | Path) -> gguf.GGUFReader:
+    """A checked reader of any GGUF (header, metadata, tensor table against the data section),
+    or GGUFError; the state files use it too."""
+    return _open(Path(path))[0]
 
 
 def _open(path: Path) -> tuple[gguf.GGUFReader, int]:
@@ -374,6 +384,37 @@ class _Keys:
         return vals
 
 
+# The tokenizer's keys and their GGUF types (llama.cpp's llama-vocab.cpp reads the same): a key
+# of another type is an error naming it here, not a TypeError in the tokenizer later.
+_TOKENIZER_TYPES = {
+    "tokenizer.ggml.model": ({VT.STRING},),
+    "tokenizer.ggml.pre": ({VT.STRING},),
+    "tokenizer.ggml.tokens": ({VT.ARRAY}, {VT.STRING}),
+    "tokenizer.ggml.merges": ({VT.ARRAY}, {VT.STRING}),
+    "tokenizer.ggml.token_type": ({VT.ARRAY}, _INT_TYPES),
+    "tokenizer.ggml.scores": ({VT.ARRAY}, _FLOAT_TYPES),
+    "tokenizer.ggml.bos_token_id": (_INT_TYPES,),
+    "tokenizer.ggml.eos_token_id": (_INT_TYPES,),
+    "tokenizer.ggml.padding_token_id": (_INT_TYPES,),
+    "tokenizer.ggml.unknown_token_id": (_INT_TYPES,),
+    "tokenizer.ggml.add_bos_token": ({VT.BOOL},),
+    "tokenizer.ggml.add_eos_token": ({VT.BOOL},),
+    "tokenizer.chat_template": ({VT.STRING},),
+}
+
+
+def _check_tokenizer_types(path: Path, reader: gguf.GGUFReader) -> None:
+    for key, want in _TOKENIZER_TYPES.items():
+        fld = reader.fields.get(key)
+        if fld is None:
+            continue
+        types = list(fld.types)
+        if len(types) != len(want) or any(t not in w for t, w in zip(types, want)):
+            need = "/".join("|".join(sorted(t.name for t in w)) for w in want)
+            raise TokenizerError(f"{path}: key {key!r} must be {need}, found {_tname(fld)}; "
+                                 "the file's vocabulary is damaged (re-convert it)")
+
+
 def _tname(fld) -> str:
     return "/".join(t.name for t in fld.types) or "nothing"
 
@@ -465,10 +506,15 @@ def _n_vocab(path: Path, reader: gguf.GGUFReader, k: _Keys) -> int:
     declared = k.int(k.meta["general.architecture"] + ".vocab_size", required=False)
     if declared is not None and declared != n_vocab:
         raise GGUFError(f"{path}: vocab_size {declared} != token_embd rows {n_vocab}")
-    tokens = k.meta.get("tokenizer.ggml.tokens")
+    tokens = k.meta.get("tokenizer.ggml.tokens")  # an array of strings (_check_tokenizer_types)
     if tokens is not None and len(tokens) != n_vocab:
         raise GGUFError(f"{path}: tokenizer has {len(tokens)} tokens but token_embd has "
                         f"{n_vocab} rows")
+    for key in ("bos_token_id", "eos_token_id", "padding_token_id"):
+        v = k.meta.get("tokenizer.ggml." + key)
+        if v is not None and not 0 <= int(v) < n_vocab:
+            raise TokenizerError(f"{path}: key 'tokenizer.ggml.{key}' = {v} is not a token id "
+                                 f"(the vocabulary has {n_vocab})")
     return n_vocab
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends import make_backend
+from .errors import TokenizerError
 from .tokenizer import Tokenizer
 
 DEFAULT_N_CTX = 8192  # the default context: the model's trained one, at most this
@@ -52,8 +53,10 @@ class Model:
                  n_ctx: int | None = None, n_threads: int | None = None,
                  chat_template: str | None = None, verbose: bool = False,
                  use_mmap: bool = True, **native_options):
+        from .backend_base import check_threads
         from .gguf_model import load_gguf
 
+        check_threads(n_threads)  # before the load, which can take a while
         if path is None:
             from .models import default_model_path
 
@@ -62,7 +65,10 @@ class Model:
         self._stamp = _stamp(self.path)  # before reading: a change during the load shows too
         self.gguf = load_gguf(self.path)
         self.config = self.gguf.config
-        self.tokenizer = Tokenizer(self.gguf.metadata)
+        try:
+            self.tokenizer = Tokenizer(self.gguf.metadata)
+        except TokenizerError as e:
+            raise TokenizerError(f"{self.path}: {e}") from None
         self.chat_template = chat_template or self.tokenizer.chat_template
         self.backend_name = backend
         if not isinstance(use_mmap, bool):
@@ -137,8 +143,52 @@ class Model:
 
     def import_state(self, tensors: dict[str, np.ndarray], tokens: Sequence[int]):
         """A state rebuilt from `export_state`'s arrays and the tokens it holds; arrays that do
-        not fit this model are refused (ValueError)."""
-        return self.backend.import_state(tensors, list(tokens))
+        not fit this model (names, dtypes, shapes; another model's, or damaged) and tokens out
+        of the vocabulary or past n_ctx are refused (ValueError saying which)."""
+        tokens = self.check_ids(tokens)
+        if len(tokens) > self.n_ctx:
+            raise ValueError(f"the state holds {len(tokens)} tokens, more than n_ctx="
+                             f"{self.n_ctx}; open the model with a larger n_ctx")
+        self._check_state_arrays(tensors, len(tokens))
+        return self.backend.import_state(tensors, tokens)
+
+    def _check_state_arrays(self, tensors, n_past: int) -> None:
+        """The arrays are exactly those this model's states export, with the same dtypes and
+        shapes (per-token ones with n_past rows); None in a shape is checked by the backend (the
+        native KV row width in bytes, the inside of llama.cpp's blob)."""
+        if not isinstance(tensors, dict):
+            raise TypeError(f"state arrays must be a dict of name -> array, got "
+                            f"{type(tensors).__name__}")
+        want = self._state_layout(n_past)
+        if set(tensors) != set(want):
+            missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+            raise ValueError(f"the state's arrays are not this model's: missing {missing[:4]}, "
+                             f"unexpected {extra[:4]}: the state is another model's, or damaged")
+        for name, (dtype, shape) in sorted(want.items()):
+            a = tensors[name]
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"state array {name!r} is a {type(a).__name__}, not an ndarray")
+            if a.dtype != dtype or a.ndim != len(shape) or any(
+                    d is not None and d != n for d, n in zip(shape, a.shape)):
+                show = "(" + ", ".join("*" if d is None else str(d) for d in shape) + \
+                    ("," if len(shape) == 1 else "") + ")"
+                raise ValueError(f"state array {name!r} is {a.dtype} {a.shape}; this model keeps "
+                                 f"{np.dtype(dtype)} {show} for {n_past} tokens: the state is "
+                                 "another model's, or damaged")
+
+    def _state_layout(self, n_past: int) -> dict[str, tuple[np.dtype, tuple]]:
+        """name -> (dtype, shape) of the arrays a state of n_past tokens exports."""
+        empty = self.export_state(self.new_state())
+        if "llama_cpp.state" in empty:
+            return {"llama_cpp.state": (np.dtype(np.int8), (None,))}
+        out = {n: (a.dtype, ((n_past,) + a.shape[1:]) if n.split(".")[0] in ("k", "v")
+                   else a.shape) for n, a in empty.items()}
+        if n_past:  # the native engine exports KV caches only once they hold tokens
+            for i, kind in enumerate(self.config.layer_kinds):
+                for n in (f"k.{i}", f"v.{i}"):
+                    if kind == "attention" and n not in out:
+                        out[n] = (np.dtype(np.int8), (n_past, None))
+        return out
 
     def eval(self, state, token_ids: Sequence[int]) -> np.ndarray:
         """Feed tokens into `state`; the logits after the last one (float32, n_vocab)."""
@@ -146,6 +196,20 @@ class Model:
         self.check_file()
         with self._lock:
             return self.backend.eval(state, ids)
+
+    def eval_batch(self, states: Sequence, token_ids: Sequence[int]) -> np.ndarray:
+        """One decode step for several sequences: token_ids[b] fed into states[b] (distinct
+        states); their logits (B, n_vocab) float32. The native engine runs the matrix products
+        over the batch, so the weights stream once per step for all B; other backends loop."""
+        states = list(states)
+        ids = self.check_ids(token_ids)
+        if len(ids) != len(states) or not states:
+            raise ValueError(f"eval_batch: {len(ids)} token ids for {len(states)} states")
+        self.check_file()
+        with self._lock:
+            if hasattr(self.backend, "eval_batch"):
+                return self.backend.eval_batch(states, ids)
+            return np.stack([self.backend.eval(st, [t]) for st, t in zip(states, ids)])
 
     def check_file(self) -> None:
         """GGUFError if the model file changed on disk since it was loaded (size or modification
@@ -273,6 +337,11 @@ class Model:
         if not isinstance(state, ModelState):
             raise TypeError(f"load_state takes what save_state returned, got "
                             f"{type(state).__name__}")
+        if hasattr(state.state, "backend"):  # native and llama.cpp states know their backend
+            if state.state.backend is not self.backend:
+                raise ValueError("this state was saved from another Model; load it into that one")
+        else:  # the reference's plain arrays: they must have this model's shapes
+            self._check_state_arrays(self.export_state(state.state), state.state.n_past)
         self._ctx = ModelState(state.state.copy(), list(state.tokens))
 
     def reset(self) -> None:

@@ -23,6 +23,31 @@ STATE_FORMAT = "edgenano.chat_state"
 STATE_VERSION = 1
 
 
+# The JSON types each saved setting may have (None where the session allows it).
+_NUM, _INT = (int, float), (int,)
+_SETTING_TYPES = {
+    "thinking": (bool,), "thinking_budget": _INT, "tools": (list, type(None)), "grace": _INT,
+    "close_text": (str,), "cut_prefix": (str,), "temperature": (*_NUM, type(None)),
+    "top_p": (*_NUM, type(None)), "top_k": _INT, "min_p": _NUM, "repeat_penalty": _NUM,
+    "seed": (int, type(None)), "template_kwargs": (dict,),
+}
+
+
+def _checked_settings(saved: dict) -> dict:
+    """The saved settings a session keeps, each of its type (TypeError naming one that is not);
+    their values are checked where the session uses them."""
+    out = {}
+    for k, v in saved.items():
+        if k not in _SETTING_TYPES:
+            continue
+        ok = _SETTING_TYPES[k]
+        if not isinstance(v, ok) or (isinstance(v, bool) and bool not in ok):
+            raise TypeError(f"setting {k!r} is {v!r:.40}, not "
+                            f"{' or '.join(t.__name__ for t in ok)}")
+        out[k] = v
+    return out
+
+
 @dataclass
 class Reply:
     reasoning: str | None
@@ -270,9 +295,7 @@ class ChatSession:
         s = snap["snap"]
         self._snap = None if s is None else _Snapshot(s.state.copy(), list(s.tokens))
 
-    _SETTINGS = ("thinking", "thinking_budget", "tools", "grace", "close_text", "cut_prefix",
-                 "temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed",
-                 "template_kwargs")
+    _SETTINGS = tuple(_SETTING_TYPES)
 
     def save(self, path) -> None:
         """Write the session (messages, settings, state, tokens) to a GGUF state file."""
@@ -287,16 +310,27 @@ class ChatSession:
 
     @classmethod
     def load(cls, path, model) -> ChatSession:
-        """A session saved by `save`, continued on `model` (which must be the same model)."""
+        """A session saved by `save`, continued on `model` (which must be the same model). A file
+        that does not fit is a StateFileError saying what is wrong."""
         from . import state_file
+        from .errors import StateFileError
 
         d = state_file.load(path, fingerprint=model.fingerprint, backend=model.backend_name)
-        settings = {k: v for k, v in d["settings"].items() if k in cls._SETTINGS}
-        s = cls(model, **settings)
+        try:
+            settings = _checked_settings(d["settings"])
+            s = cls(model, **settings)
+            s._sampling(True, {}), s._sampling(False, {})  # the saved values are in range
+            if d["messages"]:
+                chatfmt.normalize_messages(d["messages"])
+        except (TypeError, ValueError) as e:
+            raise StateFileError(f"{path}: {e}; {state_file.DAMAGED}") from None
         s.messages = d["messages"]
         if d["tokens"]:
-            s._snap = _Snapshot(model.import_state(d["tensors"], d["tokens"]),
-                                d["tokens"])
+            try:
+                state = model.import_state(d["tensors"], d["tokens"])
+            except (TypeError, ValueError) as e:
+                raise StateFileError(f"{path}: {e}") from None
+            s._snap = _Snapshot(state, d["tokens"])
         return s
 
     def reset(self) -> None:

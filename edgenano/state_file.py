@@ -3,6 +3,7 @@ and the identity of the model that made them (so loading into another model is r
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -10,8 +11,10 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+from gguf import GGMLQuantizationType as QT
+from gguf import GGUFValueType as VT
 
-from .errors import StateFileError  # noqa: F401  (raised here; defined with the others)
+from .errors import StateFileError
 
 ARCH = "edgenano_state"
 VERSION = 1
@@ -55,21 +58,39 @@ def save(path: str | Path, *, fingerprint: str, backend: str, tokens: list[int],
     return path
 
 
+# Each key's GGUF value type: anything else is a damaged (or forged) file.
+_INTS = {VT.UINT8, VT.INT8, VT.UINT16, VT.INT16, VT.UINT32, VT.INT32, VT.UINT64, VT.INT64}
+_FIELDS = {
+    "general.architecture": ({VT.STRING},), _K + "version": (_INTS,),
+    _K + "model_fingerprint": ({VT.STRING},), _K + "backend": ({VT.STRING},),
+    _K + "messages": ({VT.STRING},), _K + "settings": ({VT.STRING},),
+    _K + "tokens": ({VT.ARRAY}, _INTS), _K + "n_tokens": (_INTS,),
+}
+# What save() writes: float32 recurrent and reference KV state, int8 native KV rows and llama.cpp
+# blobs, the int32 KV type id.
+_TENSOR_TYPES = {QT.F32, QT.I8, QT.I32}
+DAMAGED = "the file is damaged or was not written by edgenano; save the session again"
+
+
 def load(path: str | Path, *, fingerprint: str, backend: str) -> dict:
-    """Read a state file, checking it belongs to this model and backend."""
+    """Read a state file, checking it belongs to this model and backend. A file that is not a
+    sound edgenano state file is a StateFileError saying what is wrong; a missing one is a
+    FileNotFoundError. The arrays are checked against the model by Model.import_state."""
     path = Path(path)
-    try:
-        r = gguf.GGUFReader(str(path))
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-        raise StateFileError(f"{path}: not a readable edgenano state file ({e})") from e
+    r = _open(path)
 
     def get(key):
         f = r.fields.get(key)
         if f is None:
             raise StateFileError(f"{path}: not an edgenano state file (no {key})")
-        return f.contents()
+        want = _FIELDS[key]
+        if len(f.types) != len(want) or any(t not in w for t, w in zip(f.types, want)):
+            kind = "/".join(t.name for t in f.types)
+            raise StateFileError(f"{path}: key {key!r} has the wrong type ({kind}); {DAMAGED}")
+        try:
+            return f.contents()
+        except UnicodeDecodeError:
+            raise StateFileError(f"{path}: key {key!r} is not UTF-8 text; {DAMAGED}") from None
 
     if get("general.architecture") != ARCH:
         raise StateFileError(f"{path}: not an edgenano state file")
@@ -81,9 +102,50 @@ def load(path: str | Path, *, fingerprint: str, backend: str) -> dict:
     if get(_K + "backend") != backend:
         raise StateFileError(f"{path} holds a {get(_K + 'backend')!r} backend state; open the "
                              f"model with backend={get(_K + 'backend')!r} to load it")
-    n = int(get(_K + "n_tokens"))
-    tokens = [int(t) for t in get(_K + "tokens")][:n]
-    tensors = {t.name: np.array(t.data).reshape(tuple(reversed([int(x) for x in t.shape])))
-               for t in r.tensors}
-    return {"tokens": tokens, "messages": json.loads(get(_K + "messages")),
-            "settings": json.loads(get(_K + "settings")), "tensors": tensors}
+    n, tokens = int(get(_K + "n_tokens")), [int(t) for t in get(_K + "tokens")]
+    if n > len(tokens) or (n < len(tokens) and not (n == 0 and tokens == [0])):
+        raise StateFileError(f"{path}: n_tokens is {n} but the file holds {len(tokens)} tokens; "
+                             f"{DAMAGED}")
+    return {"tokens": tokens[:n], "messages": _json(path, get(_K + "messages"), "messages", list),
+            "settings": _json(path, get(_K + "settings"), "settings", dict),
+            "tensors": _tensors(path, r)}
+
+
+def _open(path: Path) -> gguf.GGUFReader:
+    """The file's reader (edgenano's, which checks the tensor table against the data section)."""
+    from .errors import GGUFError
+    from .gguf_model import open_reader
+
+    if not path.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such state file", str(path))
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise StateFileError(f"{path}: not an edgenano state file (not a GGUF file)")
+    try:
+        return open_reader(path)
+    except GGUFError as e:
+        why = str(e).removeprefix(f"{path}: ")
+        raise StateFileError(f"{path}: not a readable edgenano state file: {why}") from None
+
+
+def _json(path: Path, text: str, key: str, kind: type):
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, a huge number, deep nesting
+        raise StateFileError(f"{path}: the saved {key} are not valid JSON ({e}); {DAMAGED}") \
+            from None
+    if not isinstance(value, kind):
+        raise StateFileError(f"{path}: the saved {key} must be a JSON {kind.__name__}, found "
+                             f"{type(value).__name__}; {DAMAGED}")
+    return value
+
+
+def _tensors(path: Path, r: gguf.GGUFReader) -> dict[str, np.ndarray]:
+    out = {}
+    for t in r.tensors:
+        if t.tensor_type not in _TENSOR_TYPES:
+            raise StateFileError(f"{path}: tensor {t.name!r} is {t.tensor_type.name}; state files "
+                                 f"hold F32, I8 and I32 tensors; {DAMAGED}")
+        out[t.name] = np.array(t.data)  # shaped by the reader (numpy order); copied off the file
+    return out

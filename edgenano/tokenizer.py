@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .errors import TokenizerError  # noqa: F401  (raised here; defined with the others)
+from .errors import TokenizerError
 
 # The split regex of Mistral's tekken vocabulary (9B-v2's), exactly as its tokenizer.json writes
 # it; llama.cpp's llama-vocab.cpp quotes the same regex for LLAMA_VOCAB_PRE_TYPE_TEKKEN.
@@ -35,37 +35,33 @@ class Tokenizer:
         from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
         from tokenizers import Tokenizer as HFTokenizer
 
-        model = metadata.get("tokenizer.ggml.model")
-        if model != "gpt2":
-            raise TokenizerError(f"tokenizer.ggml.model is {model!r}; edgenano reads 'gpt2' (BPE)")
-        pre = str(metadata.get("tokenizer.ggml.pre", "default"))
-        if pre not in PRE_TOKENIZERS:
-            raise TokenizerError(
-                f"unknown pre-tokenizer {pre!r} (known: {', '.join(sorted(PRE_TOKENIZERS))})")
-        regex, ignore_merges = PRE_TOKENIZERS[pre]
-        tokens: Sequence[str] = list(metadata["tokenizer.ggml.tokens"])
-        types = list(metadata.get("tokenizer.ggml.token_type", [TOKEN_TYPE_NORMAL] * len(tokens)))
-        merges = [tuple(m.split(" ", 1)) for m in metadata.get("tokenizer.ggml.merges", [])]
+        v = _checked_vocab(metadata)
+        tokens, types, merges = v["tokens"], v["types"], v["merges"]
+        regex, ignore_merges = PRE_TOKENIZERS[v["pre"]]
         vocab = {t: i for i, t in enumerate(tokens)}
 
-        tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=ignore_merges))
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
-        tok.decoder = decoders.ByteLevel()
-        specials = [t for t, ty in zip(tokens, types) if ty == TOKEN_TYPE_CONTROL]
-        user = [t for t, ty in zip(tokens, types) if ty == TOKEN_TYPE_USER_DEFINED]
-        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in user])
+        try:
+            tok = HFTokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=ignore_merges))
+            tok.pre_tokenizer = pre_tokenizers.Sequence([
+                pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ])
+            tok.decoder = decoders.ByteLevel()
+            specials = [t for t, ty in zip(tokens, types) if ty == TOKEN_TYPE_CONTROL]
+            user = [t for t, ty in zip(tokens, types) if ty == TOKEN_TYPE_USER_DEFINED]
+            tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                    for t in specials])
+            tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in user])
+        except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception
+            raise TokenizerError(f"the vocabulary (tokenizer.ggml.*) cannot be built into a BPE "
+                                 f"tokenizer: {e}") from None
         self._tok = tok
         self.tokens = tokens
         self.token_types = types
         self.n_vocab = len(tokens)
-        self.bos_id = _opt_int(metadata.get("tokenizer.ggml.bos_token_id"))
-        self.eos_id = _opt_int(metadata.get("tokenizer.ggml.eos_token_id"))
-        self.add_bos = bool(metadata.get("tokenizer.ggml.add_bos_token", False))
-        self.chat_template = metadata.get("tokenizer.chat_template")
+        self.bos_id, self.eos_id = v["bos_token_id"], v["eos_token_id"]
+        self.add_bos = v["add_bos_token"]
+        self.chat_template = v["chat_template"]
         self._control = {i for i, ty in enumerate(types) if ty == TOKEN_TYPE_CONTROL}
 
     def encode(self, text: str, *, add_bos: bool = False, special: bool = True) -> list[int]:
@@ -99,8 +95,84 @@ class Tokenizer:
         return token_id in self._control
 
 
-def _opt_int(v) -> int | None:
-    return None if v is None else int(v)
+# Token types llama.cpp knows (llama-vocab.h): undefined, normal, unknown, control,
+# user-defined, unused, byte.
+TOKEN_TYPES = range(0, 7)
+_IDS = ("bos_token_id", "eos_token_id", "padding_token_id", "unknown_token_id")
+
+
+def _checked_vocab(md: Mapping[str, object]) -> dict:
+    """The tokenizer.ggml.* keys a tokenizer needs, each of the right type and in range, or a
+    TokenizerError naming the key and what is wrong with it."""
+    p = "tokenizer.ggml."
+    model = md.get(p + "model")
+    if model != "gpt2":
+        raise TokenizerError(f"{p}model is {model!r}; edgenano reads 'gpt2' (BPE)")
+    pre = md.get(p + "pre", "default")
+    if not isinstance(pre, str) or pre not in PRE_TOKENIZERS:
+        raise TokenizerError(
+            f"unknown pre-tokenizer {pre!r} (known: {', '.join(sorted(PRE_TOKENIZERS))})")
+    if p + "tokens" not in md:
+        raise TokenizerError(f"no {p}tokens key: the file has no vocabulary (re-convert it with "
+                             "`edgenano convert`)")
+    tokens = _str_list(md, p + "tokens")
+    if not tokens:
+        raise TokenizerError(f"{p}tokens is empty")
+    n = len(tokens)
+    types = md.get(p + "token_type")
+    if types is None:
+        types = [TOKEN_TYPE_NORMAL] * n
+    elif not _is_list(types, int) or len(types) != n:
+        raise TokenizerError(f"{p}token_type must be {n} integers (one per token), found "
+                             f"{_describe(types)}")
+    bad = next((i for i, t in enumerate(types) if t not in TOKEN_TYPES), None)
+    if bad is not None:
+        raise TokenizerError(f"{p}token_type of token {bad} is {types[bad]}, not a llama.cpp "
+                             "token type (0-6)")
+    merges = []
+    if p + "merges" in md:
+        vocab = set(tokens)
+        for i, m in enumerate(_str_list(md, p + "merges")):
+            a, sep, b = m.partition(" ")
+            if not sep or a not in vocab or b not in vocab or a + b not in vocab:
+                raise TokenizerError(f"{p}merges entry {i} ({m[:40]!r}) is not two tokens of "
+                                     "the vocabulary, separated by a space, whose join is one")
+            merges.append((a, b))
+    out = {"pre": pre, "tokens": tokens, "types": list(types), "merges": merges}
+    for key in _IDS:
+        v = md.get(p + key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n):
+            raise TokenizerError(f"{p}{key} is {v!r}; it must be a token id in [0, {n})")
+        out[key] = v
+    add_bos = md.get(p + "add_bos_token", False)
+    if not isinstance(add_bos, bool):
+        raise TokenizerError(f"{p}add_bos_token must be a bool, found {_describe(add_bos)}")
+    out["add_bos_token"] = add_bos
+    template = md.get("tokenizer.chat_template")
+    if template is not None and not isinstance(template, str):
+        raise TokenizerError(f"tokenizer.chat_template must be a string, found "
+                             f"{_describe(template)}")
+    out["chat_template"] = template
+    return out
+
+
+def _is_list(v, item: type) -> bool:
+    return isinstance(v, (list, tuple)) and all(
+        isinstance(x, item) and not isinstance(x, bool) for x in v)
+
+
+def _str_list(md: Mapping[str, object], key: str) -> list[str]:
+    v = md[key]
+    if not _is_list(v, str):
+        raise TokenizerError(f"{key} must be an array of strings, found {_describe(v)}")
+    return list(v)
+
+
+def _describe(v) -> str:
+    if isinstance(v, (list, tuple)):
+        kinds = sorted({type(x).__name__ for x in v[:1000]})
+        return f"a list of {len(v)} ({'/'.join(kinds) or 'nothing'})"
+    return f"{type(v).__name__} {v!r:.40}"
 
 
 class _ByteDecoder:

@@ -205,7 +205,7 @@ def test_chat_commands_switches_and_refusals(gguf_path, tmp_path):
     assert len(saved) == 1 and re.fullmatch(r"edgenano-chat-\d{8}-\d{6}\.gguf", saved[0])
     assert f"saved to {saved[0]}" in turns["/save"]
     assert err[1].startswith("usage: /load PATH")
-    assert err[2] == "error: cannot load missing.gguf: No such file or directory"
+    assert err[2] == "error: cannot load missing.gguf: no such state file"
     assert err[3].startswith("usage: /budget N") and err[4].startswith("usage: /reset")
     assert len(err) == 5
 

@@ -93,6 +93,20 @@ def simd(request):
     K.set_allow_avx512(True)
 
 
+@pytest.fixture(params=["avx512", "avx2"])
+def vector_isa(request):
+    """The AVX-512 VNNI and the AVX2 kernel tables (the int8 panels have no scalar twin: their
+    oracle is the dots)."""
+    if not K.cpu_has_avx2():
+        pytest.skip("no AVX2 on this CPU")
+    if request.param == "avx512" and not K.cpu_has_avx512():
+        pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
+    K.set_allow_avx512(request.param == "avx512")
+    assert K.isa() == {"avx512": "avx512-vnni", "avx2": "avx2"}[request.param]
+    yield request.param
+    K.set_allow_avx512(True)
+
+
 def rng_for(*key) -> np.random.Generator:
     """A generator seeded from the test's parameters (stable across runs)."""
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
@@ -148,7 +162,7 @@ def test_matmul_scalar_matches_avx2(qtype, T):
         assert nmse(a, b) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
-AVX512_DOT_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
+AVX512_DOT_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]  # Q8_0: AVX2's dot
 
 
 @pytest.mark.parametrize("blocks", [1, 7, 8, 9, 35, 140])  # 8 blocks a step, tails, odd counts
@@ -174,8 +188,9 @@ def test_avx512_decode_dots_match_scalar(qtype, blocks):
 
 @pytest.mark.parametrize("qtype", [QT.Q8_0, QT.Q5_0], ids=lambda t: t.name)
 def test_avx512_decode_dots_extreme_codes(qtype):
-    """At the bound of the integer sums: Q8_0 codes -128 / 127 (biased by 128 to 0..255 for
-    vpdpbusd) and Q5_0 codes 0 / 31 against activation codes +-127, one sign per row's products."""
+    """At the bound of the integer sums: Q8_0 codes -128 / 127 (the AVX2 dot, kept in the AVX-512
+    table) and Q5_0 codes 0 / 31 (unsigned for vpdpbusd) against activation codes +-127, one
+    sign per row's products."""
     if not K.cpu_has_avx512():
         pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
     rng, cols, rows = rng_for("v512x", qtype), 1120, 9
@@ -206,7 +221,7 @@ I8_PANEL_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
 
 @pytest.mark.parametrize("T", [1, 5, 12, 70, 131])
 @pytest.mark.parametrize("qtype", I8_PANEL_TYPES, ids=lambda t: t.name)
-def test_int8_panels_match_dots(qtype, T):
+def test_int8_panels_match_dots(qtype, T, vector_isa):
     """The int8 panels (prefill of Q8_0/Q4_0/Q5_0/Q4_K/Q5_K/Q6_K on AVX2) compute the dots' integer
     sums over the same int8 activations, only summed in another float order: equal to rounding,
     across chunks of the reduced dimension with a tail (70 blocks of 32; 9 of 256), partial row
@@ -223,7 +238,7 @@ def test_int8_panels_match_dots(qtype, T):
     assert nmse(panels, dots) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
-def test_int8_panels_q8_0_extreme_codes():
+def test_int8_panels_q8_0_extreme_codes(vector_isa):
     """Q8_0's panels at the bound of their integer sums: codes -128 and 127 against activation
     codes +-127 (x = +-1 quantizes exactly), signs chosen so every product of a row has one sign
     (maddubs words of 2 * 128 * 127, block sums of 32 * 128 * 127): no saturation, no wrap."""
@@ -244,7 +259,7 @@ def test_int8_panels_q8_0_extreme_codes():
     assert nmse(panels, f64(x)[0] @ f64(w)[0].T) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
-def test_int8_panels_q6_k_extreme_codes():
+def test_int8_panels_q6_k_extreme_codes(vector_isa):
     """Q6_K's panels at the bound of their integer sums: codes 0 and 63 (held as -32 / 31 for the
     sign trick), scales 127 and -128, activation codes +-127, signs chosen so every product of a
     row has one sign (fold words of 8 * 32 * 127 = 32512, inside int16): no saturation, no wrap."""

@@ -86,6 +86,18 @@ nb::ndarray<nb::numpy, float> eval(Model &m, State &s, Ids ids, bool all_logits)
   return out;
 }
 
+// One decode step for B sequences: ids[b] into states[b]; logits (B, n_vocab).
+nb::ndarray<nb::numpy, float> eval_batch(Model &m, const std::vector<State *> &states, Ids ids) {
+  const size_t B = states.size(), V = size_t(m.config().n_vocab);
+  if (ids.shape(0) != B)
+    throw std::invalid_argument("eval_batch: " + std::to_string(ids.shape(0)) + " ids for " +
+                                std::to_string(B) + " states");
+  auto out = new_array<float>({B, V});
+  nb::gil_scoped_release nogil;
+  m.eval_batch(states, ids.data(), out.data());
+  return out;
+}
+
 // The state as named arrays (copies): conv.i (K-1, C) and ssm.i (H, P, N) float32 per Mamba layer,
 // k.i / v.i (n_past, row bytes) int8 holding the KV rows in the model's KV type, and kv_type.
 nb::dict export_state(const Model &m, const State &s) {
@@ -154,6 +166,9 @@ void bind_model(nb::module_ &m) {
            "A new state from export_state's arrays and the tokens they hold.")
       .def("eval", &eval, nb::arg("state"), nb::arg("ids"), nb::arg("all_logits") = false,
            "Feed int32 ids; last logits (n_vocab) or all logits (n, n_vocab).")
+      .def("eval_batch", &eval_batch, nb::arg("states"), nb::arg("ids"),
+           "One decode step for several sequences: ids[b] fed into states[b] (distinct states); "
+           "logits (B, n_vocab). Matmuls over the batch, conv/scan/attention per sequence.")
       .def_prop_rw("profiling", &Model::profiling, &Model::set_profiling,
                    "Time every operation (also EDGENANO_PROFILE=1).")
       .def(

@@ -440,6 +440,104 @@ void Model::forward(State &s, const int32_t *ids, int T, float *logits, bool all
   be.matmul(output_, xn_->as<float>(), E, logits, cfg_.n_vocab, rows, false);  // (rows, V)
 }
 
+// Batched decode: the layer loop of forward() with T = B rows, one per sequence. Row-wise ops
+// (embed, norms, matmuls, softplus, relu2) take all B rows at once; what reads or writes a
+// sequence's own state (conv, scan, KV store, attention over its KV length) runs per row, T = 1.
+void Model::eval_batch(const std::vector<State *> &states, const int32_t *ids, float *logits) {
+  const int B = int(states.size());
+  if (B < 1) bad("no sequences to evaluate");
+  for (int b = 0; b < B; ++b) {
+    const State *s = states[size_t(b)];
+    if (!s) bad("a state is missing");
+    if (s->owner != this) bad("this state was made by another model");
+    if (ids[b] < 0 || ids[b] >= cfg_.n_vocab)
+      bad("token id " + std::to_string(ids[b]) + " outside [0, " + std::to_string(cfg_.n_vocab) +
+          ")");
+    if (int64_t(s->n_past) + 1 > n_ctx_)
+      throw std::length_error("context full: " + std::to_string(s->n_past) +
+                              " tokens + 1 new > n_ctx=" + std::to_string(n_ctx_));
+    for (int c = 0; c < b; ++c)
+      if (states[size_t(c)] == s) bad("the same state twice in one batch");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (State *s : states) reserve_kv(*s, s->n_past + 1);
+  for (int b0 = 0; b0 < B; b0 += n_batch_) {  // more sequences than scratch rows: in groups
+    const int n = std::min(n_batch_, B - b0);
+    std::vector<State *> group(states.begin() + b0, states.begin() + b0 + n);
+    forward_batch(group, ids + b0, logits + size_t(b0) * size_t(cfg_.n_vocab));
+  }
+  for (int b = 0; b < B; ++b) states[size_t(b)]->tokens.push_back(ids[b]);
+}
+
+void Model::forward_batch(const std::vector<State *> &states, const int32_t *ids, float *logits) {
+  const int B = int(states.size());
+  ensure_scratch(B);
+  backend::Backend &be = *backend_;
+  const Config &c = cfg_;
+  const int64_t E = c.n_embd;
+  be.embed(tok_embd_, ids, B, x_->as<float>(), E);  // x (B, E)
+  for (size_t il = 0; il < layers_.size(); ++il) {
+    const Layer &l = layers_[il];
+    be.rmsnorm(x_->as<float>(), E, l.attn_norm, xn_->as<float>(), E, B, E, c.eps);
+    if (l.kind == LayerKind::Mamba) {
+      const int64_t D = c.ssm_d_inner, C = c.ssm_conv_dim(), W = c.ssm_in_dim();
+      const int H = c.ssm_n_head, G = c.ssm_n_group, N = c.ssm_d_state;
+      float *zxbcdt = big_->as<float>();
+      be.matmul(l.ssm_in, xn_->as<float>(), E, zxbcdt, W, B, false);
+      for (int b = 0; b < B; ++b) {
+        backend::ConvParams cp;
+        cp.T = 1, cp.C = C, cp.K = c.ssm_d_conv, cp.x = zxbcdt + b * W + D, cp.ldx = W;
+        cp.w = l.conv_w, cp.b = l.conv_b, cp.state = states[size_t(b)]->conv[il]->as<float>();
+        cp.y = conv_->as<float>() + b * C, cp.ldy = C, cp.silu = true;
+        be.causal_conv(cp);
+      }
+      be.softplus_bias(zxbcdt + D + C, W, l.dt_bias, dt_->as<float>(), H, B, H);
+      for (int b = 0; b < B; ++b) {
+        backend::ScanParams sp;
+        const float *xb = conv_->as<float>() + b * C;
+        sp.T = 1, sp.H = H, sp.P = c.ssm_head_dim(), sp.N = N, sp.G = G;
+        sp.x = xb, sp.ldx = C, sp.B = xb + D, sp.C = xb + D + G * N, sp.ldbc = C;
+        sp.dt = dt_->as<float>() + b * H, sp.lddt = H, sp.A = l.A, sp.D = l.D;
+        sp.state = states[size_t(b)]->ssm[il]->as<float>(), sp.y = y_->as<float>() + b * D;
+        sp.ldy = D;
+        be.ssm_scan(sp, 0);
+      }
+      be.gated_rmsnorm(y_->as<float>(), D, zxbcdt, W, l.ssm_norm, yn_->as<float>(), D, B, D, G,
+                       c.eps);
+      be.matmul(l.ssm_out, yn_->as<float>(), D, x_->as<float>(), E, B, true);
+    } else if (l.kind == LayerKind::Attention) {
+      const int64_t d = c.head_dim, q = int64_t(c.n_head) * d;
+      const int64_t kv = int64_t(l.n_head_kv) * d, W = q + 2 * kv;
+      float *qkv = big_->as<float>();
+      be.matmul(l.wq, xn_->as<float>(), E, qkv, W, B, false);
+      be.matmul(l.wk, xn_->as<float>(), E, qkv + q, W, B, false);
+      be.matmul(l.wv, xn_->as<float>(), E, qkv + q + kv, W, B, false);
+      for (int b = 0; b < B; ++b) {
+        State &s = *states[size_t(b)];
+        uint8_t *kc = s.k[il]->as<uint8_t>(), *vc = s.v[il]->as<uint8_t>();
+        const float *row = qkv + b * W;
+        be.kv_store(row + q, W, 1, kv, kv_type_, kc + size_t(s.n_past) * l.kv_row_bytes);
+        be.kv_store(row + q + kv, W, 1, kv, kv_type_, vc + size_t(s.n_past) * l.kv_row_bytes);
+        backend::AttnParams ap;
+        ap.T = 1, ap.n_past = s.n_past, ap.n_head = c.n_head, ap.n_head_kv = l.n_head_kv;
+        ap.head_dim = int(d), ap.q = row, ap.ldq = W, ap.k = kc, ap.v = vc;
+        ap.kv_row_bytes = l.kv_row_bytes, ap.kv_type = kv_type_;
+        ap.scale = 1.f / std::sqrt(float(d));
+        ap.out = y_->as<float>() + b * q, ap.ldo = q;
+        be.attention(ap);
+      }
+      be.matmul(l.wo, y_->as<float>(), q, x_->as<float>(), E, B, true);
+    } else if (l.kind == LayerKind::Mlp) {
+      mlp(l, B);
+    } else {
+      bad("eval_batch: layer kind " + std::to_string(int(l.kind)) + " is not supported");
+    }
+  }
+  for (State *s : states) s->n_past += 1;
+  be.rmsnorm(x_->as<float>(), E, output_norm_, xn_->as<float>(), E, B, E, c.eps);
+  be.matmul(output_, xn_->as<float>(), E, logits, c.n_vocab, B, false);  // (B, V)
+}
+
 void Model::mamba(const Layer &l, State &s, int il, int T) {
   backend::Backend &be = *backend_;
   const Config &c = cfg_;

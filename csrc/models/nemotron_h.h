@@ -140,6 +140,11 @@ class Model {
   // Feeds ids (prefill in n_batch chunks) and writes logits: of the last token (n_vocab floats)
   // or, when all_logits, of every token (n_ids x n_vocab).
   void eval(State &s, const int32_t *ids, int n_ids, float *logits, bool all_logits);
+  // One decode step for several sequences at once: token ids[b] fed into *states[b], logits of
+  // each written to logits + b * n_vocab. The matmuls run over the B rows together (the weights
+  // stream once per step); conv, scan, KV store and attention run per sequence on its own state
+  // and KV length. The states must be distinct.
+  void eval_batch(const std::vector<State *> &states, const int32_t *ids, float *logits);
 
  private:
   void map_file(const std::string &path, bool use_mmap);
@@ -153,6 +158,7 @@ class Model {
   void reserve_kv(State &s, int rows) const;
   void ensure_scratch(int T);
   void forward(State &s, const int32_t *ids, int T, float *logits, bool all_logits);
+  void forward_batch(const std::vector<State *> &states, const int32_t *ids, float *logits);
   void mamba(const Layer &l, State &s, int il, int T);
   void attention(const Layer &l, State &s, int il, int T);
   void mlp(const Layer &l, int T);

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
-from .errors import ConversionError
+from .errors import ConversionError, OutputError
 from .presets import OUTTYPES
 from .writer import convert_checkpoint
 
+EXIT_FAILED = 1  # the output could not be written (read-only directory, full disk, I/O error)
 EXIT_USAGE = 2  # user errors, as argparse uses for bad arguments
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
 DESCRIPTION = """\
 Convert a Hugging Face Nemotron-H checkpoint (NemotronHForCausalLM: config.json, safetensors,
@@ -44,21 +49,56 @@ def build_parser(prog: str = "edgenano-convert") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = "edgenano-convert") -> int:
-    """Run the converter; returns the exit status (0, 2 for user errors, 130 if interrupted)."""
+    """Run the converter; returns the exit status (0; 1 when the output cannot be written; 2 for
+    bad input; 130 if interrupted, 143 if terminated). Every error is one line on stderr."""
     args = build_parser(prog).parse_args(argv)
     try:
-        out = convert_checkpoint(args.hf_dir, args.output, args.outtype, force=args.force,
-                                 progress=not args.no_progress and sys.stderr.isatty(),
-                                 dry_run=args.dry_run)
+        with _sigterm_unwinds():
+            out = convert_checkpoint(args.hf_dir, args.output, args.outtype, force=args.force,
+                                     progress=not args.no_progress and sys.stderr.isatty(),
+                                     dry_run=args.dry_run)
+    except OutputError as e:
+        return _fail(prog, e, EXIT_FAILED)
     except ConversionError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(prog, e, EXIT_USAGE)
+    except OSError as e:  # reading the checkpoint: permissions, I/O errors
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(prog, f"{where}{e.strerror or e}", EXIT_FAILED)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; no output written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Terminated:
+        print(f"{prog}: terminated; no output written", file=sys.stderr)
+        return EXIT_TERMINATED
     if not args.dry_run:
         print(f"wrote {out} ({args.outtype})")
     return 0
+
+
+def _fail(prog: str, e: object, status: int) -> int:
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    return status
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised where the conversion is so that it removes its partial output."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """By default SIGTERM ends Python at once, leaving the partial file; unwind instead."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

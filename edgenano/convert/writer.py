@@ -1,13 +1,15 @@
 """`convert_checkpoint`: plan every tensor from headers, then stream them into a GGUF.
 
 Peak memory is one chunk of rows (CHUNK_BYTES of float32) plus the quantizer's temporaries,
-whatever the model size. Output goes to a temporary file next to OUT and is renamed at the end,
-so an interrupted conversion leaves nothing behind.
+whatever the model size. Output goes to `OUT.edgenano-partial-HOST-PID` next to OUT and is renamed
+at the end: an error or interrupt removes it, and a killed run's is removed by the next run.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from gguf import GGMLQuantizationType
 
 from . import gguf_file, quants
 from .config import HybridConfig, parse_config, read_config_json
-from .errors import ConversionError
+from .errors import ConversionError, OutputError
 from .metadata import arch_of, model_kvs
 from .presets import assign_types, outtype, row_bytes
 from .safetensors_io import Checkpoint
@@ -149,12 +151,20 @@ def convert_checkpoint(hf_dir: str | Path, out_path: str | Path, outtype: str = 
     if dry_run:
         print(format_plan(plan, out_path))
         return out_path
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    remove_stale_partials(out_path)
+    tmp = partial_path(out_path, socket.gethostname(), os.getpid())
     try:
         write_gguf(plan, tmp, progress)
         os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # e.g. the directory turned read-only: the first error is the one to tell
+            pass
+        # A write fails without a file name (ENOSPC) or names the temporary; one naming another
+        # file is the checkpoint failing to read, and goes up as it is.
+        if isinstance(e, OSError) and e.filename in (None, str(tmp)):
+            raise OutputError(f"cannot write {out_path}: {_reason(e)}; nothing was written") from e
         raise
     return out_path
 
@@ -166,3 +176,78 @@ def _check_output(out_path: Path, force: bool) -> None:
         raise ConversionError(f"output {out_path} exists; use --force to overwrite it")
     if not out_path.parent.is_dir():
         raise ConversionError(f"output directory {out_path.parent} does not exist")
+    # Checked before the plan reads the checkpoint: the write would fail only at the end otherwise
+    # (access() also answers EROFS for a read-only mount, root included).
+    if not os.access(out_path.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {out_path}: directory {out_path.parent} is not writable "
+                          "(read-only or no permission); choose another output directory")
+
+
+def _reason(e: OSError) -> str:
+    """An OSError's reason in words, with the errno name the user can search for."""
+    import errno
+
+    name = errno.errorcode.get(e.errno or 0)
+    text = e.strerror or str(e) or type(e).__name__
+    if e.errno == errno.ENOSPC:
+        text += " (the disk is full: free space, or write elsewhere)"
+    return f"{text} [{name}]" if name else text
+
+
+# -- temporary files ------------------------------------------------------------------------
+PARTIAL = ".edgenano-partial-"  # OUT + PARTIAL + HOST-PID: a conversion to OUT still running
+
+
+def partial_path(out_path: Path, host: str, pid: int) -> Path:
+    """Where a conversion writes before the final rename; the name says whose it is."""
+    return out_path.with_name(f"{out_path.name}{PARTIAL}{host}-{pid}")
+
+
+def remove_stale_partials(out_path: Path) -> list[Path]:
+    """Remove partial outputs for OUT left by conversions that were killed (SIGKILL, power loss):
+    those of this host whose process no longer exists, and the `.OUT.PID.tmp` files of earlier
+    versions. Another host's (a shared file system) cannot be judged and is kept."""
+    host, removed = socket.gethostname(), []
+    try:
+        names = os.listdir(out_path.parent)
+    except OSError:
+        return removed
+    for name in names:
+        pid = _stale_pid(name, out_path.name, host)
+        if pid is None or _alive(pid):
+            continue
+        try:
+            (out_path.parent / name).unlink()
+        except OSError:  # not ours to remove after all (permissions), or gone already
+            continue
+        removed.append(out_path.parent / name)
+        print(f"removed {out_path.parent / name}, left by an interrupted conversion (pid {pid})",
+              file=sys.stderr)
+    return removed
+
+
+def _stale_pid(name: str, out_name: str, host: str) -> int | None:
+    """The pid in `name` if it is one of our temporaries for `out_name` on this host."""
+    if name.startswith(out_name + PARTIAL):
+        who = name[len(out_name + PARTIAL):]
+        h, _, pid = who.rpartition("-")
+        return int(pid) if h == host and pid.isdigit() else None
+    legacy = f".{out_name}."
+    if name.startswith(legacy) and name.endswith(".tmp"):
+        pid = name[len(legacy):-len(".tmp")]
+        return int(pid) if pid.isdigit() else None
+    return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, another user's
+        return True
+    except OverflowError:  # no process can have it
+        return False
+    return True

@@ -1,12 +1,12 @@
 // AVX-512 VNNI decode dots (built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni on top of the
 // AVX2 flags; entered only after use_avx512()). The kernel table is the AVX2 one with the
-// one-token dots of the types users' q4_k_m / q8_0 files are made of (Q8_0, Q4_0, Q5_0, Q4_K,
-// Q6_K) replaced: decode streams every weight byte once per token, and on a core that reads
+// one-token dots of the types users' q4_k_m files are made of (Q4_0, Q5_0, Q4_K, Q5_K, Q6_K)
+// replaced (Q8_0's stays AVX2's, see below), and Q8_0's int8 panels (matmul_quads_avx512.cpp): decode streams every weight byte once per token, and on a core that reads
 // ~10 GB/s the AVX2 dots' unpacking ran out of vector ports before the memory ran out of bytes.
 //
 // What changes: 64 values per instruction instead of 32, and the VNNI dot products fuse the
 // two-step integer multiply-add (maddubs + madd, then an add) into one instruction:
-// vpdpbusd (u8 x s8, groups of 4 into i32) for the *_0 types, and maddubs + vpdpwssd (i16 x i16
+// vpdpbusd (u8 x s8, groups of 4 into i32) for Q4_0 / Q5_0, and maddubs + vpdpwssd (i16 x i16
 // scale, pairs into i32) for the K types' per-sub-block scales. The integer sums are the AVX2
 // kernels' exactly (no saturation: the bounds are in each kernel); only the order of the float
 // additions across blocks differs. Several-token calls keep the AVX2 kernels.
@@ -49,26 +49,21 @@ inline void k_scales(const uint8_t *s, uint64_t &sc, uint64_t &m) {
 }
 
 // ---- *_0 types: 256-bit vectors (two more ports than 512-bit ones on these cores), 8 blocks
-// per step with their float scales gathered into one vector ----
+// per step ----
 //
 // Codes u are unsigned: Q4_0 / Q5_0 nibbles (Q5_0's fifth bits added under a mask loaded
-// straight from qh), Q8_0's codes + 128 (an xor). sum(w*a) = sum(u*a) - zero * sum(a), and
-// sum(a) * d_a is the activation block's s, so the zero points cost one FMA per 8 blocks.
-// vpdpbusd sums 4 products of at most 255 * 127 into an i32: exact. The AVX2 dots spend about
-// as many instructions on each block's scale (a half-float convert, a multiply, a broadcast) as
-// on its codes; here the 8 weight and activation scales are gathered, converted and multiplied
-// once, and each block takes its lane with one permute.
+// straight from qh). Q8_0 keeps the AVX2 dot: its codes need no unpacking, and this kernel on
+// codes biased to unsigned gained little or lost (one Zen 4 core, in L2: 36 against 34 GB/s; in
+// the model on Emerald Rapids 2-10% slower). sum(w*a) = sum(u*a) - zero * sum(a), and
+// sum(a) * d_a is the activation block's s, so the zero points cost a scalar FMA per block, on
+// 8 independent chains. vpdpbusd sums 4 products of at most 255 * 127 into an i32: exact. Each
+// block's scale d_w * d_a is made in scalar registers and broadcast from there. On Zen 4 (one
+// core, 256 rows of 4480 in L2) that ran Q5_0 at 19.8 GB/s and Q4_0 at 20.0, against 14.6 / 13.5
+// with the 8 blocks' scales gathered (three vpgatherdd a step) and 16.3 / 14.9 with them stored
+// and broadcast back by loads.
 
-template <int KIND>  // 0 Q8_0, 1 Q4_0, 2 Q5_0
+template <int KIND>  // 1 Q4_0, 2 Q5_0
 struct Q0;
-template <>
-struct Q0<0> {
-  using B = BlockQ8_0;
-  static constexpr float kZero = 128.f;
-  static __m256i codes(const B &b) {
-    return _mm256_xor_si256(loadu(b.qs), _mm256_set1_epi8(char(0x80)));
-  }
-};
 // 16 bytes of nibbles -> low nibbles in bytes 0..15, high in 16..31: the bytes broadcast to both
 // halves by the load itself, the upper half's 64-bit lanes shifted by 4 (a byte takes its high
 // nibble; what comes in from the next byte is masked off). No shuffle-port instruction, where an
@@ -91,11 +86,12 @@ struct Q0<2> {
   static constexpr float kZero = 16.f;
   static __m256i codes(const B &b) {
     // The mask register loaded straight from qh (a load-port instruction; from a general
-    // register it would take the shuffle port).
+    // register it would take the shuffle port). qh sits at byte 2 of the block: a memcpy, not
+    // a cast to __mmask32 *, which UBSan flags as misaligned; GCC still emits kmovd k, m32.
     const __m256i u = nibbles32(b.qs);
-    return _mm256_mask_add_epi8(
-        u, _load_mask32(reinterpret_cast<__mmask32 *>(const_cast<uint8_t *>(b.qh))), u,
-        _mm256_set1_epi8(16));
+    uint32_t qh;
+    std::memcpy(&qh, b.qh, sizeof qh);
+    return _mm256_mask_add_epi8(u, _cvtu32_mask32(qh), u, _mm256_set1_epi8(16));
   }
 };
 
@@ -105,34 +101,29 @@ float dot_q0(const uint8_t *w, const BlockA8 *a, int64_t n) {
   using B = typename Q::B;
   auto *b = reinterpret_cast<const B *>(w);
   const int64_t nb = n / QK;
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i wofs = _mm256_mullo_epi32(lane, _mm256_set1_epi32(int(sizeof(B))));
-  const __m256i aofs = _mm256_mullo_epi32(lane, _mm256_set1_epi32(int(sizeof(BlockA8))));
   __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                    _mm256_setzero_ps()};
-  __m256 accz = _mm256_setzero_ps();
+  float zt8[8] = {};  // the zero point's terms, one chain per block of a step
   int64_t i = 0;
   for (; i + 8 <= nb; i += 8) {
     const char *p = reinterpret_cast<const char *>(b + i);
     for (int k = 0; k < int(8 * sizeof(B)); k += 64) _mm_prefetch(p + kPrefetch + k, _MM_HINT_T0);
-    // d of blocks i..i+7 (the low half of 4 bytes at each block's start), and the activations'
-    // d and s.
-    const __m256i d32 = _mm256_i32gather_epi32(reinterpret_cast<const int *>(b + i), wofs, 1);
-    const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(d32));
-    const __m256 da = _mm256_i32gather_ps(&a[i].d, aofs, 1);
-    accz = _mm256_fmadd_ps(dw, _mm256_i32gather_ps(&a[i].s, aofs, 1), accz);
-    // Each block's scale comes back by a broadcast load (a load-port instruction) rather than a
-    // lane permute (the shuffle port, which the codes need).
-    alignas(32) float sc[8];
-    _mm256_store_ps(sc, _mm256_mul_ps(dw, da));
+    float sc[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const float dw = h2f(b[i + j].d);
+      sc[j] = dw * a[i + j].d;
+      zt8[j] += dw * a[i + j].s;
+    }
 #pragma GCC unroll 8
     for (int j = 0; j < 8; ++j) {
       const __m256i s =
           _mm256_dpbusd_epi32(_mm256_setzero_si256(), Q::codes(b[i + j]), loadu(a[i + j].qs));
-      acc[j & 3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_broadcast_ss(sc + j), acc[j & 3]);
+      acc[j & 3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(sc[j]), acc[j & 3]);
     }
   }
   float zt = 0.f;
+  for (int j = 0; j < 8; ++j) zt += zt8[j];
   for (; i < nb; ++i) {
     const float dw = h2f(b[i].d);
     const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), Q::codes(b[i]), loadu(a[i].qs));
@@ -140,7 +131,7 @@ float dot_q0(const uint8_t *w, const BlockA8 *a, int64_t n) {
     zt += dw * a[i].s;
   }
   const __m256 sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-  return hsum(sum) - Q::kZero * (hsum(accz) + zt);
+  return hsum(sum) - Q::kZero * zt;
 }
 
 // ---- K types: a 256-value block in four 512-bit vectors; scales as i16 through vpdpwssd ----
@@ -266,12 +257,12 @@ void rows_or_avx2(const DotArgs &a) {
 
 KernelTable make_table() {
   KernelTable t = avx2_kernels();
-  t.dot[I_Q8_0] = rows_or_avx2<BlockA8, dot_q0<0>, I_Q8_0>;
   t.dot[I_Q4_0] = rows_or_avx2<BlockA8, dot_q0<1>, I_Q4_0>;
   t.dot[I_Q5_0] = rows_or_avx2<BlockA8, dot_q0<2>, I_Q5_0>;
   t.dot[I_Q4_K] = rows_or_avx2<BlockA8K, dot_k45_512<false>, I_Q4_K>;
   t.dot[I_Q5_K] = rows_or_avx2<BlockA8K, dot_k45_512<true>, I_Q5_K>;
   t.dot[I_Q6_K] = rows_or_avx2<BlockA8K, dot_q6_k_512, I_Q6_K>;
+  t.quad_gemm[I_Q8_0] = quad_gemm_q8_vnni;
   return t;
 }
 

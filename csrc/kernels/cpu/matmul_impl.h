@@ -117,6 +117,9 @@ struct KernelTable {
   QuadFn quad_gemm[I_COUNT];
 };
 
+// The AVX-512 VNNI int8 panels for Q8_0 (matmul_quads_avx512.cpp).
+void quad_gemm_q8_vnni(const QuadArgs &a);
+
 const KernelTable &scalar_kernels();
 const KernelTable &avx2_kernels();    // only on x86-64 builds; call after use_avx2()
 const KernelTable &avx512_kernels();  // only where built (EDGENANO_AVX512); after use_avx512()

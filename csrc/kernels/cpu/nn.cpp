@@ -2,6 +2,7 @@
 // this CPU (scalar primitives here, AVX2 ones in nn_avx2.cpp).
 #include "kernels/cpu/nn.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -43,8 +44,27 @@ struct ScalarV {
   static void exp_inplace(float *x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
   }
+  static float max_of(const float *x, int64_t n) {
+    float m = x[0];
+    for (int64_t i = 1; i < n; ++i) m = std::max(m, x[i]);
+    return m;
+  }
+  // x[i] = e^(x[i] - m) for i < n; returns their sum.
+  static float exp_sub_sum(float *x, int64_t n, float m) {
+    for (int64_t i = 0; i < n; ++i) x[i] -= m;
+    exp_inplace(x, n);
+    float s = 0.f;
+    for (int64_t i = 0; i < n; ++i) s += x[i];
+    return s;
+  }
   static void silu_inplace(float *x, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.f + std::exp(-x[i]));
+  }
+  static void q8_0_to_f32(const BlockQ8_0 *b, float *y, int64_t nb) {
+    for (int64_t i = 0; i < nb; ++i) {
+      const float d = kern::f16_to_f32(b[i].d);
+      for (int j = 0; j < QK; ++j) y[i * QK + j] = d * b[i].qs[j];
+    }
   }
   static void f16_to_f32(const uint16_t *h, float *y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) y[i] = kern::f16_to_f32(h[i]);

@@ -42,7 +42,8 @@ inline size_t scan_scratch_floats(int L, int P, int N) {
   const size_t l = size_t(L), p16 = panels(P) * kPanel, n16 = panels(N) * kPanel;
   return 3 * l + l * l + p16 * size_t(N) + l * p16 + size_t(P) * l + l * n16;
 }
-constexpr int kAttnKeys = 256;      // keys per block in attn_block
+constexpr int kAttnKeys = 256;      // keys per block in attn_block (panel products)
+constexpr int kAttnDotKeys = 32;    // keys per block in attn_block's dots (16 KB of f32 rows)
 constexpr int kAttnPanelRows = 12;  // query rows from which attn_block uses panel products
 inline size_t attn_scratch_floats(const AttnParams &p, int tb) {
   const size_t nq = size_t(tb) * size_t(p.n_head / p.n_head_kv), S = size_t(p.n_past + p.T);
@@ -229,11 +230,7 @@ struct NnImpl {
     } else if (type == T_F16) {
       V::f16_to_f32(reinterpret_cast<const uint16_t *>(row) + off, out, n);
     } else {  // Q8_0: off and n are multiples of 32
-      auto *b = reinterpret_cast<const BlockQ8_0 *>(row) + off / QK;
-      for (int64_t i = 0; i < n / QK; ++i) {
-        const float d = f16_to_f32(b[i].d);
-        for (int j = 0; j < QK; ++j) out[i * QK + j] = d * b[i].qs[j];
-      }
+      V::q8_0_to_f32(reinterpret_cast<const BlockQ8_0 *>(row) + off / QK, out, n / QK);
     }
   }
 
@@ -254,8 +251,13 @@ struct NnImpl {
       for (int i = 0; i < d; ++i) qs[qi * d + i] = q[i] * p.scale;
     }
     const bool panel = nq >= kAttnPanelRows;  // few queries (decode): plain dots, no packing
-    for (int s0 = 0; s0 < S; s0 += kAttnKeys) {
-      const int ns = std::min(kAttnKeys, S - s0);
+    // Keys per block: the dots pass over a block's rows once per query, so there it holds only
+    // kAttnDotKeys rows, which stay in L1 for every query (256 rows of 128 floats, 128 KB, were
+    // read from L2 by each of them: 3 cycles an FMA). Each key's score and each output element's
+    // order of summation are the same for any block size.
+    const int kb = panel ? kAttnKeys : kAttnDotKeys;
+    for (int s0 = 0; s0 < S; s0 += kb) {
+      const int ns = std::min(kb, S - s0);
       for (int s = 0; s < ns; ++s)
         kv_to_f32(p.k + size_t(s0 + s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d,
                   rows + s * d);
@@ -269,19 +271,14 @@ struct NnImpl {
     }
     for (int qi = 0; qi < nq; ++qi) {
       const int n = p.n_past + t0 + qi / rep + 1;  // causal: keys [0, n)
-      float *sc = scores + size_t(qi) * S, mx = sc[0];
-      for (int s = 1; s < n; ++s) mx = std::max(mx, sc[s]);
-      for (int s = 0; s < n; ++s) sc[s] -= mx;
-      V::exp_inplace(sc, n);
-      float sum = 0.f;
-      for (int s = 0; s < n; ++s) sum += sc[s];
-      const float inv = 1.f / sum;
+      float *sc = scores + size_t(qi) * S;
+      const float inv = 1.f / V::exp_sub_sum(sc, n, V::max_of(sc, n));
       for (int s = 0; s < n; ++s) sc[s] *= inv;
       std::fill(sc + n, sc + S, 0.f);
     }
     if (!panel) std::fill(acc, acc + size_t(nq) * d, 0.f);
-    for (int s0 = 0; s0 < S; s0 += kAttnKeys) {
-      const int ns = std::min(kAttnKeys, S - s0);
+    for (int s0 = 0; s0 < S; s0 += kb) {
+      const int ns = std::min(kb, S - s0);
       for (int s = 0; s < ns; ++s)
         kv_to_f32(p.v + size_t(s0 + s) * p.kv_row_bytes, p.kv_type, int64_t(kvh) * d, d,
                   rows + s * d);

@@ -1,0 +1,78 @@
+// AVX-512 VNNI int8 panels for Q8_0 prefill (built with the AVX-512 flags; entered only after
+// use_avx512()): the AVX2 panels' blocking (matmul_quads_impl.h) with each token's block product
+// as one vpdpbusd on 256-bit vectors.
+//
+// The AVX2 Q8_0 tile spends three instructions per token and block on the products (maddubs,
+// then a madd to 32 bits because two 8-bit words overflow 16, after a sign) where the 4- and
+// 5-bit types spend one maddubs and share the rest between 4 tokens. vpdpbusd multiplies u8 by s8
+// and sums groups of 4 into i32 in one instruction: with the sign trick (|w| against sign(a, w))
+// a token's block costs a sign and a vpdpbusd, and 4 products of at most 128 * 127 per lane are
+// far inside i32 (the block's 32: 520192). The same integer sums as the AVX2 and scalar kernels;
+// only the order of the float additions may differ.
+#include <immintrin.h>
+
+#include "kernels/cpu/matmul_impl.h"
+#include "kernels/cpu/matmul_quads_impl.h"
+
+namespace edgenano::kern {
+
+namespace {
+
+inline __m256i load256(const void *p) {
+  return _mm256_loadu_si256(static_cast<const __m256i *>(p));
+}
+
+struct Q8PanelsVnni {
+  using Act = QuadA8;
+  using Rows = RowQuad;
+  static constexpr int kBlock = QK;
+  static constexpr int kChunk = 64;  // blocks per pass, as the AVX2 panels
+
+  static void unpack(const uint8_t *w, size_t row_bytes, int nr, int64_t i0, int nblk,
+                     RowQuad *out) {
+    for (int r = 0; r < 4; ++r) {
+      const auto *b = reinterpret_cast<const BlockQ8_0 *>(w + size_t(r) * row_bytes) + i0;
+      for (int i = 0; i < nblk; ++i) {
+        _mm256_store_si256(reinterpret_cast<__m256i *>(out[i].u[r]),
+                           r < nr ? load256(b[i].qs) : _mm256_setzero_si256());
+        out[i].d[r] = r < nr ? _cvtsh_ss(b[i].d) : 0.f;
+      }
+    }
+  }
+
+  template <int NQ>
+  static void tile(const RowQuad *w, const QuadA8 *const *a, int nblk, __m256 (&sum)[4][NQ]) {
+    for (int i = 0; i < nblk; ++i) {
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        const __m256i c = _mm256_load_si256(reinterpret_cast<const __m256i *>(w[i].u[r]));
+        const __m256i u = _mm256_abs_epi8(c);  // -128 -> 0x80: 128 as the unsigned operand
+        const __m256 dr = _mm256_broadcast_ss(&w[i].d[r]);
+#pragma GCC unroll 2
+        for (int p = 0; p < NQ; ++p) {
+          const QuadA8 &q = a[p][i];
+          __m256i s[4];
+#pragma GCC unroll 4
+          for (int t = 0; t < 4; ++t)
+            s[t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u,
+                                       _mm256_sign_epi8(load256(q.qs[t]), c));
+          // Token t's sums into lanes t and t + 4, as the AVX2 tile.
+          const __m256i p01 = _mm256_add_epi32(_mm256_unpacklo_epi32(s[0], s[1]),
+                                               _mm256_unpackhi_epi32(s[0], s[1]));
+          const __m256i p23 = _mm256_add_epi32(_mm256_unpacklo_epi32(s[2], s[3]),
+                                               _mm256_unpackhi_epi32(s[2], s[3]));
+          const __m256i st =
+              _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));
+          const __m256 da = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(q.d));
+          sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(st), _mm256_mul_ps(da, dr), sum[r][p]);
+        }
+      }
+    }
+  }
+};
+
+}  // namespace
+
+void quad_gemm_q8_vnni(const QuadArgs &a) { run_panels<Q8PanelsVnni>(a); }
+
+}  // namespace edgenano::kern
