@@ -135,3 +135,20 @@ def test_files_from_llama_cpp_converter(tiny_checkpoint, gguf_file, tmp_path, co
     assert nmse(eng, ref) <= ENGINE_PREFILL_VS_REFERENCE_NMSE
     assert nmse(llama_logits(theirs_file), ref) <= NMSE_MOE_REFERENCE_VS_LLAMACPP
     assert nmse(ref, reference(ours_file)) <= NMSE_MOE_LLAMACPP_FILE_VS_OURS
+
+
+def test_batched_decode_equals_solo(gguf_file):
+    """Model.eval_batch (the server's batched decode) on a MoE file: the B rows are routed as
+    tokens of one batch; each sequence's logits equal its solo decode (f32 weights and KV)."""
+    m = native(gguf_file("moe_latent"), kv_type="f32")
+    prompts = [PROMPT[:5], PROMPT[7:19], PROMPT[20:23]]
+    solo, batch = [], []
+    for p in prompts:
+        s = m.new_state()
+        m.eval(s, p)
+        solo.append(s.copy())
+        batch.append(s)
+    nxt = [40, 41, 42]
+    many = m.eval_batch(batch, nxt)
+    one = np.stack([m.eval(s, [t]) for s, t in zip(solo, nxt, strict=True)])
+    assert nmse(many, one) <= ENGINE_SPLIT_VS_WHOLE_NMSE

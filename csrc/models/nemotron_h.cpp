@@ -529,6 +529,8 @@ void Model::forward_batch(const std::vector<State *> &states, const int32_t *ids
       be.matmul(l.wo, y_->as<float>(), q, x_->as<float>(), E, B, true);
     } else if (l.kind == LayerKind::Mlp) {
       mlp(l, B);
+    } else if (l.kind == LayerKind::Moe) {  // position-wise: the B rows are tokens to route
+      moe(l, B);
     } else {
       bad("eval_batch: layer kind " + std::to_string(int(l.kind)) + " is not supported");
     }
