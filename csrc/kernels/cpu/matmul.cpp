@@ -206,7 +206,16 @@ void matmul_i8gemm(const KernelTable &kt, int ti, const Weight &w, const float *
 // and the f32 panels (2 threads, best of 9, machine shared, 4480x15616 / 15616x4608): 81 / 156
 // vs 88 / 159 (dots) at 16, 85 / 183 vs 85 / 172 at 24, 119 / 243 vs 94 / 196 (panels) at 256,
 // 230 / 223 vs 174 / 164 at 512.
+// With VNNI the *_0 panels spend one vpdpbusd per token and block: ahead of the dots from 3
+// tokens for Q4_0 / Q5_0 (one Zen 4 core, 256 rows of 4480 in L2, us a token, panels vs dots:
+// Q5_0 33 vs 51 at 3, 25 vs 38 at 4, 20 vs 30 at 8; Q4_0 31 vs 39, 24 vs 31, 19 vs 29) and
+// from 8 for Q8_0 (28 vs 27 at 4, 23 vs 26 at 8): batched decode of a few sequences lands here.
+static bool vnni_panels() { return active_kernels().quad_gemm[I_Q5_0] == quad_gemm_q5_0_vnni; }
 static int i8gemm_min_batch(int type) {
+  if (vnni_panels()) {
+    if (type == T_Q4_0 || type == T_Q5_0) return 3;
+    if (type == T_Q8_0) return 8;
+  }
   if (type == T_Q8_0 || type == T_Q6_K) return 24;
   return act_kind(type) == ACT_A8K ? 16 : 12;
 }
@@ -216,7 +225,7 @@ static int i8gemm_min_batch(int type) {
 // vs 42 / 30 at 512.
 static int i8gemm_max_batch(int type) {
   if (type != T_Q8_0) return 1 << 30;
-  return active_kernels().quad_gemm[I_Q8_0] == quad_gemm_q8_vnni ? 1 << 30 : 95;
+  return vnni_panels() ? 1 << 30 : 95;
 }
 
 static bool has_i8gemm(const KernelTable &kt, int ti) { return kt.quad_gemm[ti] != nullptr; }

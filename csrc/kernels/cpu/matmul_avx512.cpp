@@ -263,6 +263,8 @@ KernelTable make_table() {
   t.dot[I_Q5_K] = rows_or_avx2<BlockA8K, dot_k45_512<true>, I_Q5_K>;
   t.dot[I_Q6_K] = rows_or_avx2<BlockA8K, dot_q6_k_512, I_Q6_K>;
   t.quad_gemm[I_Q8_0] = quad_gemm_q8_vnni;
+  t.quad_gemm[I_Q4_0] = quad_gemm_q4_0_vnni;
+  t.quad_gemm[I_Q5_0] = quad_gemm_q5_0_vnni;
   return t;
 }
 

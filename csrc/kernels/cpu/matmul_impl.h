@@ -117,8 +117,10 @@ struct KernelTable {
   QuadFn quad_gemm[I_COUNT];
 };
 
-// The AVX-512 VNNI int8 panels for Q8_0 (matmul_quads_avx512.cpp).
+// The AVX-512 VNNI int8 panels (matmul_quads_avx512.cpp).
 void quad_gemm_q8_vnni(const QuadArgs &a);
+void quad_gemm_q4_0_vnni(const QuadArgs &a);
+void quad_gemm_q5_0_vnni(const QuadArgs &a);
 
 const KernelTable &scalar_kernels();
 const KernelTable &avx2_kernels();    // only on x86-64 builds; call after use_avx2()
