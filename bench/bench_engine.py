@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-MODELS = {"scaled": ("9b-v2/4", "q8_0"), "full": ("9b-v2", "q4_0")}
+MODELS = {"scaled": ("9b-v2/4", "q8_0"), "full": ("9b-v2", "q4_0"),
+          # Nemotron 3 Nano 30B-A3B widths, 16 experts, quantized by llama.cpp's quantizer
+          "moe-q4_k_m": ("nano3-16x", "q4_k_m"), "moe-q8_0": ("nano3-16x", "q8_0")}
 SHORT_PROMPT = 16  # tokens before the short-context decode
 
 
@@ -125,24 +127,29 @@ def model_path(a) -> Path:
     path = Path(a.dir) / f"nemotron_h_{a.model}_{qtype}.gguf"
     if not path.exists():
         sys.path.insert(0, str(HERE))
-        from make_gguf import write
+        from make_gguf import llama_quantize, write
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        write(shape, qtype, path)
+        via_llama = a.model.startswith("moe") or qtype in ("q4_k_m", "q5_k_m")
+        (llama_quantize if via_llama else write)(shape, qtype, path)
     return path
 
 
 def step_bytes(path: Path, n_past: int, kv_bytes: float = 2.0) -> dict[str, int]:
     """Bytes one decode step must move, by kind: every weight but the embedding table plus one
-    embedding row; each Mamba layer's conv and SSM state (f32), read and written back; each
-    attention layer's K and V rows for n_past tokens (f16 by default: 2 bytes a value) and the new
-    row written. Activations (a few KB a layer) stay in cache and are not counted."""
+    embedding row (of routed experts, the k of X a token chooses); each Mamba layer's conv and SSM
+    state (f32), read and written back; each attention layer's K and V rows for n_past tokens
+    (f16 by default: 2 bytes a value) and the new row written. Activations (a few KB a layer)
+    stay in cache and are not counted."""
     from edgenano.gguf_model import load_gguf
 
     g = load_gguf(path)
     c = g.config
     emb = g.tensors["token_embd.weight"]
-    weights = sum(t.nbytes for name, t in g.tensors.items() if name != "token_embd.weight")
+    used = c.n_expert_used / c.n_expert if c.n_expert else 1.0  # routed experts: k of X
+    weights = sum(t.nbytes * (used if name.endswith("_exps.weight") else 1)
+                  for name, t in g.tensors.items() if name != "token_embd.weight")
+    weights = int(weights)
     weights += emb.nbytes // emb.ne[1]
     n_mamba = c.layer_kinds.count("mamba")
     conv_dim = c.ssm_d_inner + 2 * c.ssm_n_group * c.ssm_d_state

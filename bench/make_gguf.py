@@ -1,8 +1,10 @@
-"""Random-weight nemotron_h GGUFs with the Nemotron-Nano-9B-v2 layer pattern, written straight in
-the target type (random quantized blocks, no float copy of the weights), for benchmarks.
+"""Random-weight nemotron_h GGUFs with the Nemotron-Nano-9B-v2 layer pattern (or nemotron_h_moe
+with Nemotron 3 Nano 30B-A3B's), written straight in the target type (random quantized blocks, no
+float copy of the weights), for benchmarks.
 
     python bench/make_gguf.py 9b-v2/4 q8_0 /tmp/scaled.gguf   # every width / 4, ~0.59 GB
     python bench/make_gguf.py 9b-v2 q4_0 /tmp/full.gguf       # full shapes, ~5.0 GB
+    python bench/make_gguf.py nano3-16x f16 /tmp/moe.gguf     # 30B-A3B widths, 16 experts, 11.7 GB
     python bench/make_gguf.py 9b-v2/4 q4_k_m /tmp/s.gguf      # f16, then llama.cpp's quantizer
 
 The presets (q4_k_m, q5_k_m) and `--llama-quantize` go through llama.cpp's own quantizer
@@ -34,6 +36,7 @@ from edgenano.layers import (
 )
 
 PATTERN_9B_V2 = "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-"
+PATTERN_NANO3 = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME"  # 30B-A3B (SPEC 1.4)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,15 @@ class Shape:
     n_vocab: int
     ssm_d_conv: int = 4
     pattern: str = PATTERN_9B_V2
+    # Mixture of experts: n_ff is the routed experts' width
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_ff_shexp: int = 0
+    expert_scale: float = 2.5
+
+    @property
+    def arch(self) -> str:
+        return "nemotron_h_moe" if self.n_expert else "nemotron_h"
 
     @property
     def d_inner(self) -> int:
@@ -65,6 +77,10 @@ class Shape:
 SHAPES = {
     "9b-v2": Shape(4480, 15680, 40, 8, 128, 128, 80, 8, 128, 131072),
     "9b-v2/4": Shape(1120, 3936, 10, 2, 128, 32, 80, 2, 128, 32768),
+    # Nemotron 3 Nano 30B-A3B's widths with 16 of its 128 routed experts (top-6 as published):
+    # 5.9 B parameters instead of 31.6 B, to fit this machine (about 20 GiB of memory).
+    "nano3-16x": Shape(2688, 1856, 32, 2, 128, 64, 64, 8, 128, 131072, pattern=PATTERN_NANO3,
+                       n_expert=16, n_expert_used=6, n_ff_shexp=3712),
 }
 # Byte offsets of the f16 scales inside each block, per type.
 SCALE_OFFSETS = {QT.Q8_0: [0], QT.Q4_0: [0], QT.Q5_0: [0], QT.Q4_K: [0, 2], QT.Q5_K: [0, 2],
@@ -94,13 +110,18 @@ F32_VALUES = {
     "ssm_dt.bias": lambda rng, shape: rng.uniform(-3, -1, shape).astype(np.float32),
     "ssm_a": lambda rng, shape: -rng.uniform(1, 16, shape).astype(np.float32),
     "ssm_conv1d.bias": lambda rng, shape: np.zeros(shape, np.float32),
+    # a router that spreads tokens over the experts, as a trained one does
+    "ffn_gate_inp.weight": lambda rng, shape: (rng.standard_normal(shape, dtype=np.float32)
+                                               / np.float32(np.sqrt(shape[-1]))),
+    "exp_probs_b.bias": lambda rng, shape: rng.standard_normal(shape, dtype=np.float32) * 0.1,
 }
 
 
 def dims(s: Shape) -> Dims:
     return Dims(n_vocab=s.n_vocab, n_embd=s.n_embd, n_head=s.n_head, n_head_kv=s.n_head_kv,
                 head_dim=s.head_dim, n_ff=s.n_ff, ssm_n_head=s.ssm_n_head, ssm_d_inner=s.d_inner,
-                ssm_n_group=s.ssm_n_group, ssm_d_state=s.ssm_d_state, ssm_d_conv=s.ssm_d_conv)
+                ssm_n_group=s.ssm_n_group, ssm_d_state=s.ssm_d_state, ssm_d_conv=s.ssm_d_conv,
+                n_expert=s.n_expert, n_ff_shexp=s.n_ff_shexp)
 
 
 def tensors(s: Shape, qtype, rng):
@@ -110,8 +131,9 @@ def tensors(s: Shape, qtype, rng):
 
     def item(name: str, t):
         shape = t.shape(d)
-        if t.rule == MATRIX:
-            make = lambda: random_matrix(rng, qtype, shape[1], shape[0])  # noqa: E731
+        if t.rule == MATRIX:  # stacked experts: their rows one after another
+            rows = int(np.prod(shape[:-1]))
+            make = lambda: random_matrix(rng, qtype, shape[-1], rows)  # noqa: E731
         else:
             fill = F32_VALUES.get(t.gguf, lambda rng, shape: np.ones(shape, np.float32))
             make = lambda: fill(rng, shape)  # noqa: E731
@@ -119,14 +141,14 @@ def tensors(s: Shape, qtype, rng):
 
     yield item(EMBEDDING.gguf, EMBEDDING)
     for i, letter in enumerate(s.pattern):
-        for t in layer_tensors(BY_LETTER[letter]):
+        for t in layer_tensors(BY_LETTER[letter], d):
             yield item(f"blk.{i}.{t.gguf}", t)
     yield item(OUTPUT_NORM.gguf, OUTPUT_NORM)
     yield item(OUTPUT.gguf, OUTPUT)
 
 
 def add_metadata(w: gguf.GGUFWriter, s: Shape, qtype) -> None:
-    a, n = "nemotron_h.", len(s.pattern)
+    a, n = s.arch + ".", len(s.pattern)
     w.add_uint32(a + "block_count", n)
     w.add_uint32(a + "context_length", 131072)
     w.add_uint32(a + "embedding_length", s.n_embd)
@@ -144,6 +166,14 @@ def add_metadata(w: gguf.GGUFWriter, s: Shape, qtype) -> None:
     w.add_uint32(a + "ssm.inner_size", s.d_inner)
     w.add_uint32(a + "ssm.time_step_rank", s.ssm_n_head)
     w.add_uint32(a + "vocab_size", s.n_vocab)
+    if s.n_expert:  # as edgenano's converter writes them (edgenano.convert.metadata)
+        for key, v in (("expert_count", s.n_expert), ("expert_used_count", s.n_expert_used),
+                       ("expert_shared_count", 1), ("expert_feed_forward_length", s.n_ff),
+                       ("expert_shared_feed_forward_length", s.n_ff_shexp),
+                       ("expert_group_count", 1)):
+            w.add_uint32(a + key, v)
+        w.add_float32(a + "expert_weights_scale", s.expert_scale)
+        w.add_bool(a + "expert_weights_norm", True)
     ftype = {QT.F32: 0, QT.F16: 1, QT.Q4_0: 2, QT.Q8_0: 7, QT.Q5_0: 8, QT.Q4_K: 14, QT.Q5_K: 16,
              QT.Q6_K: 18}[qtype]
     w.add_uint32("general.file_type", ftype)
@@ -172,11 +202,11 @@ def write(shape: str, outtype: str, path: str | Path, seed: int = 0, verbose: bo
     s, qtype = SHAPES[shape], QT[outtype.upper()]
     rng = np.random.default_rng(seed)
     path = Path(path)
-    w = gguf.GGUFWriter(path, "nemotron_h")
+    w = gguf.GGUFWriter(path, s.arch)
     add_metadata(w, s, qtype)
     items = list(tensors(s, qtype, rng))
     for name, ne, matrix, _ in items:
-        tq = qtype if matrix else QT.F32
+        tq = qtype if matrix else QT.F32  # the router is F32 (layer table)
         nb = gguf.quants.quant_shape_to_byte_shape(ne[::-1], tq) if tq != QT.F32 else None
         nbytes = int(np.prod(nb)) if nb is not None else int(np.prod(ne)) * 4
         if tq == QT.F32:

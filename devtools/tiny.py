@@ -109,10 +109,47 @@ TINY_CONFIGS: dict[str, dict] = {
     ),
 }
 
+# Mixture of experts (SPEC section 1.4): several experts, top-k > 1, a shared expert, routed
+# scaling; one with Super's latent size, one with an attention layer first and no normalised
+# top-k. Expert counts avoid 8 (llama.cpp's quantizer has rules for exactly 8 experts).
+MOE_CONFIGS: dict[str, dict] = {
+    "moe": dict(
+        hybrid_override_pattern="ME*EME",
+        hidden_size=64, intermediate_size=96,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+        mamba_num_heads=8, mamba_head_dim=16, n_groups=2, ssm_state_size=16,
+        conv_kernel=4, chunk_size=8,
+        n_routed_experts=6, num_experts_per_tok=2, moe_intermediate_size=48,
+        moe_shared_expert_intermediate_size=80, n_shared_experts=1, routed_scaling_factor=2.5,
+        norm_topk_prob=True, n_group=1, topk_group=1,
+    ),
+    "moe_latent": dict(
+        hybrid_override_pattern="MEM*E",
+        hidden_size=96, intermediate_size=64,
+        num_attention_heads=6, num_key_value_heads=3, head_dim=32,
+        mamba_num_heads=4, mamba_head_dim=40, n_groups=1, ssm_state_size=32,
+        conv_kernel=4, chunk_size=16,
+        n_routed_experts=10, num_experts_per_tok=3, moe_intermediate_size=40,
+        moe_shared_expert_intermediate_size=64, n_shared_experts=1, routed_scaling_factor=2.0,
+        norm_topk_prob=True, n_group=1, topk_group=1, moe_latent_size=32,
+    ),
+    "moe_attn_first": dict(
+        hybrid_override_pattern="*EMEM",
+        hidden_size=64, intermediate_size=128,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=64,
+        mamba_num_heads=8, mamba_head_dim=24, n_groups=4, ssm_state_size=8,
+        conv_kernel=3, chunk_size=8,
+        n_routed_experts=5, num_experts_per_tok=2, moe_intermediate_size=32,
+        moe_shared_expert_intermediate_size=48, n_shared_experts=1, routed_scaling_factor=1.0,
+        norm_topk_prob=False, n_group=1, topk_group=1,
+    ),
+}
+
 
 def make_config(name_or_fields: str | dict, vocab_size: int = 512, **overrides) -> dict:
     """A complete config.json dict in the legacy (9B-v2) spelling."""
-    fields = TINY_CONFIGS[name_or_fields] if isinstance(name_or_fields, str) else name_or_fields
+    fields = ({**TINY_CONFIGS, **MOE_CONFIGS}[name_or_fields] if isinstance(name_or_fields, str)
+              else name_or_fields)
     cfg = dict(
         architectures=["NemotronHForCausalLM"], model_type="nemotron_h",
         vocab_size=vocab_size, tie_word_embeddings=False,
@@ -152,6 +189,9 @@ def randomize_(model, seed: int = 0, scale: float = 1.0) -> None:
                 fan_in = p.shape[-1] if p.dim() > 1 else 1
                 v = r * scale / fan_in**0.5
             p.copy_(v.to(p.dtype))
+        for name, b in model.named_buffers():  # the router's correction bias (choice only)
+            if name.endswith("e_score_correction_bias"):
+                b.copy_((0.3 * torch.randn(b.shape, generator=g)).to(b.dtype))
 
 
 def make_checkpoint(out_dir: str | Path, config: str | dict = "mix", *, seed: int = 0,

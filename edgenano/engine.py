@@ -16,7 +16,8 @@ from .gguf_model import GGUFError, GGUFModel
 KV_TYPES = {"f16": QT.F16, "q8_0": QT.Q8_0, "f32": QT.F32}  # f32: exact comparisons
 CONFIG_KEYS = ("n_vocab", "n_embd", "n_layer", "layer_kinds", "n_ff", "n_head", "n_head_kv",
                "head_dim", "ssm_d_conv", "ssm_d_state", "ssm_n_group", "ssm_d_inner",
-               "ssm_n_head", "eps")
+               "ssm_n_head", "eps", "n_expert", "n_expert_used", "n_ff_shexp", "moe_latent",
+               "expert_weights_norm")
 
 
 class NativeState:
@@ -59,6 +60,7 @@ class NativeBackend:
         self.gguf, self.path = gguf_model, str(path or gguf_model.path)
         self.n_ctx, self.n_vocab = n_ctx, gguf_model.config.n_vocab
         cfg = {k: v for k, v in asdict(gguf_model.config).items() if k in CONFIG_KEYS}
+        cfg["expert_scale"] = gguf_model.config.expert_scale
         tensors = [(t.name, int(t.type), list(t.ne), int(t.offset), int(t.nbytes))
                    for t in gguf_model.tensors.values()]
         try:

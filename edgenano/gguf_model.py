@@ -28,6 +28,8 @@ from .layers import (
 )
 
 ARCH = "nemotron_h"
+ARCH_MOE = "nemotron_h_moe"  # with expert layers (SPEC section 1.4)
+ARCHS = (ARCH, ARCH_MOE)
 SUPPORTED_VERSIONS = (2, 3)
 # Every type gguf.quants can dequantize (it knows every ggml weight format).
 SUPPORTED_TYPES = frozenset({QT.F32, QT.F16} | set(gguf.quants._type_traits))
@@ -56,6 +58,16 @@ class ModelConfig:
     ssm_head_dim: int  # P = D / H
     eps: float
     n_ctx_train: int
+    # Mixture of experts (nemotron_h_moe; zeros without). n_ff holds the routed experts' width at
+    # "moe" layers.
+    n_expert: int = 0
+    n_expert_used: int = 0
+    n_expert_shared: int = 0
+    n_ff_shexp: int = 0
+    moe_latent: int = 0
+    expert_weights_norm: bool = False
+    expert_weights_scale: float = 0.0  # llama.cpp applies it unless 0 or 1
+    arch: str = ARCH
     bos_id: int | None = None
     eos_id: int | None = None
     pad_id: int | None = None
@@ -76,7 +88,13 @@ class ModelConfig:
                     n_head_kv=self.n_head_kv[i], head_dim=self.head_dim, n_ff=self.n_ff[i],
                     ssm_n_head=self.ssm_n_head, ssm_d_inner=self.ssm_d_inner,
                     ssm_n_group=self.ssm_n_group, ssm_d_state=self.ssm_d_state,
-                    ssm_d_conv=self.ssm_d_conv)
+                    ssm_d_conv=self.ssm_d_conv, n_expert=self.n_expert,
+                    n_ff_shexp=self.n_ff_shexp, moe_latent=self.moe_latent)
+
+    @property
+    def expert_scale(self) -> float:
+        """The factor on the chosen experts' weights (1 where llama.cpp applies none)."""
+        return self.expert_weights_scale if self.expert_weights_scale not in (0.0, 1.0) else 1.0
 
 
 @dataclass(frozen=True)
@@ -256,10 +274,11 @@ def load_gguf(path: str | Path) -> GGUFModel:
     arch = meta.get("general.architecture")
     if arch is None:
         raise GGUFError(f"{path}: no general.architecture key; is this a model file?")
-    if arch != ARCH:
-        raise GGUFError(f"{path}: this file is {arch!r}; edgenano runs {ARCH!r} (Nemotron-H)")
+    if arch not in ARCHS:
+        raise GGUFError(f"{path}: this file is {arch!r}; edgenano runs {ARCH!r} (Nemotron-H) "
+                        f"and {ARCH_MOE!r}")
     _check_tokenizer_types(path, reader)
-    config = _config(path, reader, meta)
+    config = _config(path, reader, meta, arch)
     tensors, tied, fused = _tensors(path, reader, config)
     return GGUFModel(path, version, config, tensors, meta, tied, fused)
 
@@ -400,13 +419,19 @@ def _tname(fld) -> str:
     return "/".join(t.name for t in fld.types) or "nothing"
 
 
-def _config(path: Path, reader: gguf.GGUFReader, meta: dict[str, Any]) -> ModelConfig:
+def _config(path: Path, reader: gguf.GGUFReader, meta: dict[str, Any],
+            arch: str = ARCH) -> ModelConfig:
     k = _Keys(path, reader, meta)
-    a = ARCH + "."
+    a = arch + "."
     n_layer = k.int(a + "block_count")
     arrays = {key: k.int_array(a + key, n_layer) for key in LAYER_ARRAYS}
     n_ff, n_head_kv = arrays["feed_forward_length"], arrays["attention.head_count_kv"]
-    kinds = _layer_kinds(path, arrays)
+    moe = _moe_keys(path, k, a, meta)
+    kinds = _layer_kinds(path, arrays, moe["n_expert"] > 0)
+    if moe["n_expert"] > 0:  # the routed experts' width, as llama.cpp's loader takes it
+        n_ff_exp = k.int(a + "expert_feed_forward_length", required=False)
+        n_ff = [(n_ff_exp or f // moe["n_expert_used"]) if kind == "moe" else f
+                for f, kind in zip(n_ff, kinds, strict=True)]
     n_head = k.int(a + "attention.head_count", minimum=0 if "attention" not in kinds else 1)
     n_embd = k.int(a + "embedding_length")
     head_dim = k.int(a + "attention.key_length", required=False)
@@ -428,7 +453,7 @@ def _config(path: Path, reader: gguf.GGUFReader, meta: dict[str, Any]) -> ModelC
         ssm_d_conv=k.int(a + "ssm.conv_kernel"), ssm_d_state=k.int(a + "ssm.state_size"),
         ssm_n_group=n_group, ssm_d_inner=d_inner, ssm_n_head=ssm_heads,
         ssm_head_dim=d_inner // ssm_heads, eps=eps,
-        n_ctx_train=k.int(a + "context_length"),
+        n_ctx_train=k.int(a + "context_length"), arch=arch, **moe,
         bos_id=k.int("tokenizer.ggml.bos_token_id", required=False, minimum=0),
         eos_id=k.int("tokenizer.ggml.eos_token_id", required=False, minimum=0),
         pad_id=k.int("tokenizer.ggml.padding_token_id", required=False, minimum=0),
@@ -437,11 +462,36 @@ def _config(path: Path, reader: gguf.GGUFReader, meta: dict[str, Any]) -> ModelC
     return cfg
 
 
-def _layer_kinds(path: Path, arrays: dict[str, list[int]]) -> list[str]:
+def _moe_keys(path: Path, k: _Keys, a: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The expert keys of a nemotron_h_moe file as llama.cpp reads them: expert_count <= 1 means
+    none (every feed-forward layer dense)."""
+    n_expert = k.int(a + "expert_count", required=False, minimum=0) or 0
+    if n_expert <= 1:
+        return dict(n_expert=0)
+    used = k.int(a + "expert_used_count", required=False, minimum=1)
+    if used is None or used > n_expert:
+        raise GGUFError(f"{path}: expert_used_count {used} must lie in [1, expert_count "
+                        f"{n_expert}]")
+    groups = k.int(a + "expert_group_count", required=False, minimum=0) or 1
+    if groups > 1:
+        raise GGUFError(f"{path}: expert_group_count {groups}: group-limited routing is not "
+                        "supported")
+    norm = meta.get(a + "expert_weights_norm", False)
+    return dict(
+        n_expert=n_expert, n_expert_used=used,
+        n_expert_shared=k.int(a + "expert_shared_count", required=False, minimum=0) or 0,
+        n_ff_shexp=k.int(a + "expert_shared_feed_forward_length", minimum=1),
+        moe_latent=k.int(a + "moe_latent_size", required=False, minimum=0) or 0,
+        expert_weights_norm=bool(norm),
+        expert_weights_scale=k.float(a + "expert_weights_scale", required=False) or 0.0,
+    )
+
+
+def _layer_kinds(path: Path, arrays: dict[str, list[int]], experts: bool = False) -> list[str]:
     """SPEC section 3: the layer list is data, derived once from the per-layer arrays (and then
     checked against each layer's tensors, `_check_layers`)."""
     try:
-        return kinds_from_arrays(arrays)
+        return kinds_from_arrays(arrays, experts)
     except ValueError as e:
         raise GGUFError(f"{path}: {e}") from None
 
@@ -453,7 +503,7 @@ def _n_vocab(path: Path, reader: gguf.GGUFReader, k: _Keys) -> int:
     if len(emb.shape) != 2:
         raise GGUFError(f"{path}: token_embd.weight must be 2-D, has ne {tuple(emb.shape)}")
     n_vocab = int(emb.shape[1])
-    declared = k.int(ARCH + ".vocab_size", required=False)
+    declared = k.int(k.meta["general.architecture"] + ".vocab_size", required=False)
     if declared is not None and declared != n_vocab:
         raise GGUFError(f"{path}: vocab_size {declared} != token_embd rows {n_vocab}")
     tokens = k.meta.get("tokenizer.ggml.tokens")  # an array of strings (_check_tokenizer_types)
@@ -492,7 +542,7 @@ def _expected(c: ModelConfig, i: int) -> dict[str, list[tuple[int, ...]]]:
     what we write."""
     d = c.dims(i)
     return {f"blk.{i}.{t.gguf}": [tuple(reversed(s)) for s in t.shapes(d)]
-            for t in layer_tensors(c.layer_kinds[i])}
+            for t in layer_tensors(c.layer_kinds[i], d)}
 
 
 def _view(path: Path, reader: gguf.GGUFReader, t) -> TensorView:

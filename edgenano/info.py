@@ -48,16 +48,18 @@ def describe(path: str, n_ctx: int | None = None, kv_type: str = "f16",
     by_type: Counter = Counter()
     for t in m.tensors.values():
         by_type[t.type.name] += t.nbytes
+    moe = f", {kinds['moe']} MoE" if kinds["moe"] else ""
     lines = [
         f"file          {path}",
-        f"architecture  nemotron_h, {cfg.n_layer} layers: {kinds['mamba']} Mamba-2, "
-        f"{kinds['mlp']} MLP, {kinds['attention']} attention",
+        f"architecture  {cfg.arch}, {cfg.n_layer} layers: {kinds['mamba']} Mamba-2, "
+        f"{kinds['mlp']} MLP{moe}, {kinds['attention']} attention",
         f"pattern       {pattern(cfg.layer_kinds)}",
         f"hidden        {cfg.n_embd}, vocab {cfg.n_vocab}, context (trained) {cfg.n_ctx_train}",
         f"mamba         {cfg.ssm_n_head} heads x {cfg.ssm_head_dim}, state {cfg.ssm_d_state}, "
         f"groups {cfg.ssm_n_group}, conv {cfg.ssm_d_conv}",
         f"attention     {cfg.n_head} query heads, {max(cfg.n_head_kv)} KV heads x {cfg.head_dim}",
         f"parameters    {params / 1e6:.2f} M, weights {_human(weights)}",
+        *_moe_lines(m, params, weights),
         "tensor types  " + ", ".join(f"{k} {_human(v)}" for k, v in by_type.most_common()),
     ]
     mem = session_bytes(cfg, n_ctx, kv_type)
@@ -70,6 +72,38 @@ def describe(path: str, n_ctx: int | None = None, kv_type: str = "f16",
             ne = str(list(t.ne))
             lines.append(f"  {t.name:<32} {t.type.name:<6} {ne:<20} {_human(t.nbytes)}")
     return "\n".join(lines)
+
+
+def active(m) -> tuple[int, int]:
+    """Parameters and weight bytes one token reads: everything but the routed experts it does
+    not choose (k of X at each MoE layer)."""
+    cfg = m.config
+    params = sum(_prod(t.ne) for t in m.tensors.values())
+    nbytes = sum(t.nbytes for t in m.tensors.values())
+    if not cfg.n_expert:
+        return params, nbytes
+    skip = 1 - cfg.n_expert_used / cfg.n_expert
+    for t in m.tensors.values():
+        if t.name.endswith(("_exps.weight",)):
+            params -= int(_prod(t.ne) * skip)
+            nbytes -= int(t.nbytes * skip)
+    return params, nbytes
+
+
+def _moe_lines(m, params: int, weights: int) -> list[str]:
+    cfg = m.config
+    if not cfg.n_expert:
+        return []
+    width = next(cfg.n_ff[i] for i, k in enumerate(cfg.layer_kinds) if k == "moe")
+    latent = f", latent {cfg.moe_latent}" if cfg.moe_latent else ""
+    a_params, a_bytes = active(m)
+    return [
+        f"experts       {cfg.n_expert} routed x {width} wide, top-{cfg.n_expert_used}, "
+        f"{cfg.n_expert_shared} shared x {cfg.n_ff_shexp}{latent}; weights "
+        f"{'normalised, ' if cfg.expert_weights_norm else ''}scaled {cfg.expert_scale:g}",
+        f"active        {a_params / 1e6:.2f} M parameters per token "
+        f"({100 * a_params / params:.1f}%), {_human(a_bytes)} of weights read per decoded token",
+    ]
 
 
 def _prod(xs) -> int:

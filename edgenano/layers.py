@@ -31,6 +31,15 @@ class Dims:
     ssm_n_group: int  # G
     ssm_d_state: int  # N
     ssm_d_conv: int  # K
+    # Mixture of experts (0 without): routed experts, shared-expert width, latent size.
+    n_expert: int = 0
+    n_ff_shexp: int = 0
+    moe_latent: int = 0  # the experts' width when > 0 (Super), else they read n_embd
+
+    @property
+    def moe_n_embd(self) -> int:
+        """The routed experts' input and output width: the latent size, else E."""
+        return self.moe_latent or self.n_embd
 
     @property
     def ssm_head_dim(self) -> int:
@@ -73,6 +82,9 @@ class Tensor:
     transform: str = "copy"
     also: tuple[Shape, ...] = ()  # other numpy shapes a reader accepts (others' converters)
     hf_if: str | None = None  # config flag without which the checkpoint has no such tensor
+    present: Callable[[Dims], bool] | None = None  # dimensions without which no such tensor
+    hf_also: tuple[str, ...] = ()  # other checkpoint spellings of `hf`
+    experts: bool = False  # stacked from one checkpoint tensor per expert (`hf` has {x})
 
     def hf_shape_of(self, d: Dims) -> tuple[int, ...]:
         return (self.hf_shape or self.shape)(d)
@@ -101,6 +113,7 @@ class Kind:
     state: tuple[State, ...] = ()
     fused: dict[str, tuple[str, ...]] = field(default_factory=dict)  # others' fused tensors
     supported: bool = True
+    expert: bool = False  # routed experts: in a file with expert_count > 0, `mark` means this kind
 
 
 def _matrix(hf: str, gguf: str, shape: Shape) -> Tensor:
@@ -159,8 +172,34 @@ MLP = Kind(
     ),
 )
 
-# Mixture of experts (SPEC section 1.4, GGUF arch nemotron_h_moe): recognised, not implemented.
-MOE = Kind("moe", "E", ("moe",), None, tensors=(), supported=False)
+# Mixture of experts (SPEC section 1.4), GGUF arch nemotron_h_moe as llama.cpp's loader reads it:
+# a router (kept F32, as llama.cpp's converter and quantizer keep ffn_gate_inp), the correction
+# bias used for choosing only, the routed experts stacked into one 3-D tensor each (expert-major:
+# expert x's rows are contiguous), a shared expert, and Super's latent projections around the
+# routed experts. Here `n_ff` is the routed experts' width (llama.cpp's feed_forward_length at
+# these layers).
+MOE = Kind(
+    "moe", "E", ("moe",), "feed_forward_length", expert=True,
+    tensors=(
+        Tensor("mixer.gate.weight", "ffn_gate_inp.weight", lambda d: (d.n_expert, d.n_embd)),
+        Tensor("mixer.gate.e_score_correction_bias", "exp_probs_b.bias",
+               lambda d: (d.n_expert,), hf_also=("mixer.gate.e_score_correction.bias",)),
+        Tensor("mixer.fc1_latent_proj.weight", "ffn_latent_down.weight",
+               lambda d: (d.moe_latent, d.n_embd), rule=MATRIX, present=lambda d: d.moe_latent > 0),
+        Tensor("mixer.experts.{x}.up_proj.weight", "ffn_up_exps.weight",
+               lambda d: (d.n_expert, d.n_ff, d.moe_n_embd),
+               hf_shape=lambda d: (d.n_ff, d.moe_n_embd), rule=MATRIX, experts=True),
+        Tensor("mixer.experts.{x}.down_proj.weight", "ffn_down_exps.weight",
+               lambda d: (d.n_expert, d.moe_n_embd, d.n_ff),
+               hf_shape=lambda d: (d.moe_n_embd, d.n_ff), rule=MATRIX, experts=True),
+        Tensor("mixer.fc2_latent_proj.weight", "ffn_latent_up.weight",
+               lambda d: (d.n_embd, d.moe_latent), rule=MATRIX, present=lambda d: d.moe_latent > 0),
+        _matrix("mixer.shared_experts.up_proj.weight", "ffn_up_shexp.weight",
+                lambda d: (d.n_ff_shexp, d.n_embd)),
+        _matrix("mixer.shared_experts.down_proj.weight", "ffn_down_shexp.weight",
+                lambda d: (d.n_embd, d.n_ff_shexp)),
+    ),
+)
 
 KINDS: dict[str, Kind] = {k.name: k for k in (MAMBA, ATTENTION, MLP, MOE)}
 SUPPORTED = tuple(k for k, v in KINDS.items() if v.supported)
@@ -177,9 +216,11 @@ OUTPUT = _matrix("lm_head.weight", "output.weight",  # absent: tied to token_emb
 TOP_LEVEL_HF = (OUTPUT.hf,)  # checkpoint names outside the backbone prefix
 
 
-def layer_tensors(kind: str) -> tuple[Tensor, ...]:
-    """Every tensor of a layer of `kind`, in file order (the block norm first)."""
-    return (BLOCK_NORM, *KINDS[kind].tensors)
+def layer_tensors(kind: str, d: Dims | None = None) -> tuple[Tensor, ...]:
+    """Every tensor of a layer of `kind`, in file order (the block norm first); given the layer's
+    dimensions, only those it has (Super's latent projections)."""
+    return (BLOCK_NORM, *(t for t in KINDS[kind].tensors
+                          if d is None or t.present is None or t.present(d)))
 
 
 def pattern(kinds: Sequence[str]) -> str:
@@ -196,12 +237,20 @@ def layer_arrays(kinds: Sequence[str], dims: Callable[[int], Dims]) -> dict[str,
     return out
 
 
-def kinds_from_arrays(arrays: dict[str, Sequence[int]]) -> list[str]:
+def _sole_mark(kind: Kind) -> bool:
+    """No other kind is marked by `kind`'s array (so experts or not, the array means it)."""
+    return all(k is kind or k.mark != kind.mark for k in KINDS.values())
+
+
+def kinds_from_arrays(arrays: dict[str, Sequence[int]], experts: bool = False) -> list[str]:
     """The layer list of a nemotron_h GGUF, which has no explicit one, derived as llama.cpp does:
     a kind whose array is > 0 at layer i (attention: head_count_kv, MLP: feed_forward_length),
-    else Mamba. ValueError naming the layer when two arrays mark it."""
+    else Mamba. In a file with routed experts (`experts`: expert_count > 0, nemotron_h_moe)
+    feed_forward_length marks the MoE kind instead of the MLP, as in llama.cpp's loader.
+    ValueError naming the layer when two arrays mark it."""
     unmarked = next(k.name for k in KINDS.values() if k.supported and k.mark is None)
-    marks = [(k.name, key) for key in LAYER_ARRAYS for k in KINDS.values() if k.mark == key]
+    marks = [(k.name, key) for key in LAYER_ARRAYS for k in KINDS.values()
+             if k.mark == key and (k.expert == experts or _sole_mark(k))]
     n = len(next(iter(arrays.values())))
     kinds = []
     for i in range(n):

@@ -199,6 +199,51 @@ def mlp_relu2(x: np.ndarray, w_up: np.ndarray, w_down: np.ndarray) -> np.ndarray
     return linear(relu2(linear(x, w_up)), w_down)
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) without overflow."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+# llama.cpp clamps the sum of the chosen weights before dividing (F16's smallest normal);
+# transformers adds 1e-20. Sums of sigmoids this small do not occur in practice.
+MOE_WEIGHT_SUM_MIN = 6.103515625e-05
+
+
+def moe_route(h: np.ndarray, w_gate: np.ndarray, bias: np.ndarray, k: int, norm: bool,
+              scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The router, in float32 whatever the model dtype (as transformers and llama.cpp run it).
+
+    h (T, E), w_gate (X, E) for X experts, bias (X,) -> chosen (T, k) expert ids, weights (T, k).
+    1. scores = sigmoid(h W_g^T)                       (T, X)
+    2. chosen = the k largest of scores + bias          (the bias decides the choice only)
+    3. weights = scores at chosen, / their sum when norm, * scale
+    """
+    scores = sigmoid(h.astype(np.float32) @ w_gate.astype(np.float32).T)
+    choice = scores + bias.astype(np.float32)
+    chosen = np.argsort(-choice, axis=1, kind="stable")[:, :k]
+    w = np.take_along_axis(scores, chosen, axis=1)
+    if norm:
+        w = w / np.maximum(w.sum(axis=1, keepdims=True), np.float32(MOE_WEIGHT_SUM_MIN))
+    return chosen, w * np.float32(scale)
+
+
+def moe_experts(x: np.ndarray, chosen: np.ndarray, weights: np.ndarray, up: np.ndarray,
+                down: np.ndarray) -> np.ndarray:
+    """The routed experts, grouped by expert: each chosen expert runs once on the tokens that chose
+    it (how the engines read each expert's weights once per batch).
+
+    x (T, L) the experts' input (L: latent size or E); chosen, weights (T, k);
+    up (X, F, L), down (X, L, F) -> (T, L) = sum over the k choices of weight * down(relu2(up x)).
+    """
+    out = np.zeros(x.shape, dtype=x.dtype)
+    for e in np.unique(chosen):
+        rows, slot = np.nonzero(chosen == e)
+        y = mlp_relu2(x[rows], up[e], down[e])
+        out[rows] += weights[rows, slot][:, None].astype(x.dtype) * y
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Model
 
@@ -298,7 +343,8 @@ class ReferenceModel:
             raise ValueError(f"token ids must lie in [0, {self.config.n_vocab})")
         c = self.config
         x = self._embed(ids)  # (T, E)
-        mixers = {"mamba": self._mamba, "attention": self._attention, "mlp": self._mlp}
+        mixers = {"mamba": self._mamba, "attention": self._attention, "mlp": self._mlp,
+                  "moe": self._moe}
         for i, kind in enumerate(c.layer_kinds):
             hn = rmsnorm(x, self.w(f"blk.{i}.attn_norm.weight"), c.eps)
             out = mixers[kind](i, hn, state, recurrent, trace)
@@ -362,3 +408,21 @@ class ReferenceModel:
              trace: dict | None) -> np.ndarray:
         p = f"blk.{i}."
         return mlp_relu2(h, self.w(p + "ffn_up.weight"), self.w(p + "ffn_down.weight"))
+
+    def _moe(self, i: int, h: np.ndarray, st: ReferenceState, recurrent: bool,
+             trace: dict | None) -> np.ndarray:
+        """SPEC 1.4: routed experts (through the latent space when the layer has one) plus the
+        shared expert, both on the normed input."""
+        c, p = self.config, f"blk.{i}."
+        chosen, weights = moe_route(h, self.w(p + "ffn_gate_inp.weight"),
+                                    self.w(p + "exp_probs_b.bias"), c.n_expert_used,
+                                    c.expert_weights_norm, c.expert_scale)
+        x = linear(h, self.w(p + "ffn_latent_down.weight")) if c.moe_latent else h
+        y = moe_experts(x, chosen, weights, self.w(p + "ffn_up_exps.weight"),
+                        self.w(p + "ffn_down_exps.weight"))
+        if c.moe_latent:
+            y = linear(y, self.w(p + "ffn_latent_up.weight"))
+        if trace is not None:
+            trace[f"blk.{i}.moe_chosen"], trace[f"blk.{i}.moe_weights"] = chosen, weights
+        return y + mlp_relu2(h, self.w(p + "ffn_up_shexp.weight"),
+                             self.w(p + "ffn_down_shexp.weight"))

@@ -146,10 +146,11 @@ def test_d_inner_is_heads_times_head_dim_not_expand_times_hidden():
 
 @pytest.mark.parametrize("spelling", [
     dict(hybrid_override_pattern="M-E*"),
-    dict(hybrid_override_pattern=None, layers_block_type=["mamba", "moe", "attention"]),
+    dict(hybrid_override_pattern=None, layers_block_type=["mlp", "moe", "attention"]),
 ])
-def test_moe_refused(spelling):
-    with pytest.raises(ConversionError, match="MoE layers are not supported yet"):
+def test_moe_beside_dense_mlp_refused(spelling):
+    """nemotron_h_moe reads every feed-forward layer as experts (tests/test_moe_convert.py)."""
+    with pytest.raises(ConversionError, match="dense MLP in a mixture-of-experts model"):
         parse_config(legacy(**spelling))
 
 
@@ -509,12 +510,12 @@ def test_missing_shard(tiny_checkpoint, tmp_path):
         convert_checkpoint(src, tmp_path / "m.gguf")
 
 
-def test_moe_checkpoint_refused_by_convert(mix_dir, tmp_path):
+def test_moe_pattern_on_dense_checkpoint_refused_by_convert(mix_dir, tmp_path):
     src = tmp_path / "ckpt"
     shutil.copytree(mix_dir, src)
     cfg = json.loads((src / "config.json").read_text())
-    (src / "config.json").write_text(json.dumps(cfg | {"hybrid_override_pattern": "M-ME*-M"}))
-    with pytest.raises(ConversionError, match="layer 3 is a mixture-of-experts layer"):
+    (src / "config.json").write_text(json.dumps(cfg | {"hybrid_override_pattern": "MEME*EM"}))
+    with pytest.raises(ConversionError, match=r"lacks tensor layers\.1\.mixer\.gate\.weight"):
         convert_checkpoint(src, tmp_path / "m.gguf")
 
 

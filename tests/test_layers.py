@@ -17,6 +17,13 @@ def test_kinds_from_arrays_as_llama_cpp():
         kinds_from_arrays({"feed_forward_length": [0, 96], "attention.head_count_kv": [0, 2]})
 
 
+def test_feed_forward_marks_experts_in_a_file_with_experts():
+    """llama.cpp: with expert_count > 0 every feed-forward layer is a MoE layer."""
+    arrays = {"feed_forward_length": [0, 48, 0, 48], "attention.head_count_kv": [0, 0, 2, 0]}
+    assert kinds_from_arrays(arrays, experts=True) == ["mamba", "moe", "attention", "moe"]
+    assert kinds_from_arrays(arrays) == ["mamba", "mlp", "attention", "mlp"]
+
+
 def test_arrays_and_kinds_round_trip():
     kinds = ["mamba", "mlp", "mamba", "attention", "mlp"]
     d = layers.Dims(n_vocab=8, n_embd=4, n_head=2, n_head_kv=1, head_dim=2, n_ff=6,
@@ -31,7 +38,7 @@ def test_arrays_and_kinds_round_trip():
 def test_every_letter_and_word_names_one_kind():
     assert {k.letter for k in KINDS.values()} == {"M", "*", "-", "E"}
     assert layers.BY_WORD["linear_attention"] == "mamba" and layers.BY_WORD["moe"] == "moe"
-    assert layers.SUPPORTED == ("mamba", "attention", "mlp") and not KINDS["moe"].supported
+    assert layers.SUPPORTED == ("mamba", "attention", "mlp", "moe")
     names = [t.gguf for k in KINDS.values() for t in k.tensors]
     assert len(names) == len(set(names))  # a GGUF name says its kind
 

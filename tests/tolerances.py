@@ -133,6 +133,50 @@ ENGINE_VS_LLAMACPP_REF_RATIO = 1.05
 REASONER_THINK_ON_ACCURACY_FLOOR = 0.85
 REASONER_THINKING_GAIN_FLOOR = 0.6
 
+# Mixture of experts (owner: MoE helper), tests/test_moe_convert.py: llama.cpp on our
+# nemotron_h_moe files vs transformers, 37 tokens; f32 on the three tiny MoE configs, the other
+# types on moe_kwide. Measured maxima in the comments.
+NMSE_MOE_LLAMACPP_VS_HF = {
+    "f32": 1e-6,  # 4.5e-9 (moe), 4.2e-9 (moe_latent), 2.5e-7 (moe_attn_first)
+    "f16": 6e-6,  # 1.8e-6
+    "bf16": 4e-4,  # 1.2e-4
+    "q8_0": 2.5e-2,  # 2.8e-3 (moe_kwide); slow matrix: 8.3e-3 (moe), 1.1e-3, 1.1e-3
+    "q4_0": 1.0,  # 0.45
+    "q5_0": 0.4,  # 0.13
+    "q4_k": 0.8,  # 0.27
+    "q5_k": 0.35,  # 0.12
+    "q6_k": 0.15,  # 4.5e-2
+    "q4_k_m": 0.9,  # 0.30; slow matrix: 0.14, 5.6e-2, 4.0e-2
+    "q5_k_m": 0.4,  # 0.13
+}
+# The same files against transformers run on their dequantized weights: llama.cpp's own
+# arithmetic (Q8_0 / Q8_K activations), amplified where it flips a top-k choice of the 12 layers.
+NMSE_MOE_LLAMACPP_VS_HF_DEQUANTIZED = {
+    "f32": 1e-6,  # as above (nothing to dequantize)
+    "f16": 3e-6,  # 7.5e-7; slow matrix: 6.4e-7, 6.3e-7, 9.3e-7
+    "bf16": 1.5e-4,  # 5.1e-5
+    "q8_0": 2.5e-2,  # 7.6e-4; slow matrix: 7.9e-3 (moe), 5.6e-4, 4.3e-4
+    "q4_0": 8e-3,  # 2.6e-3
+    "q5_0": 7e-2,  # 2.2e-2
+    "q4_k": 0.3,  # 0.10
+    "q5_k": 8e-2,  # 2.7e-2
+    "q6_k": 3e-2,  # 1.1e-2
+    "q4_k_m": 0.3,  # 0.11; slow matrix: 4.3e-2, 4.1e-3, 1.6e-2
+    "q5_k_m": 8e-2,  # 2.6e-2
+}
+# NumPy reference vs llama.cpp on the same f32 MoE file (test_moe_reference).
+NMSE_MOE_REFERENCE_VS_LLAMACPP = 1e-6  # 5.7e-9, 4.6e-9, 3.6e-7 (moe, moe_latent, moe_attn_first)
+# Reference vs transformers on them (NMSE_REFERENCE_VS_HF_F32): 4.3e-13, 5.1e-13, 6.4e-13.
+# Native engine vs llama.cpp on the same MoE file (test_moe_engine, "moe_kwide", both f16 KV).
+# Measured: f32 2.8e-9, f16 7.5e-7, q8_0 5.0e-4, q4_0 6.4e-3, q4_k 8.1e-3, q6_k 7.2e-3,
+# q4_k_m 5.3e-4. Each engine's distance to the float64 reference is about the same (q8_0: ours
+# 3.2e-3, llama.cpp 3.3e-3; q4_k 8.1e-2 / 8.8e-2): int8 activations shift the routers' top-k
+# choices in both, which a random 12-layer net amplifies.
+NMSE_MOE_ENGINE_VS_LLAMACPP = {"f32": 2e-8, "f16": 3e-6, "q8_0": 2e-3, "q4_0": 2e-2,
+                               "q4_k": 2.5e-2, "q6_k": 2.5e-2, "q4_k_m": 2.5e-2}
+# The reference on llama.cpp's own converter's f32 file vs on ours, same checkpoint: 2.0e-15
+# (moe), 1.5e-16 (moe_attn_first); their converter computes A = -exp(A_log) in torch.
+NMSE_MOE_LLAMACPP_FILE_VS_OURS = 1e-12
 # Batched decode (owner: server helper, test_batch): Model.eval_batch against each sequence decoded
 # alone, 3 greedy steps, "kwide" tiny net. f32/f16 below 4 rows: bit-identical (same dot kernel).
 # Measured, B = 2..32: f32 <= 4.8e-11, f16 <= 1.3e-11 (f32 panels from 4 rows); q8_0 <= 4.3e-5,

@@ -85,6 +85,24 @@ class Backend {
   virtual void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type,
                         uint8_t *dst) = 0;
   virtual void attention(const AttnParams &p) = 0;
+
+  // ---- routed experts (mixture-of-experts layers) ----
+  // rows and scale are host arrays of n_rows entries. The defaults work on host-addressable
+  // memory (the CPU backend's); a backend whose buffers the host cannot read overrides both.
+  // dst[j] = src[rows[j]] (n values each): the tokens that chose one expert, made contiguous.
+  virtual void gather_rows(const float *src, int64_t lds, const int32_t *rows, int n_rows,
+                           int64_t n, float *dst, int64_t ldd) {
+    for (int j = 0; j < n_rows; ++j)
+      for (int64_t i = 0; i < n; ++i) dst[j * ldd + i] = src[rows[j] * lds + i];
+  }
+  // dst[rows[j]] += scale[j] * src[j] (n values each): one expert's outputs, weighted, added back
+  // to the tokens that chose it.
+  virtual void scatter_add_rows(const float *src, int64_t lds, const int32_t *rows,
+                                const float *scale, int n_rows, int64_t n, float *dst,
+                                int64_t ldd) {
+    for (int j = 0; j < n_rows; ++j)
+      for (int64_t i = 0; i < n; ++i) dst[rows[j] * ldd + i] += scale[j] * src[j * lds + i];
+  }
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int n_threads);

@@ -79,6 +79,15 @@ class Profiler final : public ProfilingBackend {
   void attention(const AttnParams &p) override {
     run("attention", [&] { in_->attention(p); });
   }
+  void gather_rows(const float *src, int64_t lds, const int32_t *rows, int n_rows, int64_t n,
+                   float *dst, int64_t ldd) override {
+    run("gather_rows", [&] { in_->gather_rows(src, lds, rows, n_rows, n, dst, ldd); });
+  }
+  void scatter_add_rows(const float *src, int64_t lds, const int32_t *rows, const float *scale,
+                        int n_rows, int64_t n, float *dst, int64_t ldd) override {
+    run("scatter_add_rows",
+        [&] { in_->scatter_add_rows(src, lds, rows, scale, n_rows, n, dst, ldd); });
+  }
 
  private:
   template <class F>

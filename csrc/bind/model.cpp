@@ -36,6 +36,8 @@ Config parse_config(const nb::dict &d) {
       c.kind.push_back(LayerKind::Attention);
     else if (k == "mlp")
       c.kind.push_back(LayerKind::Mlp);
+    else if (k == "moe")
+      c.kind.push_back(LayerKind::Moe);
     else
       throw std::invalid_argument("config: unknown layer kind " + k);
   }
@@ -49,6 +51,14 @@ Config parse_config(const nb::dict &d) {
   c.ssm_d_inner = nb::cast<int>(get("ssm_d_inner"));
   c.ssm_n_head = nb::cast<int>(get("ssm_n_head"));
   c.eps = nb::cast<float>(get("eps"));
+  if (d.contains("n_expert")) {  // mixture of experts (absent or 0 for nemotron_h)
+    c.n_expert = nb::cast<int>(d["n_expert"]);
+    c.n_expert_used = nb::cast<int>(get("n_expert_used"));
+    c.n_ff_shexp = nb::cast<int>(get("n_ff_shexp"));
+    c.moe_latent = nb::cast<int>(get("moe_latent"));
+    c.expert_weights_norm = nb::cast<bool>(get("expert_weights_norm"));
+    c.expert_scale = nb::cast<float>(get("expert_scale"));
+  }
   return c;
 }
 

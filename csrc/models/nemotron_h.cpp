@@ -209,17 +209,49 @@ void Model::build(const std::vector<TensorInfo> &tensors) {
       if (kv_type_ == ggml::T_Q8_0 && c.head_dim % ggml::QK)
         bad("a q8_0 KV cache needs head_dim % 32 == 0");
       l.kv_row_bytes = ggml::row_bytes(kv_type_, kv);
+    } else if (l.kind == LayerKind::Moe) {
+      build_moe(l, p, i, get);
     } else {
       l.up = weight(get(p + "ffn_up.weight"), E, c.n_ff[size_t(i)]);
       l.down = weight(get(p + "ffn_down.weight"), c.n_ff[size_t(i)], E);
     }
-    layers_.push_back(l);
+    layers_.push_back(std::move(l));
   }
   if (any_mamba) {
     if (c.ssm_n_head < 1 || c.ssm_n_group < 1 || c.ssm_d_inner % c.ssm_n_head ||
         c.ssm_n_head % c.ssm_n_group || c.ssm_d_inner % c.ssm_n_group)
       bad("config: ssm inner size, heads and groups do not divide");
     if (c.ssm_d_conv < 1 || c.ssm_d_conv > 8) bad("config: ssm conv kernel must be 1..8");
+  }
+}
+
+// A MoE layer's tensors (llama.cpp's nemotron_h_moe names and shapes): the router, the correction
+// bias (a host copy: the choice runs on the host), the stacked experts (one Weight per stack,
+// describing expert 0; expert e is the same rows e stacks further), the shared expert and the
+// optional latent projections.
+void Model::build_moe(Layer &l, const std::string &p, int i,
+                      const std::function<const TensorInfo &(const std::string &)> &get) {
+  const Config &c = cfg_;
+  const int64_t E = c.n_embd, X = c.n_expert, F = c.n_ff[size_t(i)], L = c.moe_n_embd();
+  if (X < 2 || c.n_expert_used < 1 || c.n_expert_used > X)
+    bad(p + ": needs 2 or more experts and 1 <= experts used <= experts");
+  if (F < 1 || c.n_ff_shexp < 1) bad(p + ": expert widths must be positive");
+  l.gate_inp = weight(get(p + "ffn_gate_inp.weight"), E, X);
+  const TensorInfo &b = get(p + "exp_probs_b.bias");
+  const uint8_t *bias = tensor_data(b, {X});
+  l.exp_probs_b.resize(size_t(X));
+  ggml::traits(b.type)->to_float(bias, l.exp_probs_b.data(), X);
+  auto stacked = [&](const TensorInfo &t, int64_t n_in, int64_t n_out) {
+    const uint8_t *data = tensor_data(t, {n_in, n_out, X});
+    return backend::Weight{t.type, on_backend(data), n_in, n_out, ggml::row_bytes(t.type, n_in)};
+  };
+  l.up_exps = stacked(get(p + "ffn_up_exps.weight"), L, F);
+  l.down_exps = stacked(get(p + "ffn_down_exps.weight"), F, L);
+  l.up_shexp = weight(get(p + "ffn_up_shexp.weight"), E, c.n_ff_shexp);
+  l.down_shexp = weight(get(p + "ffn_down_shexp.weight"), c.n_ff_shexp, E);
+  if (c.moe_latent > 0) {
+    l.latent_down = weight(get(p + "ffn_latent_down.weight"), E, L);
+    l.latent_up = weight(get(p + "ffn_latent_up.weight"), L, E);
   }
 }
 
@@ -342,6 +374,7 @@ void Model::ensure_scratch(int T) {
     const Layer &l = layers_[i];
     if (l.kind == LayerKind::Mamba) big = std::max(big, size_t(c.ssm_in_dim()));
     if (l.kind == LayerKind::Mlp) big = std::max(big, size_t(c.n_ff[i]));
+    if (l.kind == LayerKind::Moe) big = std::max({big, size_t(c.n_ff[i]), size_t(c.n_ff_shexp)});
     if (l.kind == LayerKind::Attention) {
       const size_t q = size_t(c.n_head) * size_t(c.head_dim);
       big = std::max(big, q + 2 * size_t(l.n_head_kv) * size_t(c.head_dim));
@@ -353,6 +386,12 @@ void Model::ensure_scratch(int T) {
   x_ = be.alloc(t * E), xn_ = be.alloc(t * E), big_ = be.alloc(t * big), y_ = be.alloc(t * y);
   conv_ = be.alloc(t * size_t(c.ssm_conv_dim())), dt_ = be.alloc(t * size_t(c.ssm_n_head));
   yn_ = be.alloc(t * size_t(c.ssm_d_inner));
+  if (std::count(c.kind.begin(), c.kind.end(), LayerKind::Moe)) {
+    const size_t L = size_t(c.moe_n_embd());
+    moe_logits_ = be.alloc(t * size_t(c.n_expert));
+    moe_in_ = be.alloc(t * L), moe_g_ = be.alloc(t * L), moe_y_ = be.alloc(t * L);
+    moe_acc_ = be.alloc(t * L);
+  }
   scratch_T_ = T;
 }
 
@@ -390,6 +429,7 @@ void Model::forward(State &s, const int32_t *ids, int T, float *logits, bool all
       case LayerKind::Mamba: mamba(l, s, int(il), T); break;
       case LayerKind::Attention: attention(l, s, int(il), T); break;
       case LayerKind::Mlp: mlp(l, T); break;
+      case LayerKind::Moe: moe(l, T); break;
     }
   }
   s.n_past += T;
@@ -489,6 +529,8 @@ void Model::forward_batch(const std::vector<State *> &states, const int32_t *ids
       be.matmul(l.wo, y_->as<float>(), q, x_->as<float>(), E, B, true);
     } else if (l.kind == LayerKind::Mlp) {
       mlp(l, B);
+    } else if (l.kind == LayerKind::Moe) {  // position-wise: the B rows are tokens to route
+      moe(l, B);
     } else {
       bad("eval_batch: layer kind " + std::to_string(int(l.kind)) + " is not supported");
     }
@@ -555,6 +597,100 @@ void Model::mlp(const Layer &l, int T) {
   be.matmul(l.up, xn_->as<float>(), E, big_->as<float>(), F, T, false);  // (T, F)
   be.relu2(big_->as<float>(), F, T, F);
   be.matmul(l.down, big_->as<float>(), F, x_->as<float>(), E, T, true);  // x += (T, E)
+}
+
+}  // namespace edgenano
+
+namespace edgenano {
+
+namespace {
+
+// llama.cpp clamps the sum of the chosen weights before dividing (F16's smallest normal).
+constexpr float kMoeWeightSumMin = 6.103515625e-5f;
+
+backend::Weight expert(const backend::Weight &stack, int e) {
+  backend::Weight w = stack;
+  w.data += size_t(e) * size_t(stack.n_out) * stack.row_bytes;
+  return w;
+}
+
+}  // namespace
+
+// Mixture of experts (SPEC 1.4): x += experts(xn) + shared(xn). The router's logits come to the
+// host, which chooses each token's experts (sigmoid, + bias for the choice only, top-k, weights
+// normalised and scaled) and groups the tokens by expert; each chosen expert then runs once on its
+// tokens gathered into contiguous rows, so its weights are read once per batch, and a decoded
+// token reads only its k experts. Experts run in index order, their outputs weighted and added
+// back to their tokens' rows.
+void Model::moe(const Layer &l, int T) {
+  backend::Backend &be = *backend_;
+  const Config &c = cfg_;
+  const int64_t E = c.n_embd, X = c.n_expert, L = c.moe_n_embd(), F = l.up_exps.n_out;
+  const int k = c.n_expert_used;
+  const bool latent = c.moe_latent > 0;
+  const float *xn = xn_->as<float>();
+  be.matmul(l.gate_inp, xn, E, moe_logits_->as<float>(), X, T, false);  // (T, X)
+  std::vector<float> &lg = moe_logits_host_;
+  lg.resize(size_t(T) * size_t(X));
+  be.download(*moe_logits_, 0, lg.data(), lg.size() * sizeof(float));
+
+  std::vector<std::vector<int32_t>> rows(static_cast<size_t>(X));
+  std::vector<std::vector<float>> weights(static_cast<size_t>(X));
+  std::vector<float> score(static_cast<size_t>(X)), choice(static_cast<size_t>(X));
+  std::vector<int> order(static_cast<size_t>(X));
+  for (int t = 0; t < T; ++t) {
+    for (int64_t e = 0; e < X; ++e) {
+      score[size_t(e)] = 1.f / (1.f + std::exp(-lg[size_t(t) * size_t(X) + size_t(e)]));
+      choice[size_t(e)] = score[size_t(e)] + l.exp_probs_b[size_t(e)];
+    }
+    for (int64_t e = 0; e < X; ++e) order[size_t(e)] = int(e);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int a, int b) {
+      return choice[size_t(a)] > choice[size_t(b)] ||
+             (choice[size_t(a)] == choice[size_t(b)] && a < b);
+    });
+    float sum = 0;
+    for (int j = 0; j < k; ++j) sum += score[size_t(order[size_t(j)])];
+    const float norm = c.expert_weights_norm ? 1.f / std::max(sum, kMoeWeightSumMin) : 1.f;
+    for (int j = 0; j < k; ++j) {
+      const int e = order[size_t(j)];
+      rows[size_t(e)].push_back(t);
+      weights[size_t(e)].push_back(score[size_t(e)] * norm * c.expert_scale);
+    }
+  }
+
+  const float *in = xn;  // the experts' input (T, L)
+  int64_t ld_in = E;
+  float *out = x_->as<float>();  // where the weighted expert outputs go: x, or the latent sum
+  int64_t ld_out = E;
+  if (latent) {
+    be.matmul(l.latent_down, xn, E, moe_in_->as<float>(), L, T, false);
+    in = moe_in_->as<float>(), ld_in = L;
+    const std::vector<float> zeros(size_t(T) * size_t(L), 0.f);
+    be.upload(*moe_acc_, 0, zeros.data(), zeros.size() * sizeof(float));
+    out = moe_acc_->as<float>(), ld_out = L;
+  }
+  float *h = big_->as<float>(), *y = moe_y_->as<float>();
+  for (int64_t e = 0; e < X; ++e) {
+    const auto &r = rows[size_t(e)];
+    const int n = int(r.size());
+    if (!n) continue;
+    const float *g = in;
+    int64_t ld_g = ld_in;
+    if (n != T) {  // not every token: gather this expert's rows (all T keep their own rows)
+      be.gather_rows(in, ld_in, r.data(), n, L, moe_g_->as<float>(), L);
+      g = moe_g_->as<float>(), ld_g = L;
+    }
+    be.matmul(expert(l.up_exps, int(e)), g, ld_g, h, F, n, false);  // (n, F)
+    be.relu2(h, F, n, F);
+    be.matmul(expert(l.down_exps, int(e)), h, F, y, L, n, false);  // (n, L)
+    be.scatter_add_rows(y, L, r.data(), weights[size_t(e)].data(), n, L, out, ld_out);
+  }
+  if (latent) be.matmul(l.latent_up, out, L, x_->as<float>(), E, T, true);  // x += (T, E)
+
+  const int64_t S = l.up_shexp.n_out;  // the shared expert, on every token
+  be.matmul(l.up_shexp, xn, E, h, S, T, false);
+  be.relu2(h, S, T, S);
+  be.matmul(l.down_shexp, h, S, x_->as<float>(), E, T, true);  // x += (T, E)
 }
 
 }  // namespace edgenano

@@ -15,7 +15,7 @@
 
 namespace edgenano {
 
-enum class LayerKind : int { Mamba = 0, Attention = 1, Mlp = 2 };
+enum class LayerKind : int { Mamba = 0, Attention = 1, Mlp = 2, Moe = 3 };
 
 struct Config {
   int n_vocab = 0, n_embd = 0, n_layer = 0;
@@ -25,6 +25,13 @@ struct Config {
   int n_head = 0, head_dim = 0;
   int ssm_d_conv = 0, ssm_d_state = 0, ssm_n_group = 0, ssm_d_inner = 0, ssm_n_head = 0;
   float eps = 1e-5f;
+  // Mixture of experts (nemotron_h_moe, SPEC 1.4): n_ff holds the routed experts' width at Moe
+  // layers.
+  int n_expert = 0, n_expert_used = 0, n_ff_shexp = 0, moe_latent = 0;
+  bool expert_weights_norm = false;
+  float expert_scale = 1.f;  // on the chosen experts' weights
+
+  int moe_n_embd() const { return moe_latent > 0 ? moe_latent : n_embd; }  // experts' width
 
   int ssm_head_dim() const { return ssm_d_inner / ssm_n_head; }                     // P
   int ssm_conv_dim() const { return ssm_d_inner + 2 * ssm_n_group * ssm_d_state; }  // C
@@ -59,6 +66,11 @@ struct Layer {
   size_t kv_row_bytes = 0;  // one cached K (or V) row: Hkv*d values
   // MLP (relu^2)
   backend::Weight up, down;  // E -> F, F -> E
+  // MoE: router (F32) E -> X; the experts stacked: expert e's up is up_exps with data advanced by
+  // e * up_exps.n_out * up_exps.row_bytes (the same for down); a shared relu^2 expert (up, down
+  // above are unused); the latent projections when moe_latent > 0.
+  backend::Weight gate_inp, up_exps, down_exps, up_shexp, down_shexp, latent_down, latent_up;
+  std::vector<float> exp_probs_b;  // (X) correction bias, host copy: the choice runs on the host
 };
 
 // What a sequence carries, in buffers of the model's backend: conv + SSM state per Mamba layer,
@@ -141,6 +153,8 @@ class Model {
   backend::Weight weight(const TensorInfo &t, int64_t n_in, int64_t n_out) const;
   const float *vector(const TensorInfo &t, int64_t n);
   void build(const std::vector<TensorInfo> &tensors);
+  void build_moe(Layer &l, const std::string &p, int i,
+                 const std::function<const TensorInfo &(const std::string &)> &get);
   void reserve_kv(State &s, int rows) const;
   void ensure_scratch(int T);
   void forward(State &s, const int32_t *ids, int T, float *logits, bool all_logits);
@@ -148,6 +162,7 @@ class Model {
   void mamba(const Layer &l, State &s, int il, int T);
   void attention(const Layer &l, State &s, int il, int T);
   void mlp(const Layer &l, int T);
+  void moe(const Layer &l, int T);
 
   Config cfg_;
   int n_ctx_, n_batch_, kv_type_;
@@ -164,6 +179,10 @@ class Model {
   // Scratch, row-major (T rows) f32: x residual (E), xn normed (E), big (widest projection),
   // conv out (C), dt (H), y scan/attention out (max(D, Hq*d)), yn gated-norm out (D).
   backend::BufferPtr x_, xn_, big_, conv_, dt_, y_, yn_;
+  // MoE scratch: router logits (T, X), latent input (T, L), gathered rows (T, L), expert outputs
+  // (T, L), latent accumulator (T, L); host copies of the logits.
+  backend::BufferPtr moe_logits_, moe_in_, moe_g_, moe_y_, moe_acc_;
+  std::vector<float> moe_logits_host_;
 };
 
 }  // namespace edgenano

@@ -39,13 +39,17 @@ DEFAULTS = {
     "max_position_embeddings": 4096, "tie_word_embeddings": False,
     "time_step_limit": (0.0, math.inf), "mlp_hidden_act": "relu2", "mamba_hidden_act": "silu",
     "num_nextn_predict_layers": 0,
+    # MoE (read only when the layer list has `E` layers; transformers' config object carries
+    # these defaults for every model, dense ones included)
+    "n_routed_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 7688,
+    "moe_shared_expert_intermediate_size": 7688, "n_shared_experts": 1, "moe_latent_size": None,
+    "routed_scaling_factor": 1.0, "norm_topk_prob": True, "n_group": 1, "topk_group": 1,
 }
 
 # Options whose non-default value changes the math in a way the nemotron_h layout cannot carry.
 MUST_EQUAL = {
     "mlp_hidden_act": "relu2", "mamba_hidden_act": "silu", "attention_bias": False,
     "mlp_bias": False, "use_bias": False, "mamba_proj_bias": False,
-    "num_nextn_predict_layers": 0,
 }
 
 # An upper dt limit at least this large is a stand-in for infinity (no clamp): values near
@@ -73,6 +77,20 @@ class HybridConfig:
     n_ctx_train: int
     tie_embeddings: bool
     use_conv_bias: bool
+    # Mixture of experts (zeros for a dense model): SPEC section 1.4
+    n_expert: int = 0  # routed experts
+    n_expert_used: int = 0  # top-k
+    n_ff_exp: int = 0  # routed expert width
+    n_ff_shexp: int = 0  # shared expert width
+    n_expert_shared: int = 0
+    moe_latent: int = 0  # 0: no latent projections
+    expert_weights_norm: bool = False
+    expert_weights_scale: float = 1.0
+    n_nextn: int = 0  # MTP layers in the checkpoint (mtp.*), not converted
+
+    @property
+    def is_moe(self) -> bool:
+        return "moe" in self.layer_kinds
 
     @property
     def n_layer(self) -> int:
@@ -94,12 +112,16 @@ class HybridConfig:
         return 2 * self.ssm_d_inner + 2 * self.ssm_n_group * self.ssm_d_state + self.ssm_n_heads
 
     def dims(self, i: int = 0) -> Dims:
-        """The dimensions the layer table's shapes read (the same at every layer here)."""
+        """The dimensions the layer table's shapes read at layer i: the same at every layer but
+        n_ff, the routed experts' width at MoE layers (llama.cpp's feed_forward_length)."""
+        moe = self.layer_kinds[i] == "moe"
         return Dims(n_vocab=self.n_vocab, n_embd=self.n_embd, n_head=self.n_head,
-                    n_head_kv=self.n_head_kv, head_dim=self.head_dim, n_ff=self.n_ff,
+                    n_head_kv=self.n_head_kv, head_dim=self.head_dim,
+                    n_ff=self.n_ff_exp if moe else self.n_ff,
                     ssm_n_head=self.ssm_n_heads, ssm_d_inner=self.ssm_d_inner,
                     ssm_n_group=self.ssm_n_group, ssm_d_state=self.ssm_d_state,
-                    ssm_d_conv=self.ssm_d_conv)
+                    ssm_d_conv=self.ssm_d_conv, n_expert=self.n_expert,
+                    n_ff_shexp=self.n_ff_shexp, moe_latent=self.moe_latent)
 
 
 def read_config_json(hf_dir: str | Path) -> dict:
@@ -134,8 +156,9 @@ def parse_config(raw: dict, source: str = "config.json") -> HybridConfig:
         if key not in cfg:
             raise ConversionError(f"{source}: required key {key!r} is missing")
     n_head = int(cfg["num_attention_heads"])
+    kinds = layer_kinds(raw, source)
     hc = HybridConfig(
-        layer_kinds=layer_kinds(raw, source),
+        layer_kinds=kinds,
         n_vocab=int(cfg["vocab_size"]), n_embd=int(cfg["hidden_size"]),
         n_ff=int(cfg["intermediate_size"]), n_head=n_head,
         n_head_kv=int(cfg.get("num_key_value_heads") or n_head), head_dim=int(cfg["head_dim"]),
@@ -144,9 +167,42 @@ def parse_config(raw: dict, source: str = "config.json") -> HybridConfig:
         ssm_d_conv=int(cfg["conv_kernel"]), eps=float(cfg["layer_norm_epsilon"]),
         n_ctx_train=int(cfg["max_position_embeddings"]),
         tie_embeddings=bool(cfg["tie_word_embeddings"]), use_conv_bias=bool(cfg["use_conv_bias"]),
+        **(_moe_fields(cfg, kinds, source) if "moe" in kinds else {}),
     )
+    if not hc.is_moe and cfg["num_nextn_predict_layers"]:
+        raise ConversionError(f"{source}: num_nextn_predict_layers = "
+                              f"{cfg['num_nextn_predict_layers']!r}: MTP layers come only with "
+                              "mixture-of-experts models (nemotron_h_moe)")
     _check_divisibility(hc, source)
     return hc
+
+
+def _moe_fields(cfg: dict, kinds: tuple[str, ...], source: str) -> dict:
+    """The MoE fields of a config with `E` layers, refusing what llama.cpp's nemotron_h_moe cannot
+    represent: dense MLP layers beside expert layers (its loader reads every feed-forward layer of
+    such a file as experts) and group-limited routing (it would need expert_group_used_count)."""
+    if "mlp" in kinds:
+        i = kinds.index("mlp")
+        raise ConversionError(f"{source}: layer {i} is a dense MLP in a mixture-of-experts model; "
+                              "llama.cpp's nemotron_h_moe reads every feed-forward layer as "
+                              "experts, so such a mix cannot be converted")
+    n_expert, k = int(cfg["n_routed_experts"]), int(cfg["num_experts_per_tok"])
+    if not 1 <= k <= n_expert or n_expert < 2:
+        raise ConversionError(f"{source}: num_experts_per_tok {k} must lie in [1, "
+                              f"n_routed_experts {n_expert}] with at least 2 experts")
+    n_group, topk_group = int(cfg["n_group"] or 1), int(cfg["topk_group"] or 1)
+    if n_group > 1 and topk_group < n_group:
+        raise ConversionError(f"{source}: group-limited routing (n_group {n_group}, topk_group "
+                              f"{topk_group}) is not supported; only n_group 1 is")
+    latent = cfg["moe_latent_size"]
+    return dict(
+        n_expert=n_expert, n_expert_used=k, n_ff_exp=int(cfg["moe_intermediate_size"]),
+        n_ff_shexp=int(cfg["moe_shared_expert_intermediate_size"]),
+        n_expert_shared=int(cfg["n_shared_experts"]), moe_latent=int(latent or 0),
+        expert_weights_norm=bool(cfg["norm_topk_prob"]),
+        expert_weights_scale=float(cfg["routed_scaling_factor"]),
+        n_nextn=int(cfg["num_nextn_predict_layers"] or 0),
+    )
 
 
 def _canonical(raw: dict) -> dict:
@@ -187,8 +243,8 @@ def layer_kinds(raw: dict, source: str = "config.json") -> tuple[str, ...]:
                 f"(known: {', '.join(repr(k) for k in table)})")
         if not KINDS[kind].supported:
             raise ConversionError(
-                f"{source}: layer {i} is a mixture-of-experts layer ({item!r} in {spelling}): "
-                "MoE layers are not supported yet")
+                f"{source}: layer {i} is of kind {kind} ({item!r} in {spelling}), which is not "
+                "supported yet")
         kinds.append(kind)
     if not kinds:
         raise ConversionError(f"{source}: {spelling} is empty")

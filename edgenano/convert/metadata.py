@@ -1,4 +1,5 @@
-"""The `general.*` and `nemotron_h.*` GGUF keys of SPEC section 3, with their exact value types.
+"""The `general.*` and `nemotron_h.*` (`nemotron_h_moe.*`) GGUF keys of SPEC sections 3 and 1.4,
+with their exact value types.
 
 llama.cpp infers each layer's kind from the per-layer arrays (edgenano.layers: Mamba where
 head_count_kv and feed_forward_length are both 0, attention where head_count_kv > 0, MLP where
@@ -16,12 +17,19 @@ from .tokenizer import KV
 
 V = GGUFValueType
 ARCH = "nemotron_h"
+ARCH_MOE = "nemotron_h_moe"  # the same layout with expert layers (SPEC section 1.4)
 QUANTIZATION_VERSION = 2
+
+
+def arch_of(c: HybridConfig) -> str:
+    """nemotron_h_moe exactly when the layer list has expert layers (never from the presence of
+    MoE keys: transformers' config object carries MoE defaults for dense models too)."""
+    return ARCH_MOE if c.is_moe else ARCH
 
 
 def model_kvs(c: HybridConfig, out: OutType, name: str) -> list[KV]:
     """Every non-tokenizer key except general.architecture (which the writer adds first)."""
-    a = ARCH
+    a = arch_of(c)
     u32 = {
         f"{a}.block_count": c.n_layer,
         f"{a}.context_length": c.n_ctx_train,
@@ -42,10 +50,25 @@ def model_kvs(c: HybridConfig, out: OutType, name: str) -> list[KV]:
         f"{a}.attention.layer_norm_epsilon": c.eps,
         f"{a}.attention.layer_norm_rms_epsilon": c.eps,
     }
+    flags = {}
+    if c.is_moe:  # the keys and types llama.cpp's nemotron_h_moe loader reads (llama-model.cpp)
+        u32 |= {
+            f"{a}.expert_count": c.n_expert,
+            f"{a}.expert_used_count": c.n_expert_used,
+            f"{a}.expert_shared_count": c.n_expert_shared,
+            f"{a}.expert_feed_forward_length": c.n_ff_exp,
+            f"{a}.expert_shared_feed_forward_length": c.n_ff_shexp,
+            f"{a}.expert_group_count": 1,
+        }
+        if c.moe_latent:
+            u32[f"{a}.moe_latent_size"] = c.moe_latent
+        f32[f"{a}.expert_weights_scale"] = c.expert_weights_scale
+        flags[f"{a}.expert_weights_norm"] = c.expert_weights_norm
     return (
         [KV("general.name", name, V.STRING)]
         + [KV(k, int(v), V.UINT32) for k, v in u32.items()]
         + [KV(k, float(v), V.FLOAT32) for k, v in f32.items()]
+        + [KV(k, bool(v), V.BOOL) for k, v in flags.items()]
         + [KV(f"{a}.{key}", vals, V.ARRAY, V.INT32)
            for key, vals in layer_arrays(c.layer_kinds, c.dims).items()]
     )

@@ -76,8 +76,14 @@ def fallback(t: GGMLQuantizationType, ne0: int) -> GGMLQuantizationType:
     return t if ne0 % block_size(t) == 0 else T.F16
 
 
-def assign_types(specs: list[TensorSpec], out: OutType, n_layer: int) -> list[GGMLQuantizationType]:
-    """The GGML type of every tensor, in spec order (which is llama.cpp's: by layer, then name)."""
+def assign_types(specs: list[TensorSpec], out: OutType, n_layer: int,
+                 experts: bool = False) -> list[GGMLQuantizationType]:
+    """The GGML type of every tensor, in spec order (which is llama.cpp's: by layer, then name).
+
+    With routed experts (`experts`: more than one) llama.cpp picks the ffn_down layers by the
+    block number in the name (blk.N.), not by counting ffn_down tensors: every ffn_down* of a
+    layer (routed ffn_down_exps, shared ffn_down_shexp) gets the same choice. The router
+    (ffn_gate_inp) is never quantized; the layer table keeps it F32."""
     has_output = any(s.name == "output.weight" for s in specs)
     n_attn_v = sum(s.name.endswith(".attn_v.weight") for s in specs)
     counters = {"attn_v": 0, "ffn_down": 0}
@@ -88,7 +94,7 @@ def assign_types(specs: list[TensorSpec], out: OutType, n_layer: int) -> list[GG
             continue
         t = out.default
         if out.mixture:
-            t = _mixture_type(s, out.default, has_output, n_attn_v, n_layer, counters)
+            t = _mixture_type(s, out.default, has_output, n_attn_v, n_layer, counters, experts)
         types.append(fallback(t, s.ne[0]) if _is_quantized(out.default) else t)
     return types
 
@@ -98,13 +104,16 @@ def _is_quantized(t: GGMLQuantizationType) -> bool:
 
 
 def _mixture_type(s: TensorSpec, default, has_output: bool, n_attn_v: int, n_layer: int,
-                  counters: dict[str, int]) -> GGMLQuantizationType:
+                  counters: dict[str, int], experts: bool = False) -> GGMLQuantizationType:
     """llama.cpp's Q4_K_M / Q5_K_M rule for one matrix (counters advance as llama.cpp's do)."""
     if s.name == "output.weight" or (not has_output and s.name == "token_embd.weight"):
         return T.Q8_0 if s.ne[0] % block_size(default) else T.Q6_K
-    for key, n in (("attn_v", n_attn_v), ("ffn_down", n_layer)):
-        if s.name.endswith(f".{key}.weight"):
-            i = counters[key]
-            counters[key] += 1
-            return T.Q6_K if use_more_bits(i, n) else default
+    if s.name.endswith(".attn_v.weight"):
+        i = counters["attn_v"]
+        counters["attn_v"] += 1
+        return T.Q6_K if use_more_bits(i, n_attn_v) else default
+    if ".ffn_down" in s.name:  # llama.cpp's FFN_DOWN category: any name containing ffn_down
+        i = counters["ffn_down"]
+        counters["ffn_down"] += 1
+        return T.Q6_K if use_more_bits(s.layer if experts else i, n_layer) else default
     return default

@@ -20,10 +20,10 @@ from gguf import GGMLQuantizationType
 from . import gguf_file, quants
 from .config import HybridConfig, parse_config, read_config_json
 from .errors import ConversionError, OutputError
-from .metadata import ARCH, model_kvs
+from .metadata import arch_of, model_kvs
 from .presets import assign_types, outtype, row_bytes
 from .safetensors_io import Checkpoint
-from .tensors import TensorSpec, load_small, plan_tensors
+from .tensors import TensorSpec, expert_source, load_small, plan_tensors
 from .tokenizer import KV, V, tokenizer_kvs
 
 CHUNK_BYTES = 32 << 20  # float32 bytes of rows converted at once
@@ -58,10 +58,10 @@ def plan_conversion(hf_dir: str | Path, outtype_name: str = "f32") -> Plan:
     config = parse_config(raw, source=str(hf_dir / "config.json"))
     ckpt = Checkpoint(hf_dir)
     specs = plan_tensors(config, ckpt)
-    types = assign_types(specs, out, config.n_layer)
+    types = assign_types(specs, out, config.n_layer, experts=config.n_expert > 1)
     tensors = [PlannedTensor(s, t, _nbytes(s, t)) for s, t in zip(specs, types, strict=True)]
     name = raw.get("_name_or_path") or hf_dir.resolve().name
-    kvs = ([KV("general.architecture", ARCH, V.STRING)] + model_kvs(config, out, name)
+    kvs = ([KV("general.architecture", arch_of(config), V.STRING)] + model_kvs(config, out, name)
            + tokenizer_kvs(hf_dir, config.n_vocab, raw))
     return Plan(config, ckpt, tensors, kvs)
 
@@ -85,10 +85,14 @@ def _chunks(ckpt: Checkpoint, p: PlannedTensor) -> Iterator[np.ndarray]:
     if not s.matrix:
         yield quantize_rows(load_small(ckpt, s).reshape(-1, s.ne[0]), p.type)
         return
-    n_rows, width = s.shape
+    # Stacked experts: expert by expert, each in chunks of rows, so the peak is one chunk however
+    # many experts a layer has (the GGUF's 3-D tensor holds expert x's rows contiguously).
+    sources = [expert_source(s, x) for x in range(s.experts)] if s.experts else [s.source]
+    n_rows, width = s.shape[-2:]
     step = max(1, CHUNK_BYTES // (4 * width))
-    for r in range(0, n_rows, step):
-        yield quantize_rows(ckpt.read_rows(s.source, r, min(n_rows, r + step)), p.type)
+    for src in sources:
+        for r in range(0, n_rows, step):
+            yield quantize_rows(ckpt.read_rows(src, r, min(n_rows, r + step)), p.type)
 
 
 def write_gguf(plan: Plan, path: Path, progress: bool = False) -> None:
@@ -136,7 +140,8 @@ def _human(n: int) -> str:
 def convert_checkpoint(hf_dir: str | Path, out_path: str | Path, outtype: str = "f32", *,
                        force: bool = False, progress: bool = False,
                        dry_run: bool = False) -> Path:
-    """Convert a HF Nemotron-H checkpoint to a GGUF llama.cpp loads as nemotron_h."""
+    """Convert a HF Nemotron-H checkpoint to a GGUF llama.cpp loads as nemotron_h (or, with
+    expert layers, nemotron_h_moe)."""
     out_path = Path(out_path)
     if not Path(hf_dir).is_dir():
         raise ConversionError(f"{hf_dir} is not a directory")
