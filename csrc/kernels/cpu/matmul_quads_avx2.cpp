@@ -65,17 +65,9 @@ struct Q0Panels {
     }
   }
 
-  // Rows [0, nr) (nr <= 4) of w, blocks [i0, i0 + nblk), into out[0 .. nblk); missing rows zero.
   static void unpack(const uint8_t *w, size_t row_bytes, int nr, int64_t i0, int nblk,
                      RowQuad *out) {
-    for (int r = 0; r < 4; ++r) {
-      const auto *b = reinterpret_cast<const B *>(w + size_t(r) * row_bytes) + i0;
-      for (int i = 0; i < nblk; ++i) {
-        _mm256_store_si256(reinterpret_cast<__m256i *>(out[i].u[r]),
-                           r < nr ? codes(b[i]) : _mm256_setzero_si256());
-        out[i].d[r] = r < nr ? h2f(b[i].d) : 0.f;
-      }
-    }
+    unpack_row_quads<B>(w, row_bytes, nr, i0, nblk, out, codes);
   }
 
   // sum[r][p] += row r . quad p over nblk blocks; a[p] is quad p's first block.
@@ -117,14 +109,8 @@ struct Q8Panels {
 
   static void unpack(const uint8_t *w, size_t row_bytes, int nr, int64_t i0, int nblk,
                      RowQuad *out) {
-    for (int r = 0; r < 4; ++r) {
-      const auto *b = reinterpret_cast<const BlockQ8_0 *>(w + size_t(r) * row_bytes) + i0;
-      for (int i = 0; i < nblk; ++i) {
-        _mm256_store_si256(reinterpret_cast<__m256i *>(out[i].u[r]),
-                           r < nr ? loadu(b[i].qs) : _mm256_setzero_si256());
-        out[i].d[r] = r < nr ? h2f(b[i].d) : 0.f;
-      }
-    }
+    unpack_row_quads<BlockQ8_0>(w, row_bytes, nr, i0, nblk, out,
+                                [](const BlockQ8_0 &b) { return loadu(b.qs); });
   }
 
   template <int NQ>
@@ -144,13 +130,7 @@ struct Q8Panels {
           for (int t = 0; t < 4; ++t)
             s[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(loadu(q.qs[t]), c)),
                                      ones);
-          // fold4's unpacks on int32 lanes: token t's sums in lanes t and t + 4.
-          const __m256i p01 = _mm256_add_epi32(_mm256_unpacklo_epi32(s[0], s[1]),
-                                               _mm256_unpackhi_epi32(s[0], s[1]));
-          const __m256i p23 = _mm256_add_epi32(_mm256_unpacklo_epi32(s[2], s[3]),
-                                               _mm256_unpackhi_epi32(s[2], s[3]));
-          const __m256i st =
-              _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));
+          const __m256i st = fold4_i32(s);
           const __m256 da = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(q.d));
           sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(st), _mm256_mul_ps(da, dr), sum[r][p]);
         }

@@ -33,14 +33,8 @@ struct Q8PanelsVnni {
 
   static void unpack(const uint8_t *w, size_t row_bytes, int nr, int64_t i0, int nblk,
                      RowQuad *out) {
-    for (int r = 0; r < 4; ++r) {
-      const auto *b = reinterpret_cast<const BlockQ8_0 *>(w + size_t(r) * row_bytes) + i0;
-      for (int i = 0; i < nblk; ++i) {
-        _mm256_store_si256(reinterpret_cast<__m256i *>(out[i].u[r]),
-                           r < nr ? load256(b[i].qs) : _mm256_setzero_si256());
-        out[i].d[r] = r < nr ? _cvtsh_ss(b[i].d) : 0.f;
-      }
-    }
+    unpack_row_quads<BlockQ8_0>(w, row_bytes, nr, i0, nblk, out,
+                                [](const BlockQ8_0 &b) { return load256(b.qs); });
   }
 
   template <int NQ>
@@ -59,13 +53,7 @@ struct Q8PanelsVnni {
           for (int t = 0; t < 4; ++t)
             s[t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u,
                                        _mm256_sign_epi8(load256(q.qs[t]), c));
-          // Token t's sums into lanes t and t + 4, as the AVX2 tile.
-          const __m256i p01 = _mm256_add_epi32(_mm256_unpacklo_epi32(s[0], s[1]),
-                                               _mm256_unpackhi_epi32(s[0], s[1]));
-          const __m256i p23 = _mm256_add_epi32(_mm256_unpacklo_epi32(s[2], s[3]),
-                                               _mm256_unpackhi_epi32(s[2], s[3]));
-          const __m256i st =
-              _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));
+          const __m256i st = fold4_i32(s);
           const __m256 da = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(q.d));
           sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(st), _mm256_mul_ps(da, dr), sum[r][p]);
         }
@@ -107,14 +95,7 @@ struct Q0PanelsVnni {
 
   static void unpack(const uint8_t *w, size_t row_bytes, int nr, int64_t i0, int nblk,
                      RowQuad *out) {
-    for (int r = 0; r < 4; ++r) {
-      const auto *b = reinterpret_cast<const B *>(w + size_t(r) * row_bytes) + i0;
-      for (int i = 0; i < nblk; ++i) {
-        _mm256_store_si256(reinterpret_cast<__m256i *>(out[i].u[r]),
-                           r < nr ? codes(b[i]) : _mm256_setzero_si256());
-        out[i].d[r] = r < nr ? _cvtsh_ss(b[i].d) : 0.f;
-      }
-    }
+    unpack_row_quads<B>(w, row_bytes, nr, i0, nblk, out, codes);
   }
 
   template <int NQ>
@@ -131,15 +112,9 @@ struct Q0PanelsVnni {
 #pragma GCC unroll 4
           for (int t = 0; t < 4; ++t)
             s[t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, load256(q.qs[t]));
-          const __m256i p01 = _mm256_add_epi32(_mm256_unpacklo_epi32(s[0], s[1]),
-                                               _mm256_unpackhi_epi32(s[0], s[1]));
-          const __m256i p23 = _mm256_add_epi32(_mm256_unpacklo_epi32(s[2], s[3]),
-                                               _mm256_unpackhi_epi32(s[2], s[3]));
           const __m256i corr = _mm256_broadcastsi128_si256(
               _mm_loadu_si128(reinterpret_cast<const __m128i *>(q.corr)));
-          const __m256i st = _mm256_add_epi32(
-              _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23)),
-              corr);
+          const __m256i st = _mm256_add_epi32(fold4_i32(s), corr);
           const __m256 da = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(q.d));
           sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(st), _mm256_mul_ps(da, dr), sum[r][p]);
         }

@@ -25,6 +25,31 @@ struct alignas(32) RowQuad {
 };
 static_assert(sizeof(RowQuad) == 160);
 
+// Rows [0, nr) (nr <= 4) of w, one-scale blocks [i0, i0 + nblk), into out[0 .. nblk): each block's
+// 32 codes as codes(block) makes them and its f16 scale; missing rows zero.
+template <class B, class Codes>
+inline void unpack_row_quads(const uint8_t *w, size_t row_bytes, int nr, int64_t i0, int nblk,
+                             RowQuad *out, Codes codes) {
+  for (int r = 0; r < 4; ++r) {
+    const auto *b = reinterpret_cast<const B *>(w + size_t(r) * row_bytes) + i0;
+    for (int i = 0; i < nblk; ++i) {
+      _mm256_store_si256(reinterpret_cast<__m256i *>(out[i].u[r]),
+                         r < nr ? codes(b[i]) : _mm256_setzero_si256());
+      out[i].d[r] = r < nr ? _cvtsh_ss(b[i].d) : 0.f;
+    }
+  }
+}
+
+// 4 tokens' vectors of i32 partial sums -> one vector with token t's whole sum in lanes t and
+// t + 4 (32-bit unpacks keep each token's lanes together, then 64-bit ones).
+inline __m256i fold4_i32(const __m256i (&s)[4]) {
+  const __m256i p01 =
+      _mm256_add_epi32(_mm256_unpacklo_epi32(s[0], s[1]), _mm256_unpackhi_epi32(s[0], s[1]));
+  const __m256i p23 =
+      _mm256_add_epi32(_mm256_unpacklo_epi32(s[2], s[3]), _mm256_unpackhi_epi32(s[2], s[3]));
+  return _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));
+}
+
 // 4 rows x NQ quads of f32 sums (token t of a quad in lanes t and t + 4) -> y rows [0, nr) of
 // tokens [0, nt).
 template <int NQ>
