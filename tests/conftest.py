@@ -31,6 +31,24 @@ def tiny_checkpoint(tmp_path_factory):
     return make
 
 
+def gguf_converter(tiny_checkpoint, tmp_path_factory, configs: dict):
+    """get(config, outtype="f32") -> GGUF path of configs[config] = (base config, overrides),
+    converted by our converter once per (config, outtype)."""
+    from edgenano.convert import convert_checkpoint
+
+    cache: dict = {}
+
+    def get(config: str, outtype: str = "f32"):
+        if (config, outtype) not in cache:
+            base, overrides = configs[config]
+            out = tmp_path_factory.mktemp(f"{config}_{outtype}") / "model.gguf"
+            cache[config, outtype] = convert_checkpoint(tiny_checkpoint(base, **overrides), out,
+                                                        outtype)
+        return cache[config, outtype]
+
+    return get
+
+
 LLAMA_SDIST = "llama_cpp_python-0.3.36.tar.gz"
 
 def _llama_sdist():

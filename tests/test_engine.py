@@ -16,7 +16,7 @@ from edgenano.backends import ContextOverflow, ReferenceBackend
 from edgenano.engine import NativeBackend
 from edgenano.gguf_model import GGUFError, load_gguf
 
-from .conftest import nmse
+from .conftest import gguf_converter, nmse
 from .tolerances import (
     ENGINE_DECODE_VS_REFERENCE_NMSE,
     ENGINE_KV_CACHE_VS_REFERENCE_NMSE,
@@ -54,19 +54,7 @@ SPLIT = 30  # prefill PROMPT[:SPLIT], then decode the rest one token at a time
 @pytest.fixture(scope="module")
 def gguf_file(tiny_checkpoint, tmp_path_factory):
     """gguf_file(config, outtype) -> path, converted once per module."""
-    from edgenano.convert import convert_checkpoint
-
-    cache: dict = {}
-
-    def get(config: str, outtype: str = "f32"):
-        if (config, outtype) not in cache:
-            base, overrides = CONFIGS[config]
-            out = tmp_path_factory.mktemp(f"{config}_{outtype}") / "model.gguf"
-            cache[config, outtype] = convert_checkpoint(tiny_checkpoint(base, **overrides), out,
-                                                        outtype)
-        return cache[config, outtype]
-
-    return get
+    return gguf_converter(tiny_checkpoint, tmp_path_factory, CONFIGS)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package (importlib mode)
-from conftest import _llama_sdist, nmse  # noqa: E402
+from conftest import _llama_sdist, gguf_converter, nmse  # noqa: E402
 from tolerances import (  # noqa: E402
     ENGINE_DECODE_VS_REFERENCE_NMSE,
     ENGINE_PREFILL_VS_REFERENCE_NMSE,
@@ -39,19 +39,8 @@ SPLIT = 30
 
 @pytest.fixture(scope="module")
 def gguf_file(tiny_checkpoint, tmp_path_factory):
-    from edgenano.convert import convert_checkpoint
-
-    cache: dict = {}
-
-    def get(config: str, outtype: str = "f32"):
-        if (config, outtype) not in cache:
-            base, overrides = CONFIGS[config]
-            out = tmp_path_factory.mktemp(f"{config}_{outtype}") / "model.gguf"
-            cache[config, outtype] = convert_checkpoint(tiny_checkpoint(base, **overrides), out,
-                                                        outtype)
-        return cache[config, outtype]
-
-    return get
+    """gguf_file(config, outtype) -> path, converted once per module."""
+    return gguf_converter(tiny_checkpoint, tmp_path_factory, CONFIGS)
 
 
 def reference(path, prompt=PROMPT) -> np.ndarray:
