@@ -24,6 +24,7 @@ from .tolerances import (
     CUDA_EMU_MATVEC_NMSE,
     CUDA_EMU_MODEL_F32_NMSE,
     CUDA_EMU_MODEL_PREFILL_NMSE,
+    CUDA_EMU_SSD_NMSE,
     ENGINE_DECODE_VS_REFERENCE_NMSE,
     ENGINE_KV_CACHE_VS_REFERENCE_NMSE,
 )
@@ -124,6 +125,22 @@ def test_ssm_scan(T, N):
     y_ref, st_ref = K.ssm_scan(*args, chunk=0)
     assert nmse(y, y_ref) <= CUDA_EMU_F32_NMSE
     assert nmse(st, st_ref) <= CUDA_EMU_F32_NMSE
+
+
+# Chunked SSD (prefill) against the CPU's chunk path: odd T, T not a multiple of the chunk, one
+# chunk, one token past a chunk, several heads per group, N over one lane's 8 values per warp.
+@pytest.mark.parametrize("T,chunk,H,G,N", [(37, 8, 6, 2, 24), (37, 16, 4, 1, 40), (64, 64, 6, 3, 24),
+                                           (65, 64, 2, 2, 24), (130, 64, 4, 2, 130),
+                                           (5, 256, 6, 2, 24)])
+def test_ssm_scan_chunked(T, chunk, H, G, N):
+    args = scan_inputs(T, H=H, P=10, N=N, G=G, seed=1)  # random nonzero initial state
+    y, st = E.ssm_scan(*args, chunk=chunk)
+    y_ref, st_ref = K.ssm_scan(*args, chunk=chunk)
+    assert nmse(y, y_ref) <= CUDA_EMU_SSD_NMSE
+    assert nmse(st, st_ref) <= CUDA_EMU_SSD_NMSE
+    y_rec, st_rec = E.ssm_scan(*args)  # and the device's own recurrence
+    assert nmse(y, y_rec) <= CUDA_EMU_SSD_NMSE
+    assert nmse(st, st_rec) <= CUDA_EMU_SSD_NMSE
 
 
 @pytest.mark.parametrize("kv_type", [QT.F32, QT.F16, QT.Q8_0], ids=lambda t: t.name)

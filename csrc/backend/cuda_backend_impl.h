@@ -130,9 +130,10 @@ class SimtBackend final : public Backend {
     cuk::softplus_bias(x, ldx, bias, out, ldo, T, H, s_);
   }
   void causal_conv(const ConvParams &p) override { cuk::causal_conv(p, s_); }
-  // The recurrence for every T (chunked SSD on the device is not written yet; same result up to
-  // rounding, kern::ssm_scan's chunk only changes the CPU's schedule).
-  void ssm_scan(const ScanParams &p, int) override { cuk::ssm_scan(p, s_); }
+  // The recurrence for decode, the chunked SSD form for prefill (chunk > 0), as kern::ssm_scan.
+  void ssm_scan(const ScanParams &p, int chunk) override {
+    cuk::ssm_scan(p, chunk, scan_.get(cuk::ssm_scan_scratch_bytes(p, chunk), s_), s_);
+  }
   void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type,
                 uint8_t *dst) override {
     cuk::kv_store(src, lds, T, width, kv_type, dst, s_);
@@ -145,7 +146,7 @@ class SimtBackend final : public Backend {
   const char *name_;
   simt::Stream s_;
   FitsFn fits_;
-  Scratch act_, out_, ids_, attn_;
+  Scratch act_, out_, ids_, attn_, scan_;
 };
 
 }  // namespace SIMT_IMPL

@@ -221,7 +221,7 @@ std::pair<F32, F32> causal_conv(In<float, 2> x, In<float, 2> state, In<float, 2>
 
 template <int I>
 std::pair<F32, F32> ssm_scan(In<float, 3> state, In<float, 3> x, In<float, 2> dt, In<float, 1> A,
-                             In<float, 3> B, In<float, 3> C, In<float, 1> D) {
+                             In<float, 3> B, In<float, 3> C, In<float, 1> D, int chunk) {
   const cuk::OpsTable &t = ops<I>();
   const size_t T = x.shape(0), H = x.shape(1), P = x.shape(2), G = B.shape(1), N = B.shape(2);
   need(state.shape(0) == H && state.shape(1) == P && state.shape(2) == N && dt.shape(0) == T &&
@@ -235,7 +235,8 @@ std::pair<F32, F32> ssm_scan(In<float, 3> state, In<float, 3> x, In<float, 2> dt
   p.x = dx.as<float>(), p.ldx = int64_t(H * P), p.B = dB.as<float>(), p.C = dC.as<float>();
   p.ldbc = int64_t(G * N), p.dt = ddt.as<float>(), p.lddt = int64_t(H), p.A = dA.as<float>();
   p.D = dD.as<float>(), p.state = dst.as<float>(), p.y = dy.as<float>(), p.ldy = int64_t(H * P);
-  emu([&] { return t.ssm_scan(p), 0; });
+  Dev scratch(t, t.ssm_scan_scratch_bytes(p, chunk));  // exact size: overruns hit a guard page
+  emu([&] { return t.ssm_scan(p, chunk, scratch.as<void>()), 0; });
   auto y = new_array<float>({T, H, P});
   auto st = new_array<float>({H, P, N});
   dy.to(y.data());
@@ -294,7 +295,7 @@ void def_kernels(nb::module_ &m) {
   m.def("causal_conv", &causal_conv<I>, nb::arg("x"), nb::arg("state"), nb::arg("w"), nb::arg("b"),
         nb::arg("silu") = false);
   m.def("ssm_scan", &ssm_scan<I>, nb::arg("state"), nb::arg("x"), nb::arg("dt"), nb::arg("A"),
-        nb::arg("B"), nb::arg("C"), nb::arg("D"));
+        nb::arg("B"), nb::arg("C"), nb::arg("D"), nb::arg("chunk") = 0);
   m.def("kv_store", &kv_store<I>, nb::arg("x"), nb::arg("kv_type"));
   m.def("attention", &attention<I>, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("n_past"),
         nb::arg("n_head_kv"), nb::arg("kv_type"));

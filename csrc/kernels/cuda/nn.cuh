@@ -1,6 +1,6 @@
 // The non-matmul kernels of nemotron_h on the device: embedding lookup, RMSNorm, grouped gated
 // RMSNorm, relu^2, softplus with bias, the causal depthwise conv, the Mamba-2 selective scan (the
-// recurrence) and KV-cache stores. Twins: kernels/cpu/nn_impl.h (same formulas, same order of
+// one-step recurrence for decode, the chunked SSD form for prefill) and KV-cache stores. Twins: kernels/cpu/nn_impl.h (same formulas, same order of
 // the per-element arithmetic; reductions differ in summation order only).
 #include <algorithm>
 #include <stdexcept>
@@ -130,6 +130,112 @@ __global__ void scan_kernel(kern::ScanParams p) {
   }
 }
 
+// ---- chunked SSD (prefill): the twin of kern::ssm_scan's chunk path, as Mamba-2's ssd_minimal.
+// With s_t the cumulative log-decay (dt A) inside a chunk:
+//   y[t] = sum_{u<=t} exp(s_t - s_u) dt_u (C_t.B_u) x_u + D x_t   (the chunk's quadratic form)
+//        + exp(s_t) C_t S                                         (the state carried in)
+//   S'   = exp(s_end) S + sum_u exp(s_end - s_u) dt_u outer(x_u, B_u)
+// in three launches: C.B per (chunk, group); the quadratic form per (chunk, head), in parallel
+// over chunks; then the state passed from chunk to chunk, a warp per (head, channel) row.
+
+// cb[t * chunk + u] = C_t . B_u of group g for u <= t, in chunk ci (block (ci, g)).
+__global__ void ssd_cb_kernel(kern::ScanParams p, int chunk, float *cb) {
+  const int ci = int(blockIdx.x), g = int(blockIdx.y), c0 = ci * chunk;
+  const int L = min(chunk, p.T - c0);
+  float *out = cb + (int64_t(ci) * p.G + g) * chunk * chunk;
+  for (int e = int(threadIdx.x); e < L * L; e += int(blockDim.x)) {
+    const int t = e / L, u = e % L;
+    if (u > t) continue;
+    const float *Ct = p.C + int64_t(c0 + t) * p.ldbc + g * p.N;
+    const float *Bu = p.B + int64_t(c0 + u) * p.ldbc + g * p.N;
+    float acc = 0.f;
+    for (int n = 0; n < p.N; ++n) acc += Ct[n] * Bu[n];
+    out[t * chunk + u] = acc;
+  }
+}
+
+// Block (ci, h): the cumulative decay (in double, as the CPU), y = W x + D x with W[t, u] =
+// exp(s_t - s_u) dt_u cb[t, u], and for the state pass: e[t, h] = exp(s_t), coef[t, h] =
+// exp(s_end - s_u) dt_u, decay[ci, h] = exp(s_end).
+__global__ void ssd_chunk_kernel(kern::ScanParams p, int chunk, const float *cb, float *e,
+                                 float *coef, float *decay) {
+  const int ci = int(blockIdx.x), h = int(blockIdx.y), c0 = ci * chunk;
+  const int g = h / (p.H / p.G), L = min(chunk, p.T - c0), P = p.P;
+  SIMT_SHARED(double, cs, kSsdMaxChunk);
+  SIMT_SHARED(float, dts, kSsdMaxChunk);
+  if (threadIdx.x == 0) {
+    double acc = 0;
+    for (int t = 0; t < L; ++t) {
+      const float d = p.dt[int64_t(c0 + t) * p.lddt + h];
+      dts[t] = d;
+      cs[t] = acc += double(d) * p.A[h];
+    }
+  }
+  __syncthreads();
+  const double end = cs[L - 1];
+  for (int t = int(threadIdx.x); t < L; t += int(blockDim.x)) {
+    const int64_t th = int64_t(c0 + t) * p.H + h;
+    e[th] = expf(float(cs[t]));
+    coef[th] = expf(float(end - cs[t])) * dts[t];
+  }
+  if (threadIdx.x == 0) decay[int64_t(ci) * p.H + h] = float(exp(end));
+  const float *cbc = cb + (int64_t(ci) * p.G + g) * chunk * chunk;
+  const float *x = p.x + int64_t(c0) * p.ldx + h * P;
+  const float Dh = p.D[h];
+  for (int q = int(threadIdx.x); q < L * P; q += int(blockDim.x)) {
+    const int t = q / P, i = q % P;
+    const double st = cs[t];
+    float acc = 0.f;
+    for (int u = 0; u <= t; ++u)
+      acc += expf(float(st - cs[u])) * cbc[t * chunk + u] * dts[u] * x[u * p.ldx + i];
+    p.y[int64_t(c0 + t) * p.ldy + h * P + i] = acc + Dh * x[t * p.ldx + i];
+  }
+}
+
+// A warp per (head, channel) row of the state, N values in registers (8 a lane), over the chunks
+// in order: y[t] += e_t C_t . S for the chunk's tokens, then S = decay S + sum_u coef_u x_u B_u.
+__global__ void ssd_pass_kernel(kern::ScanParams p, int chunk, const float *e, const float *coef,
+                                const float *decay) {
+  const int64_t row = int64_t(blockIdx.x) * 4 + (threadIdx.x >> 5);
+  const int lane = int(threadIdx.x & 31);
+  if (row >= int64_t(p.H) * p.P) return;
+  const int h = int(row / p.P), i = int(row % p.P), g = h / (p.H / p.G);
+  float *S = p.state + row * p.N;
+  float s[8], add[8];
+  for (int j = 0; j < 8; ++j) {
+    const int n = lane + 32 * j;
+    s[j] = n < p.N ? S[n] : 0.f;
+  }
+  for (int c0 = 0, ci = 0; c0 < p.T; c0 += chunk, ++ci) {
+    const int L = min(chunk, p.T - c0);
+    for (int t = c0; t < c0 + L; ++t) {
+      const float *C = p.C + int64_t(t) * p.ldbc + g * p.N;
+      float part = 0.f;
+      for (int j = 0; j < 8; ++j) {
+        const int n = lane + 32 * j;
+        if (n < p.N) part += s[j] * C[n];
+      }
+      const float v = warp_sum(part);
+      if (lane == 0) p.y[int64_t(t) * p.ldy + h * p.P + i] += e[int64_t(t) * p.H + h] * v;
+    }
+    for (int j = 0; j < 8; ++j) add[j] = 0.f;
+    for (int u = c0; u < c0 + L; ++u) {
+      const float a = coef[int64_t(u) * p.H + h] * p.x[int64_t(u) * p.ldx + h * p.P + i];
+      const float *B = p.B + int64_t(u) * p.ldbc + g * p.N;
+      for (int j = 0; j < 8; ++j) {
+        const int n = lane + 32 * j;
+        if (n < p.N) add[j] += a * B[n];
+      }
+    }
+    const float dec = decay[int64_t(ci) * p.H + h];
+    for (int j = 0; j < 8; ++j) s[j] = s[j] * dec + add[j];
+  }
+  for (int j = 0; j < 8; ++j) {
+    const int n = lane + 32 * j;
+    if (n < p.N) S[n] = s[j];
+  }
+}
+
 __global__ void kv_store_float_kernel(const float *src, int64_t lds, int T, int64_t width, bool f16,
                                       uint8_t *dst) {
   const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -157,6 +263,31 @@ __global__ void kv_store_q8_kernel(const float *src, int64_t lds, int T, int64_t
 }
 
 unsigned blocks_for(int64_t n, int per) { return unsigned((n + per - 1) / per); }
+
+// The chunked scan's scratch: C.B per (chunk, group), then e and coef (T, H), decay (chunks, H).
+struct SsdScratch {
+  float *cb, *e, *coef, *decay;
+  size_t bytes;
+};
+SsdScratch ssd_layout(const kern::ScanParams &p, int chunk, void *base) {
+  const int64_t nc = (p.T + chunk - 1) / chunk;
+  auto up = [](size_t n) { return (n * sizeof(float) + 255) / 256 * 256; };
+  const size_t b_cb = up(size_t(nc) * size_t(p.G) * size_t(chunk) * size_t(chunk));
+  const size_t b_th = up(size_t(p.T) * size_t(p.H)), b_dec = up(size_t(nc) * size_t(p.H));
+  auto *c = static_cast<char *>(base);
+  SsdScratch s{};
+  s.bytes = b_cb + 2 * b_th + b_dec;
+  if (c) {
+    s.cb = reinterpret_cast<float *>(c);
+    s.e = reinterpret_cast<float *>(c + b_cb);
+    s.coef = reinterpret_cast<float *>(c + b_cb + b_th);
+    s.decay = reinterpret_cast<float *>(c + b_cb + 2 * b_th);
+  }
+  return s;
+}
+bool use_ssd(const kern::ScanParams &p, int chunk) {
+  return chunk > 0 && chunk <= kSsdMaxChunk && p.T > 1;
+}
 
 }  // namespace
 
@@ -206,11 +337,28 @@ void causal_conv(const kern::ConvParams &p, Stream s) {
   if (p.C > 0) simt::launch<causal_conv_kernel>(dim3(blocks_for(p.C, 128)), dim3(128), s, p);
 }
 
-void ssm_scan(const kern::ScanParams &p, Stream s) {
+size_t ssm_scan_scratch_bytes(const kern::ScanParams &p, int chunk) {
+  return use_ssd(p, chunk) ? ssd_layout(p, chunk, nullptr).bytes : 0;
+}
+
+void ssm_scan(const kern::ScanParams &p, int chunk, void *scratch, Stream s) {
   if (p.G <= 0 || p.H % p.G) throw std::invalid_argument("ssm_scan: H must be a multiple of G");
   if (p.N > 256) throw std::invalid_argument("cuda ssm_scan: state size N must be <= 256");
   const int64_t rows = int64_t(p.H) * p.P;
-  if (rows > 0 && p.T > 0) simt::launch<scan_kernel>(dim3(blocks_for(rows, 4)), dim3(128), s, p);
+  if (rows <= 0 || p.T <= 0) return;
+  if (!use_ssd(p, chunk)) {
+    simt::launch<scan_kernel>(dim3(blocks_for(rows, 4)), dim3(128), s, p);
+    return;
+  }
+  const SsdScratch w = ssd_layout(p, chunk, scratch);
+  const unsigned nc = unsigned((p.T + chunk - 1) / chunk);
+  simt::launch<ssd_cb_kernel>(dim3(nc, unsigned(p.G)), dim3(256), s, p, chunk, w.cb);
+  simt::launch<ssd_chunk_kernel>(dim3(nc, unsigned(p.H)), dim3(128), s, p, chunk,
+                                 static_cast<const float *>(w.cb), w.e, w.coef, w.decay);
+  simt::launch<ssd_pass_kernel>(dim3(blocks_for(rows, 4)), dim3(128), s, p, chunk,
+                                static_cast<const float *>(w.e),
+                                static_cast<const float *>(w.coef),
+                                static_cast<const float *>(w.decay));
 }
 
 void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type, uint8_t *dst,

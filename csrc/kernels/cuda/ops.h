@@ -42,8 +42,12 @@ void relu2(float *x, int64_t ldx, int T, int64_t n, Stream s);
 void softplus_bias(const float *x, int64_t ldx, const float *bias, float *out, int64_t ldo, int T,
                    int H, Stream s);
 void causal_conv(const kern::ConvParams &p, Stream s);
-// The one-step recurrence over the T tokens (chunked SSD is not written yet), a warp per (h, p).
-void ssm_scan(const kern::ScanParams &p, Stream s);
+// chunk <= 0 or T == 1: the one-step recurrence over the T tokens, a warp per (h, p). Otherwise
+// (chunk <= kSsdMaxChunk) the chunked SSD form, as kern::ssm_scan, with device scratch of
+// ssm_scan_scratch_bytes (0 for the recurrence).
+constexpr int kSsdMaxChunk = 256;
+size_t ssm_scan_scratch_bytes(const kern::ScanParams &p, int chunk);
+void ssm_scan(const kern::ScanParams &p, int chunk, void *scratch, Stream s);
 void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type, uint8_t *dst,
               Stream s);
 // One query: split-K flash decoding (key ranges, then a combine; scratch for the partials).

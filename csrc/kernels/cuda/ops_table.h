@@ -29,7 +29,8 @@ struct OpsTable {
   void (*softplus_bias)(const float *x, int64_t ldx, const float *bias, float *out, int64_t ldo,
                         int T, int H);
   void (*causal_conv)(const kern::ConvParams &p);
-  void (*ssm_scan)(const kern::ScanParams &p);
+  size_t (*ssm_scan_scratch_bytes)(const kern::ScanParams &p, int chunk);
+  void (*ssm_scan)(const kern::ScanParams &p, int chunk, void *scratch);
   void (*kv_store)(const float *src, int64_t lds, int T, int64_t width, int kv_type, uint8_t *dst);
   size_t (*attention_scratch_bytes)(const kern::AttnParams &p);
   void (*attention)(const kern::AttnParams &p, void *scratch);
@@ -71,7 +72,10 @@ inline OpsTable make_ops_table(const char *name) {
   t.softplus_bias = [](const float *x, int64_t ldx, const float *bias, float *out, int64_t ldo,
                        int T, int H) { softplus_bias(x, ldx, bias, out, ldo, T, H, Stream{}); };
   t.causal_conv = [](const kern::ConvParams &p) { causal_conv(p, Stream{}); };
-  t.ssm_scan = [](const kern::ScanParams &p) { ssm_scan(p, Stream{}); };
+  t.ssm_scan_scratch_bytes = &ssm_scan_scratch_bytes;
+  t.ssm_scan = [](const kern::ScanParams &p, int chunk, void *scratch) {
+    ssm_scan(p, chunk, scratch, Stream{});
+  };
   t.kv_store = [](const float *src, int64_t lds, int T, int64_t width, int kv_type, uint8_t *dst) {
     kv_store(src, lds, T, width, kv_type, dst, Stream{});
   };
