@@ -129,9 +129,9 @@ def test_ssm_scan(T, N):
 
 # Chunked SSD (prefill) against the CPU's chunk path: odd T, T not a multiple of the chunk, one
 # chunk, one token past a chunk, several heads per group, N over one lane's 8 values per warp.
-@pytest.mark.parametrize("T,chunk,H,G,N", [(37, 8, 6, 2, 24), (37, 16, 4, 1, 40), (64, 64, 6, 3, 24),
-                                           (65, 64, 2, 2, 24), (130, 64, 4, 2, 130),
-                                           (5, 256, 6, 2, 24)])
+@pytest.mark.parametrize("T,chunk,H,G,N", [(37, 8, 6, 2, 24), (37, 16, 4, 1, 40),
+                                           (64, 64, 6, 3, 24), (65, 64, 2, 2, 24),
+                                           (130, 64, 4, 2, 130), (5, 256, 6, 2, 24)])
 def test_ssm_scan_chunked(T, chunk, H, G, N):
     args = scan_inputs(T, H=H, P=10, N=N, G=G, seed=1)  # random nonzero initial state
     y, st = E.ssm_scan(*args, chunk=chunk)
@@ -222,6 +222,16 @@ def test_model_emulated_against_cpu_backend(kwide):
     path = kwide("f32")
     emu, _, _ = _run(path, ENGINE, "f16", PROMPT, SPLIT)
     cpu, _, _ = _run(path, "cpu", "f16", PROMPT, SPLIT)
+    assert max(nmse(e, c) for e, c in zip(emu, cpu)) <= CUDA_EMU_MODEL_F32_NMSE
+
+
+def test_model_chunked_prefill_against_cpu_backend(kwide):
+    """A 70-token prefill (>= the model's chunked-scan threshold: the SSD kernels, two chunks of
+    64, the second partial) then decode steps: the emulated backend agrees with the CPU's."""
+    path = kwide("f32")
+    prompt = np.random.default_rng(1).integers(16, 512, size=74).tolist()
+    emu, _, _ = _run(path, ENGINE, "f16", prompt, 70)
+    cpu, _, _ = _run(path, "cpu", "f16", prompt, 70)
     assert max(nmse(e, c) for e, c in zip(emu, cpu)) <= CUDA_EMU_MODEL_F32_NMSE
 
 
