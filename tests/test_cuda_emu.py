@@ -285,3 +285,69 @@ def test_model_batched_decode_matches_solo(kwide):
         got = b.eval_batch(batch, ids)
         ref = np.stack([b.eval(st, [t]) for st, t in zip(solo, ids)])
         assert np.array_equal(got, ref)
+
+
+def _decode(path, mode, prompt, split, kv_type="f16", n_ctx=128):
+    """Logits of each decode step after a prefill, with decode graphs in `mode` (1 on, 0 off,
+    2 the planted bug: the first graph replayed without updates), and the graph counters."""
+    b = NativeBackend(load_gguf(path), path, n_ctx=n_ctx, kv_type=kv_type, engine=ENGINE)
+    b.impl.set_graph_mode(mode)
+    s = b.new_state()
+    if split:
+        b.eval(s, prompt[:split])
+    out = np.array([b.eval(s, [t]) for t in prompt[split:]])
+    return out, b.impl.graph_stats()
+
+
+@pytest.mark.parametrize("outtype,kv_type", [("q4_k_m", "f16"), ("f32", "q8_0")])
+def test_decode_graph_replays_the_eager_bits(kwide, outtype, kv_type):
+    """Twelve decode steps (the KV length grows each step: attention's length and the cache row
+    are recorded parameters) as graph replays give the eager steps' bits; the graph is
+    instantiated once and updated in place after that."""
+    path = kwide(outtype)
+    eager, st0 = _decode(path, 0, PROMPT, 24, kv_type)
+    graph, st = _decode(path, 1, PROMPT, 24, kv_type)
+    assert st0 == {"captured": 0, "instantiated": 0, "updated": 0, "aborted": 0}
+    # every step recorded but those where device scratch had to grow first (they run eagerly)
+    assert st["captured"] + st["aborted"] == 12 and st["captured"] >= 10
+    assert st["instantiated"] == 1 and st["updated"] == st["captured"] - 1
+    assert np.array_equal(graph, eager)
+
+
+def test_decode_graph_steps_eagerly_while_scratch_grows(kwide):
+    """A fresh model's first step finds its device scratch empty, and a recording cannot grow
+    it: that step's capture is dropped and it runs eagerly, the next ones replay; all give the
+    eager bits."""
+    path = kwide("q8_0")
+    eager, _ = _decode(path, 0, PROMPT, 0)
+    graph, st = _decode(path, 1, PROMPT, 0)
+    assert st["aborted"] == 1 and st["captured"] == len(PROMPT) - 1
+    assert np.array_equal(graph, eager)
+
+
+def test_stale_decode_graph_is_caught(kwide):
+    """The planted bug: replaying the first instantiated graph without updating it (its KV
+    length, cache row and attention split frozen) gives wrong logits, which the comparison
+    with eager steps catches."""
+    path = kwide("f32")
+    eager, _ = _decode(path, 0, PROMPT, 24)
+    stale, st = _decode(path, 2, PROMPT, 24)
+    assert st["captured"] >= 10 and st["updated"] == 0
+    assert not np.array_equal(stale, eager)
+    assert max(nmse(s, e) for s, e in zip(stale, eager)) > 1e-4
+
+
+def test_decode_graph_off_while_profiling(kwide):
+    """The profiler times each operation as it runs: no graphs while it is on."""
+    path = kwide("f32")
+    b = NativeBackend(load_gguf(path), path, n_ctx=64, engine=ENGINE)
+    b.impl.profiling = True
+    s = b.new_state()
+    b.eval(s, PROMPT[:5])
+    for t in PROMPT[5:8]:
+        b.eval(s, [t])
+    assert b.impl.graph_stats()["captured"] == 0
+    b.impl.profiling = False
+    b.eval(s, [PROMPT[8]])
+    b.eval(s, [PROMPT[9]])
+    assert b.impl.graph_stats()["captured"] >= 1

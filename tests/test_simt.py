@@ -26,8 +26,16 @@ PLANTED = {
 }
 
 
+# Graph capture: what CUDA refuses while a stream is recorded, the emulator refuses too.
+REFUSED_IN_CAPTURE = {
+    "graph_htod_in_capture": r"a host-to-device copy during stream capture",
+    "graph_sync_in_capture": r"a stream synchronize during stream capture",
+}
+
+
 def test_every_selftest_is_judged():
-    assert set(E.selftest_names()) == set(PLANTED) | {"block_sum_ok", "shared_ok", "mma_ok"}
+    assert set(E.selftest_names()) == set(PLANTED) | set(REFUSED_IN_CAPTURE) | {
+        "block_sum_ok", "shared_ok", "mma_ok", "graph_replay_ok"}
 
 
 @pytest.mark.parametrize("name", sorted(PLANTED))
@@ -56,3 +64,16 @@ def test_mma_tile_product():
     b = (np.arange(128) % 5 - 2).astype(np.float32).reshape(16, 8).T  # stored column-major
     got = np.array(E.selftest("mma_ok"), np.float32).reshape(16, 16)
     assert np.array_equal(got, a @ b)  # small integers: exact in TF32
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_IN_CAPTURE))
+def test_capture_refuses_host_work(name):
+    with pytest.raises(RuntimeError, match=REFUSED_IN_CAPTURE[name]):
+        E.selftest(name)
+    assert E.selftest("shared_ok")[0] == 1.0  # the capture was closed: launches run again
+
+
+def test_graph_records_replays_and_updates():
+    """Recording runs nothing; replay uses the recorded by-value parameters; an update with the
+    same nodes takes the new values; a recording with other nodes cannot update the graph."""
+    assert E.selftest("graph_replay_ok") == [0.0, 2.0, 1.0, 12.0, 0.0, 0.0]

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,19 @@ using kern::AttnParams;
 using kern::ConvParams;
 using kern::ScanParams;
 using kern::Weight;
+
+// Decode-step graphs (a GPU backend's): what happened to the steps offered for capture.
+struct GraphStats {
+  int64_t captured = 0;      // steps recorded and launched as a graph
+  int64_t instantiated = 0;  // graphs built from scratch (the first, or the nodes changed)
+  int64_t updated = 0;       // instantiated graphs updated in place with a step's parameters
+  int64_t aborted = 0;       // captures dropped (GraphUnrecordable): those steps ran eagerly
+};
+// Thrown by an operation while recording when it cannot be recorded now (device scratch must
+// grow first, which needs the host); the caller drops the capture and runs the step eagerly.
+struct GraphUnrecordable : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 class Backend {
  public:
@@ -85,6 +99,21 @@ class Backend {
   virtual void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type,
                         uint8_t *dst) = 0;
   virtual void attention(const AttnParams &p) = 0;
+
+  // ---- graphs of the decode step (the CUDA backend; elsewhere these are no-ops) ----
+  // Start recording the operations that follow instead of running them; false: this backend
+  // does not record (or graphs are off), run them as usual. Operands must be device memory
+  // while recording: no host pointers (token ids, logits) and no upload / download.
+  virtual bool graph_begin() { return false; }
+  // Stop recording; update the instantiated graph in place with the recorded parameters (build a
+  // new one when the operations differ) and launch it.
+  virtual void graph_launch() {}
+  // Stop recording and drop what was recorded (nothing of it ran).
+  virtual void graph_abort() {}
+  virtual GraphStats graph_stats() const { return {}; }
+  // 1: graphs on (the default where supported), 0: off. 2, for tests only: a planted bug, the
+  // first instantiated graph replayed without updates (stale parameters).
+  virtual void set_graph_mode(int) {}
 
   // ---- routed experts (mixture-of-experts layers) ----
   // rows and scale are host arrays of n_rows entries. The defaults work on host-addressable

@@ -8,6 +8,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -28,11 +29,13 @@ class DevBuffer final : public Buffer {
   ~DevBuffer() override { simt::dev_free(data_); }
 };
 
-// Device scratch that grows on demand (the old one is freed after the stream drains).
+// Device scratch that grows on demand (the old one is freed after the stream drains); while a
+// graph is being recorded it cannot (GraphUnrecordable: the step runs eagerly and grows it).
 class Scratch {
  public:
-  void *get(size_t nbytes, simt::Stream s) {
+  void *get(size_t nbytes, simt::Stream s, bool recording = false) {
     if (nbytes > size_) {
+      if (recording) throw GraphUnrecordable("device scratch must grow");
       simt::synchronize(s);
       simt::dev_free(p_);
       p_ = simt::dev_alloc(nbytes);
@@ -51,12 +54,17 @@ class Scratch {
 template <class FitsFn>
 class SimtBackend final : public Backend {
  public:
-  SimtBackend(const char *name, simt::Stream s, FitsFn fits) : name_(name), s_(s), fits_(fits) {}
+  SimtBackend(const char *name, simt::Stream s, FitsFn fits) : name_(name), s_(s), fits_(fits) {
+    const char *g = std::getenv("EDGENANO_CUDA_GRAPHS");  // "0": every step eagerly
+    if (g && std::string(g) == "0") mode_ = 0;
+  }
   ~SimtBackend() override {
     try {
+      if (recording_) graph_abort();
       simt::synchronize(s_);
     } catch (...) {
     }
+    simt::graph_exec_destroy(exec_);
   }
   const char *name() const override { return name_; }
   int n_threads() const override { return 1; }
@@ -92,14 +100,14 @@ class SimtBackend final : public Backend {
 
   void matmul(const Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy, int T,
               bool accumulate) override {
-    void *act = act_.get(cuk::matmul_scratch_bytes(w.type, w.n_in, T), s_);
+    void *act = act_.get(cuk::matmul_scratch_bytes(w.type, w.n_in, T), s_, recording_);
     if (simt::is_device_ptr(y)) {
       cuk::matmul(w, x, ldx, y, ldy, T, accumulate, act, s_);
       return;
     }
     // host y (the logits): rows of n_out through device scratch
     const size_t row = size_t(w.n_out) * sizeof(float);
-    auto *dy = static_cast<float *>(out_.get(row * size_t(T), s_));
+    auto *dy = static_cast<float *>(out_.get(row * size_t(T), s_, recording_));
     if (accumulate)
       for (int t = 0; t < T; ++t)
         simt::copy_htod(dy + int64_t(t) * w.n_out, y + int64_t(t) * ldy, row, s_);
@@ -110,7 +118,7 @@ class SimtBackend final : public Backend {
   void embed(const Weight &table, const int32_t *ids, int T, float *x, int64_t ldx) override {
     const int32_t *d_ids = ids;
     if (!simt::is_device_ptr(ids)) {
-      auto *p = static_cast<int32_t *>(ids_.get(size_t(T) * sizeof(int32_t), s_));
+      auto *p = static_cast<int32_t *>(ids_.get(size_t(T) * sizeof(int32_t), s_, recording_));
       simt::copy_htod(p, ids, size_t(T) * sizeof(int32_t), s_);
       d_ids = p;
     }
@@ -132,14 +140,60 @@ class SimtBackend final : public Backend {
   void causal_conv(const ConvParams &p) override { cuk::causal_conv(p, s_); }
   // The recurrence for decode, the chunked SSD form for prefill (chunk > 0), as kern::ssm_scan.
   void ssm_scan(const ScanParams &p, int chunk) override {
-    cuk::ssm_scan(p, chunk, scan_.get(cuk::ssm_scan_scratch_bytes(p, chunk), s_), s_);
+    cuk::ssm_scan(p, chunk, scan_.get(cuk::ssm_scan_scratch_bytes(p, chunk), s_, recording_), s_);
   }
   void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type,
                 uint8_t *dst) override {
     cuk::kv_store(src, lds, T, width, kv_type, dst, s_);
   }
   void attention(const AttnParams &p) override {
-    cuk::attention(p, attn_.get(cuk::attention_scratch_bytes(p), s_), s_);
+    cuk::attention(p, attn_.get(cuk::attention_scratch_bytes(p), s_, recording_), s_);
+  }
+
+  // Decode-step graphs: every step is recorded anew (its KV length and cache rows are baked into
+  // the recorded kernels' parameters) and the instantiated graph updated in place, so a step
+  // costs one graph launch instead of a launch per kernel (llama.cpp's CUDA backend does the
+  // same); a new instantiation only when the recorded operations differ.
+  bool graph_begin() override {
+    if (mode_ == 0 || recording_) return false;
+    simt::capture_begin(s_);
+    recording_ = true;
+    return true;
+  }
+  void graph_launch() override {
+    if (!recording_) throw std::logic_error("graph_launch without graph_begin");
+    recording_ = false;
+    simt::Graph g = simt::capture_end(s_);
+    try {
+      const bool stale = mode_ == 2 && exec_;  // the planted bug of the tests: no update
+      if (!stale) {
+        if (exec_ && simt::graph_exec_update(exec_, g)) {
+          ++stats_.updated;
+        } else {
+          simt::graph_exec_destroy(exec_);
+          exec_ = nullptr;
+          exec_ = simt::graph_instantiate(g);
+          ++stats_.instantiated;
+        }
+      }
+      simt::graph_destroy(g);
+    } catch (...) {
+      simt::graph_destroy(g);
+      throw;
+    }
+    simt::graph_launch(exec_, s_);
+    ++stats_.captured;
+  }
+  void graph_abort() override {
+    if (!recording_) return;
+    recording_ = false;
+    simt::graph_destroy(simt::capture_end(s_));
+    ++stats_.aborted;
+  }
+  GraphStats graph_stats() const override { return stats_; }
+  void set_graph_mode(int mode) override {
+    if (mode < 0 || mode > 2) throw std::invalid_argument("graph mode must be 0, 1 or 2");
+    mode_ = mode;
   }
 
  private:
@@ -147,6 +201,10 @@ class SimtBackend final : public Backend {
   simt::Stream s_;
   FitsFn fits_;
   Scratch act_, out_, ids_, attn_, scan_;
+  bool recording_ = false;
+  int mode_ = 1;
+  simt::GraphExec exec_ = nullptr;
+  GraphStats stats_;
 };
 
 }  // namespace SIMT_IMPL

@@ -34,6 +34,12 @@ class Profiler final : public ProfilingBackend {
             size_t nbytes) override {
     in_->copy(src, src_offset, dst, dst_offset, nbytes);
   }
+  // Graphs only while not timing: the profiler times each operation as it runs.
+  bool graph_begin() override { return !on_ && in_->graph_begin(); }
+  void graph_launch() override { in_->graph_launch(); }
+  void graph_abort() override { in_->graph_abort(); }
+  GraphStats graph_stats() const override { return in_->graph_stats(); }
+  void set_graph_mode(int mode) override { in_->set_graph_mode(mode); }
   std::vector<ProfileEntry> profile() const override {
     std::vector<ProfileEntry> out;
     for (const auto &[op, e] : table_) out.push_back(e);

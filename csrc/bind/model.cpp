@@ -181,6 +181,18 @@ void bind_model(nb::module_ &m) {
           },
           nb::arg("reset") = false,
           "(op, calls, seconds, weight bytes read, flops) since the last reset.")
+      .def("set_graph_mode", &Model::set_graph_mode, nb::arg("mode"),
+           "Decode-step graphs (CUDA): 1 on, 0 off, 2 tests' planted bug (stale replays).")
+      .def(
+          "graph_stats",
+          [](const Model &m) {
+            const backend::GraphStats g = m.graph_stats();
+            nb::dict d;
+            d["captured"] = g.captured, d["instantiated"] = g.instantiated;
+            d["updated"] = g.updated, d["aborted"] = g.aborted;
+            return d;
+          },
+          "Decode steps launched as graphs, instantiations, in-place updates, aborted captures.")
       .def_prop_ro("n_ctx", &Model::n_ctx)
       .def_prop_ro("n_batch", &Model::n_batch)
       .def_prop_ro("n_threads", &Model::n_threads)

@@ -419,6 +419,40 @@ void Model::eval(State &s, const int32_t *ids, int n_ids, float *logits, bool al
 
 void Model::forward(State &s, const int32_t *ids, int T, float *logits, bool all_logits) {
   ensure_scratch(T);
+  if (T == 1 && logits && forward_graph(s, ids[0], logits)) return;
+  forward_ops(s, ids, T, logits, all_logits);
+  s.n_past += T;
+}
+
+// The decode step as one graph launch on a backend that records (CUDA): the token id staged in
+// device memory before and the logits downloaded after, since a recording may not copy between
+// host and device. Each step is recorded anew (its KV length and cache row are parameters of the
+// recorded kernels) and the backend updates its instantiated graph in place. Not for models with
+// MoE layers: their router's top-k runs on the host in the middle of the forward.
+bool Model::forward_graph(State &s, int32_t id, float *logits) {
+  if (std::count(cfg_.kind.begin(), cfg_.kind.end(), LayerKind::Moe)) return false;
+  backend::Backend &be = *backend_;
+  const size_t V = size_t(cfg_.n_vocab);
+  if (!graph_ids_) graph_ids_ = be.alloc(sizeof(int32_t)), graph_logits_ = be.alloc(V * 4);
+  be.upload(*graph_ids_, 0, &id, sizeof id);
+  if (!be.graph_begin()) return false;  // not a recording backend, graphs off, or profiling
+  try {
+    forward_ops(s, graph_ids_->as<int32_t>(), 1, graph_logits_->as<float>(), false);
+  } catch (const backend::GraphUnrecordable &) {  // nothing ran: the step goes eagerly
+    be.graph_abort();
+    return false;
+  } catch (...) {
+    be.graph_abort();
+    throw;
+  }
+  be.graph_launch();
+  be.download(*graph_logits_, 0, logits, V * sizeof(float));
+  s.n_past += 1;
+  return true;
+}
+
+// The layers and the head on T tokens at s.n_past (forward() advances n_past after).
+void Model::forward_ops(State &s, const int32_t *ids, int T, float *logits, bool all_logits) {
   backend::Backend &be = *backend_;
   const int64_t E = cfg_.n_embd;
   be.embed(tok_embd_, ids, T, x_->as<float>(), E);  // x (T, E)
@@ -432,7 +466,6 @@ void Model::forward(State &s, const int32_t *ids, int T, float *logits, bool all
       case LayerKind::Moe: moe(l, T); break;
     }
   }
-  s.n_past += T;
   if (!logits) return;
   const int rows = all_logits ? T : 1;
   const float *src = x_->as<float>() + int64_t(T - rows) * E;

@@ -121,6 +121,13 @@ class Model {
     return p;
   }
 
+  // Decode-step graphs (CUDA backend): counters, and 1 on / 0 off / 2 stale (tests' planted bug).
+  backend::GraphStats graph_stats() const { return backend_->graph_stats(); }
+  void set_graph_mode(int mode) {
+    std::lock_guard<std::mutex> g(mu_);
+    backend_->set_graph_mode(mode);
+  }
+
   std::unique_ptr<State> new_state() const;
   std::unique_ptr<State> copy_state(const State &s) const;
   // The state copied to the host, tensor by tensor: conv.i (K-1, C) and ssm.i (H, P, N) float32
@@ -158,6 +165,8 @@ class Model {
   void reserve_kv(State &s, int rows) const;
   void ensure_scratch(int T);
   void forward(State &s, const int32_t *ids, int T, float *logits, bool all_logits);
+  bool forward_graph(State &s, int32_t id, float *logits);
+  void forward_ops(State &s, const int32_t *ids, int T, float *logits, bool all_logits);
   void forward_batch(const std::vector<State *> &states, const int32_t *ids, float *logits);
   void mamba(const Layer &l, State &s, int il, int T);
   void attention(const Layer &l, State &s, int il, int T);
@@ -183,6 +192,7 @@ class Model {
   // (T, L), latent accumulator (T, L); host copies of the logits.
   backend::BufferPtr moe_logits_, moe_in_, moe_g_, moe_y_, moe_acc_;
   std::vector<float> moe_logits_host_;
+  backend::BufferPtr graph_ids_, graph_logits_;  // the decode graph's token id and logits
 };
 
 }  // namespace edgenano

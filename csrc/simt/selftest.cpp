@@ -67,6 +67,12 @@ __global__ void shared_ok(float *out) {
   buf[tid] = 0.f;
 }
 
+// For the graph tests: out[i] += v for i < n (a by-value parameter the recording must keep).
+__global__ void add_value(float *out, int n, float v) {
+  const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] += v;
+}
+
 __global__ void uninitialized_shared(float *out) {
   SIMT_SHARED(float, buf, 64);
   const int tid = int(threadIdx.x);
@@ -233,6 +239,47 @@ std::vector<float> run(const std::string &name) {
       simt::launch<mma_missing_barrier>(dim3(1), dim3(64), 0, a.f(), out.f());
     return grab(256);
   }
+  // Graphs: a recording runs nothing; a replay runs the recorded launches with the values they
+  // were given; an update takes a new recording's values; a host copy or a synchronize while
+  // recording is refused.
+  if (name == "graph_replay_ok") {
+    std::vector<float> r;
+    auto record = [&](float v, int launches) {
+      simt::capture_begin(0);
+      for (int k = 0; k < launches; ++k)
+        simt::launch<add_value>(dim3(2), dim3(32), 0, out.f(), 40, v);
+      return simt::capture_end(0);
+    };
+    simt::memset_zero(out.p, 256 * sizeof(float), 0);
+    simt::Graph g1 = record(1.f, 2);
+    r.push_back(out.f()[0]);  // 0: nothing ran while recording
+    simt::GraphExec x = simt::graph_instantiate(g1);
+    simt::graph_launch(x, 0);
+    r.push_back(out.f()[39]);  // 2
+    simt::Graph g2 = record(5.f, 2), g3 = record(1.f, 3);
+    r.push_back(float(simt::graph_exec_update(x, g2)));  // 1: same nodes, new value
+    simt::graph_launch(x, 0);
+    r.push_back(out.f()[39]);  // 12
+    r.push_back(out.f()[40]);  // 0: past n
+    r.push_back(float(simt::graph_exec_update(x, g3)));  // 0: three launches, not two
+    for (simt::Graph g : {g1, g2, g3}) simt::graph_destroy(g);
+    simt::graph_exec_destroy(x);
+    return r;
+  }
+  if (name == "graph_htod_in_capture" || name == "graph_sync_in_capture") {
+    simt::capture_begin(0);
+    try {
+      if (name == "graph_htod_in_capture")
+        simt::copy_htod(out.p, x.p, 4, 0);
+      else
+        simt::synchronize(0);
+    } catch (...) {
+      simt::graph_destroy(simt::capture_end(0));
+      throw;
+    }
+    simt::graph_destroy(simt::capture_end(0));
+    return grab(1);
+  }
   throw std::invalid_argument("unknown selftest '" + name + "'");
 }
 
@@ -251,7 +298,10 @@ std::vector<std::string> names() {
           "warp_op_vs_barrier",
           "mma_ok",
           "mma_missing_barrier",
-          "misaligned_load"};
+          "misaligned_load",
+          "graph_replay_ok",
+          "graph_htod_in_capture",
+          "graph_sync_in_capture"};
 }
 
 }  // namespace edgenano::simt_selftest

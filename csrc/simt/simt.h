@@ -80,6 +80,45 @@ inline void copy_dtod(void *d, const void *src, size_t n, Stream s) {
   if (n) check(cudaMemcpyAsync(d, src, n, cudaMemcpyDeviceToDevice, s), "cudaMemcpy D2D");
 }
 inline void synchronize(Stream s) { check(cudaStreamSynchronize(s), "cudaStreamSynchronize"); }
+
+// Graphs through stream capture: launches and device-side copies on a capturing stream are
+// recorded, not run; a recorded graph is instantiated once and updated in place with a later
+// capture's parameters when its nodes are the same (cudaGraphExecUpdate), else re-instantiated.
+using Graph = cudaGraph_t;
+using GraphExec = cudaGraphExec_t;
+inline void capture_begin(Stream s) {
+  check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+}
+inline Graph capture_end(Stream s) {
+  Graph g = nullptr;
+  const cudaError_t e = cudaStreamEndCapture(s, &g);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    if (g) cudaGraphDestroy(g);
+    check(e, "cudaStreamEndCapture");
+  }
+  return g;
+}
+inline GraphExec graph_instantiate(Graph g) {
+  GraphExec x = nullptr;
+  check(cudaGraphInstantiate(&x, g, 0), "cudaGraphInstantiate");
+  return x;
+}
+// false: the graph's nodes differ from the instantiated one's (re-instantiate).
+inline bool graph_exec_update(GraphExec x, Graph g) {
+  cudaGraphExecUpdateResultInfo info{};
+  if (cudaGraphExecUpdate(x, g, &info) == cudaSuccess) return true;
+  cudaGetLastError();
+  return false;
+}
+inline void graph_launch(GraphExec x, Stream s) { check(cudaGraphLaunch(x, s), "cudaGraphLaunch"); }
+inline void graph_destroy(Graph g) {
+  if (g) cudaGraphDestroy(g);
+}
+inline void graph_exec_destroy(GraphExec x) {
+  if (x) cudaGraphExecDestroy(x);
+}
+
 // Whether p is device memory (the model hands host pointers for token ids and logits).
 inline bool is_device_ptr(const void *p) {
   cudaPointerAttributes a{};
@@ -102,6 +141,8 @@ SIMT_DEVICE float bf16_to_f32(uint16_t h) { return __uint_as_float(uint32_t(h) <
 #define SIMT_IMPL host
 #include <cmath>
 #include <cstdlib>
+#include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -295,19 +336,80 @@ class SharedRef {
 void *dev_alloc(size_t n);
 void dev_free(void *p);
 bool is_device_ptr(const void *p);
+
+// Graphs: stream capture records each launch (kernel, grid, block and its parameters, copied by
+// value as CUDA copies them into the kernel node) and each device-side copy or memset instead of
+// running it; replaying a graph runs the recorded nodes in order. What CUDA refuses during a
+// capture is an error here too: a host<->device copy, a synchronize, a nested capture.
+struct GraphNode {
+  const char *key;  // the kernel's name (one per kernel), or "memset" / "memcpy"
+  dim3 grid, block;
+  std::function<void()> run;
+};
+struct GraphImpl {
+  std::vector<GraphNode> nodes;
+};
+using Graph = GraphImpl *;
+using GraphExec = GraphImpl *;
+namespace detail {
+inline GraphImpl *g_capture = nullptr;  // the capture in progress (the emulator has one stream)
+inline void no_capture(const char *what) {
+  if (g_capture)
+    throw Error(std::string(what) + " during stream capture (the host cannot wait on, or copy " +
+                "to or from, a stream that is being recorded)");
+}
+inline bool record(const char *key, dim3 grid, dim3 block, std::function<void()> run) {
+  if (!g_capture) return false;
+  g_capture->nodes.push_back({key, grid, block, std::move(run)});
+  return true;
+}
+}  // namespace detail
+inline void capture_begin(Stream) {
+  detail::no_capture("capture_begin");
+  detail::g_capture = new GraphImpl;
+}
+inline Graph capture_end(Stream) {
+  if (!detail::g_capture) throw Error("capture_end without capture_begin");
+  Graph g = detail::g_capture;
+  detail::g_capture = nullptr;
+  return g;
+}
+inline GraphExec graph_instantiate(Graph g) { return new GraphImpl(*g); }
+// As cudaGraphExecUpdate: the same nodes (count, kinds, kernels) take the new parameters and
+// launch shapes; anything else fails and the caller re-instantiates.
+inline bool graph_exec_update(GraphExec x, Graph g) {
+  if (x->nodes.size() != g->nodes.size()) return false;
+  for (size_t i = 0; i < g->nodes.size(); ++i)
+    if (x->nodes[i].key != g->nodes[i].key) return false;
+  x->nodes = g->nodes;
+  return true;
+}
+inline void graph_launch(GraphExec x, Stream) {
+  detail::no_capture("graph_launch");
+  for (const GraphNode &n : x->nodes) n.run();
+}
+inline void graph_destroy(Graph g) { delete g; }
+inline void graph_exec_destroy(GraphExec x) { delete x; }
+
 inline void memset_zero(void *p, size_t n, Stream) {
-  if (n) std::memset(p, 0, n);
+  if (!n) return;
+  if (!detail::record("memset", dim3(), dim3(), [p, n] { std::memset(p, 0, n); }))
+    std::memset(p, 0, n);
 }
 inline void copy_htod(void *d, const void *h, size_t n, Stream) {
+  detail::no_capture("a host-to-device copy");
   if (n) std::memcpy(d, h, n);
 }
 inline void copy_dtoh(void *h, const void *d, size_t n, Stream) {
+  detail::no_capture("a device-to-host copy");
   if (n) std::memcpy(h, d, n);
 }
 inline void copy_dtod(void *d, const void *s, size_t n, Stream) {
-  if (n) std::memmove(d, s, n);
+  if (!n) return;
+  if (!detail::record("memcpy", dim3(), dim3(), [d, s, n] { std::memmove(d, s, n); }))
+    std::memmove(d, s, n);
 }
-inline void synchronize(Stream) {}
+inline void synchronize(Stream) { detail::no_capture("a stream synchronize"); }
 
 // Launch statistics (tests): launches, blocks, fiber switches since the last reset.
 struct Stats {
@@ -320,9 +422,12 @@ void launch_named(const char *name, void (*kernel)(P...), dim3 grid, dim3 block,
                   A &&...args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;
   std::tuple<std::decay_t<P>...> params(static_cast<P>(args)...);  // by value, as CUDA does
-  auto body = [&] { std::apply(kernel, params); };
-  using B = decltype(body);
-  detail::run_grid(grid, block, name, {[](void *c) { (*static_cast<B *>(c))(); }, &body});
+  auto run = [name, kernel, grid, block, params] {
+    auto body = [&] { std::apply(kernel, params); };
+    using B = decltype(body);
+    detail::run_grid(grid, block, name, {[](void *c) { (*static_cast<B *>(c))(); }, &body});
+  };
+  if (!detail::record(name, grid, block, run)) run();
 }
 // The kernel's name from the compiler's signature of kernel_name<K> ("... K = ns::name]").
 template <auto K>

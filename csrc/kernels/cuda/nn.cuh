@@ -1,7 +1,8 @@
 // The non-matmul kernels of nemotron_h on the device: embedding lookup, RMSNorm, grouped gated
 // RMSNorm, relu^2, softplus with bias, the causal depthwise conv, the Mamba-2 selective scan (the
-// one-step recurrence for decode, the chunked SSD form for prefill) and KV-cache stores. Twins: kernels/cpu/nn_impl.h (same formulas, same order of
-// the per-element arithmetic; reductions differ in summation order only).
+// one-step recurrence for decode, the chunked SSD form for prefill) and KV-cache stores. Twins:
+// kernels/cpu/nn_impl.h (same formulas, same order of the per-element arithmetic; reductions
+// differ in summation order only).
 #include <algorithm>
 #include <stdexcept>
 
