@@ -196,11 +196,33 @@ class SimtBackend final : public Backend {
     mode_ = mode;
   }
 
+  // Routed experts: the host's row indices and scales staged through device scratch.
+  void gather_rows(const float *src, int64_t lds, const int32_t *rows, int n_rows, int64_t n,
+                   float *dst, int64_t ldd) override {
+    const auto *d_rows = stage(rows, n_rows);
+    cuk::gather_rows(src, lds, d_rows, n_rows, n, dst, ldd, s_);
+  }
+  void scatter_add_rows(const float *src, int64_t lds, const int32_t *rows, const float *scale,
+                        int n_rows, int64_t n, float *dst, int64_t ldd) override {
+    const auto *d_rows = stage(rows, n_rows, scale);
+    cuk::scatter_add_rows(src, lds, d_rows, reinterpret_cast<const float *>(d_rows + n_rows),
+                          n_rows, n, dst, ldd, s_);
+  }
+
  private:
+  // rows (then scale, when given) in device scratch; the copy completes before this returns.
+  const int32_t *stage(const int32_t *rows, int n_rows, const float *scale = nullptr) {
+    const size_t nb = size_t(n_rows) * sizeof(int32_t);
+    auto *d = static_cast<int32_t *>(rows_.get(2 * nb, s_, recording_));
+    simt::copy_htod(d, rows, nb, s_);
+    if (scale) simt::copy_htod(d + n_rows, scale, nb, s_);
+    return d;
+  }
+
   const char *name_;
   simt::Stream s_;
   FitsFn fits_;
-  Scratch act_, out_, ids_, attn_, scan_;
+  Scratch act_, out_, ids_, attn_, scan_, rows_;
   bool recording_ = false;
   int mode_ = 1;
   simt::GraphExec exec_ = nullptr;

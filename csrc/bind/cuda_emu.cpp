@@ -244,6 +244,41 @@ std::pair<F32, F32> ssm_scan(In<float, 3> state, In<float, 3> x, In<float, 2> dt
   return {y, st};
 }
 
+// Routed experts: out = src[rows]; dst + scale * src scattered to dst[rows].
+template <int I>
+F32 gather_rows(In<float, 2> src, In<int32_t, 1> rows) {
+  const cuk::OpsTable &t = ops<I>();
+  const size_t R = src.shape(0), n = src.shape(1), J = rows.shape(0);
+  for (size_t j = 0; j < J; ++j) need(rows(j) >= 0 && size_t(rows(j)) < R, "row out of range");
+  Dev ds(t, src), dr(t, rows), dd(t, J * n * sizeof(float));
+  emu([&] {
+    return t.gather_rows(ds.as<float>(), int64_t(n), dr.as<int32_t>(), int(J), int64_t(n),
+                         dd.as<float>(), int64_t(n)),
+           0;
+  });
+  auto out = new_array<float>({J, n});
+  dd.to(out.data());
+  return out;
+}
+
+template <int I>
+F32 scatter_add_rows(In<float, 2> src, In<int32_t, 1> rows, In<float, 1> scale,
+                     In<float, 2> dst) {
+  const cuk::OpsTable &t = ops<I>();
+  const size_t J = src.shape(0), n = src.shape(1), R = dst.shape(0);
+  need(rows.shape(0) == J && scale.shape(0) == J && dst.shape(1) == n, "shapes disagree");
+  for (size_t j = 0; j < J; ++j) need(rows(j) >= 0 && size_t(rows(j)) < R, "row out of range");
+  Dev ds(t, src), dr(t, rows), dc(t, scale), dd(t, dst);
+  emu([&] {
+    return t.scatter_add_rows(ds.as<float>(), int64_t(n), dr.as<int32_t>(), dc.as<float>(),
+                              int(J), int64_t(n), dd.as<float>(), int64_t(n)),
+           0;
+  });
+  auto out = new_array<float>({R, n});
+  dd.to(out.data());
+  return out;
+}
+
 template <int I>
 nb::ndarray<nb::numpy, uint8_t> kv_store(In<float, 2> x, int kv_type) {
   const cuk::OpsTable &t = ops<I>();
@@ -297,6 +332,9 @@ void def_kernels(nb::module_ &m) {
   m.def("ssm_scan", &ssm_scan<I>, nb::arg("state"), nb::arg("x"), nb::arg("dt"), nb::arg("A"),
         nb::arg("B"), nb::arg("C"), nb::arg("D"), nb::arg("chunk") = 0);
   m.def("kv_store", &kv_store<I>, nb::arg("x"), nb::arg("kv_type"));
+  m.def("gather_rows", &gather_rows<I>, nb::arg("src"), nb::arg("rows"));
+  m.def("scatter_add_rows", &scatter_add_rows<I>, nb::arg("src"), nb::arg("rows"),
+        nb::arg("scale"), nb::arg("dst"));
   m.def("attention", &attention<I>, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("n_past"),
         nb::arg("n_head_kv"), nb::arg("kv_type"));
 }
@@ -324,6 +362,7 @@ void bind_cuda_emu(nb::module_ &parent) {
         return std::make_tuple(s.launches, s.blocks, s.switches);
       },
       "(launches, blocks, fiber switches) since the module loaded.");
+  m.def("launches", &simt::launches_by_kernel, "Launches per kernel name since the module loaded.");
 #if defined(EDGENANO_HAS_CUDA)
   nb::module_ dev = parent.def_submodule(
       "cuda_dev", "The same CUDA kernels on the GPU (tests marked gpu); _C.cuda_emu signatures.");

@@ -416,6 +416,8 @@ struct Stats {
   uint64_t launches = 0, blocks = 0, switches = 0;
 };
 Stats stats();
+// Launches per kernel name (the runs of recorded graphs included).
+std::vector<std::pair<std::string, uint64_t>> launches_by_kernel();
 
 template <class... P, class... A>
 void launch_named(const char *name, void (*kernel)(P...), dim3 grid, dim3 block, Stream,

@@ -134,6 +134,7 @@ pthread_t g_launch_thread;
 
 std::mutex g_launch_mu;  // launches run one at a time (signal handlers are process-wide)
 Stats g_stats;
+std::map<std::string, uint64_t> g_by_kernel;
 
 size_t page_size() {
   static const size_t p = size_t(sysconf(_SC_PAGESIZE));
@@ -465,6 +466,7 @@ void run_grid(dim3 grid, dim3 block, const char *name, LaunchBody body) {
   l.name = name;
   l.body = body;
   ++g_stats.launches;
+  ++g_by_kernel[name];
   g_launch_thread = pthread_self();
 #if defined(SIMT_ASAN)
   pthread_attr_t attr;
@@ -615,6 +617,11 @@ bool is_device_ptr(const void *p) {
 }
 
 Stats stats() { return detail::g_stats; }
+
+std::vector<std::pair<std::string, uint64_t>> launches_by_kernel() {
+  std::lock_guard<std::mutex> lock(detail::g_launch_mu);
+  return {detail::g_by_kernel.begin(), detail::g_by_kernel.end()};
+}
 
 }  // namespace host
 }  // namespace simt

@@ -237,6 +237,25 @@ __global__ void ssd_pass_kernel(kern::ScanParams p, int chunk, const float *e, c
   }
 }
 
+// Routed experts: block (x, j) copies / adds part of row j; an expert's rows are distinct tokens
+// (a token picks an expert once), so no two blocks add to one element.
+__global__ void gather_rows_kernel(const float *src, int64_t lds, const int32_t *rows, int64_t n,
+                                   float *dst, int64_t ldd) {
+  const int64_t j = blockIdx.y, r = rows[j];
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[j * ldd + i] = src[r * lds + i];
+}
+
+__global__ void scatter_add_rows_kernel(const float *src, int64_t lds, const int32_t *rows,
+                                        const float *scale, int64_t n, float *dst, int64_t ldd) {
+  const int64_t j = blockIdx.y, r = rows[j];
+  const float sc = scale[j];
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    dst[r * ldd + i] += sc * src[j * lds + i];
+}
+
 __global__ void kv_store_float_kernel(const float *src, int64_t lds, int T, int64_t width, bool f16,
                                       uint8_t *dst) {
   const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -360,6 +379,21 @@ void ssm_scan(const kern::ScanParams &p, int chunk, void *scratch, Stream s) {
                                 static_cast<const float *>(w.e),
                                 static_cast<const float *>(w.coef),
                                 static_cast<const float *>(w.decay));
+}
+
+void gather_rows(const float *src, int64_t lds, const int32_t *rows, int n_rows, int64_t n,
+                 float *dst, int64_t ldd, Stream s) {
+  if (n_rows > 0 && n > 0)
+    simt::launch<gather_rows_kernel>(dim3(std::min(blocks_for(n, 256), 64u), unsigned(n_rows)),
+                                     dim3(256), s, src, lds, rows, n, dst, ldd);
+}
+
+void scatter_add_rows(const float *src, int64_t lds, const int32_t *rows, const float *scale,
+                      int n_rows, int64_t n, float *dst, int64_t ldd, Stream s) {
+  if (n_rows > 0 && n > 0)
+    simt::launch<scatter_add_rows_kernel>(
+        dim3(std::min(blocks_for(n, 256), 64u), unsigned(n_rows)), dim3(256), s, src, lds, rows,
+        scale, n, dst, ldd);
 }
 
 void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type, uint8_t *dst,

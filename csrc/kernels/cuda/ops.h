@@ -50,6 +50,11 @@ size_t ssm_scan_scratch_bytes(const kern::ScanParams &p, int chunk);
 void ssm_scan(const kern::ScanParams &p, int chunk, void *scratch, Stream s);
 void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type, uint8_t *dst,
               Stream s);
+// Routed experts (backend.h's gather_rows / scatter_add_rows), rows and scale in device memory.
+void gather_rows(const float *src, int64_t lds, const int32_t *rows, int n_rows, int64_t n,
+                 float *dst, int64_t ldd, Stream s);
+void scatter_add_rows(const float *src, int64_t lds, const int32_t *rows, const float *scale,
+                      int n_rows, int64_t n, float *dst, int64_t ldd, Stream s);
 // One query: split-K flash decoding (key ranges, then a combine; scratch for the partials).
 // Prefill: tiles of 16 queries x 32 keys through shared memory (no scratch).
 size_t attention_scratch_bytes(const kern::AttnParams &p);

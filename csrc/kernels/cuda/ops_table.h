@@ -32,6 +32,10 @@ struct OpsTable {
   size_t (*ssm_scan_scratch_bytes)(const kern::ScanParams &p, int chunk);
   void (*ssm_scan)(const kern::ScanParams &p, int chunk, void *scratch);
   void (*kv_store)(const float *src, int64_t lds, int T, int64_t width, int kv_type, uint8_t *dst);
+  void (*gather_rows)(const float *src, int64_t lds, const int32_t *rows, int n_rows, int64_t n,
+                      float *dst, int64_t ldd);
+  void (*scatter_add_rows)(const float *src, int64_t lds, const int32_t *rows, const float *scale,
+                           int n_rows, int64_t n, float *dst, int64_t ldd);
   size_t (*attention_scratch_bytes)(const kern::AttnParams &p);
   void (*attention)(const kern::AttnParams &p, void *scratch);
 };
@@ -78,6 +82,14 @@ inline OpsTable make_ops_table(const char *name) {
   };
   t.kv_store = [](const float *src, int64_t lds, int T, int64_t width, int kv_type, uint8_t *dst) {
     kv_store(src, lds, T, width, kv_type, dst, Stream{});
+  };
+  t.gather_rows = [](const float *src, int64_t lds, const int32_t *rows, int n_rows, int64_t n,
+                     float *dst, int64_t ldd) {
+    gather_rows(src, lds, rows, n_rows, n, dst, ldd, Stream{});
+  };
+  t.scatter_add_rows = [](const float *src, int64_t lds, const int32_t *rows, const float *scale,
+                          int n_rows, int64_t n, float *dst, int64_t ldd) {
+    scatter_add_rows(src, lds, rows, scale, n_rows, n, dst, ldd, Stream{});
   };
   t.attention_scratch_bytes = &attention_scratch_bytes;
   t.attention = [](const kern::AttnParams &p, void *scratch) { attention(p, scratch, Stream{}); };
