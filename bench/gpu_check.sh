@@ -2,8 +2,10 @@
 # The CUDA backend on a lent GPU (H100/H200, sm_90), in about 8 minutes: build for sm_90 only,
 # run the GPU tests (every emulated kernel and model test again on the device), compute-sanitizer
 # memcheck and racecheck on a few kernel tests where it is installed, then time decode (16 and
-# 4096 tokens of context) and prefill (512, 4096) on a 9B-v2-shaped random-weight Q4_K file and
-# compare decode's achieved GB/s with the device's measured copy bandwidth.
+# 4096 tokens of context) and prefill (512, 4096) on a 9B-v2-shaped random-weight Q4_K_M file
+# (llama.cpp's quantizer where llama-cpp-python is installed, else our converter's per-tensor
+# types; bench/make_gguf.py prints which) and compare decode's achieved GB/s with the device's
+# measured copy bandwidth. Decode runs as CUDA graph replays (EDGENANO_CUDA_GRAPHS=0: eagerly).
 #   bash bench/gpu_check.sh [workdir]      (PYTHON=... to pick the interpreter)
 # The lent machines' image has nvcc, CMake, nanobind, scikit-build-core, numpy, torch and pytest
 # but not gguf (nor any network): carry its wheel in .whl/ (pip download --no-deps gguf, see the
@@ -34,14 +36,20 @@ if [ -n "$SAN" ]; then
     echo "== compute-sanitizer $tool"
     "$SAN" --tool "$tool" --error-exitcode 9 "$PY" -m pytest -q -p no:cacheprovider -m gpu \
       tests/test_cuda_gpu.py -k "(test_matvec and Q4_K-1) or (test_gemm and Q6_K-70) or \
-      (test_attention and Q8_0-3-254) or test_ssm_scan or test_rmsnorm or test_causal_conv"
+      (test_attention and Q8_0-3-254) or test_ssm_scan or test_rmsnorm or test_causal_conv or \
+      test_gather_scatter"
   done
 else
   echo "== compute-sanitizer not found: skipped"
 fi
 
-MODEL="$W/9b-v2-q4_k.gguf"
-[ -f "$MODEL" ] || "$PY" bench/make_gguf.py 9b-v2 q4_k "$MODEL"
+MODEL="$W/9b-v2-q4_k_m.gguf"
+if [ -f "$MODEL" ]; then
+  echo "== model: $MODEL (made earlier)"
+else
+  echo "== model: 9B-v2 shapes, q4_k_m"
+  "$PY" bench/make_gguf.py 9b-v2 q4_k_m "$MODEL"
+fi
 
 echo "== timing"
 "$PY" - "$MODEL" <<'EOF'
@@ -85,6 +93,7 @@ for kv, kv_bytes in (("f16", 2.0), ("q8_0", 34 / 32)):
         nbytes = sum(step_bytes(path, ctx, kv_bytes).values())
         print(f"[{kv}] decode at {ctx}: {1 / dt:.1f} tok/s, {nbytes / dt / 1e9:.0f} GB/s "
               f"= {nbytes / dt / copy_bw:.0%} of copy bandwidth")
+    print(f"[{kv}] decode graphs: {b.impl.graph_stats()}")
     used = free0 - dev.mem_info()[0]
     per_tok = (step_bytes(path, 1, kv_bytes)["kv"] - step_bytes(path, 0, kv_bytes)["kv"])
     proj = used + (131072 - (4096 + 64)) * per_tok

@@ -9,8 +9,9 @@ float copy of the weights), for benchmarks.
 
 The presets (q4_k_m, q5_k_m) and `--llama-quantize` go through llama.cpp's own quantizer
 (llama-cpp-python's llama_model_quantize) from an f16 file, deleted afterwards: the files users
-run. Our converter picks the same type for every tensor (tests/test_llamacpp.py holds them equal),
-so its files run the same kernels over the same bytes per type.
+run. Where llama-cpp-python is not installed (or with --ours) a preset is written directly with
+our converter's per-tensor types (edgenano.convert.presets, which tests/test_llamacpp.py holds
+equal to llama.cpp's), so it runs the same kernels over the same bytes per type.
 """
 
 from __future__ import annotations
@@ -124,19 +125,19 @@ def dims(s: Shape) -> Dims:
                 n_expert=s.n_expert, n_ff_shexp=s.n_ff_shexp)
 
 
-def tensors(s: Shape, qtype, rng):
-    """(name, ggml shape ne, matrix?, array) in file order, from the layer table; arrays made
-    lazily (one in memory at a time)."""
+def tensors(s: Shape, rng):
+    """(name, ggml shape ne, matrix?, make(type) -> array) in file order, from the layer table;
+    arrays made lazily (one in memory at a time)."""
     d = dims(s)
 
     def item(name: str, t):
         shape = t.shape(d)
         if t.rule == MATRIX:  # stacked experts: their rows one after another
             rows = int(np.prod(shape[:-1]))
-            make = lambda: random_matrix(rng, qtype, shape[-1], rows)  # noqa: E731
+            make = lambda tq: random_matrix(rng, tq, shape[-1], rows)  # noqa: E731
         else:
             fill = F32_VALUES.get(t.gguf, lambda rng, shape: np.ones(shape, np.float32))
-            make = lambda: fill(rng, shape)  # noqa: E731
+            make = lambda tq: fill(rng, shape)  # noqa: E731
         return name, shape[::-1], t.rule == MATRIX, make
 
     yield item(EMBEDDING.gguf, EMBEDDING)
@@ -147,7 +148,7 @@ def tensors(s: Shape, qtype, rng):
     yield item(OUTPUT.gguf, OUTPUT)
 
 
-def add_metadata(w: gguf.GGUFWriter, s: Shape, qtype) -> None:
+def add_metadata(w: gguf.GGUFWriter, s: Shape, ftype: int) -> None:
     a, n = s.arch + ".", len(s.pattern)
     w.add_uint32(a + "block_count", n)
     w.add_uint32(a + "context_length", 131072)
@@ -174,8 +175,6 @@ def add_metadata(w: gguf.GGUFWriter, s: Shape, qtype) -> None:
             w.add_uint32(a + key, v)
         w.add_float32(a + "expert_weights_scale", s.expert_scale)
         w.add_bool(a + "expert_weights_norm", True)
-    ftype = {QT.F32: 0, QT.F16: 1, QT.Q4_0: 2, QT.Q8_0: 7, QT.Q5_0: 8, QT.Q4_K: 14, QT.Q5_K: 16,
-             QT.Q6_K: 18}[qtype]
     w.add_uint32("general.file_type", ftype)
     w.add_uint32("general.quantization_version", 2)
     add_vocab(w, s.n_vocab)
@@ -198,15 +197,34 @@ def add_vocab(w: gguf.GGUFWriter, n_vocab: int) -> None:
     w.add_add_bos_token(False)
 
 
+def tensor_types(s: Shape, outtype: str, items) -> tuple[list, int]:
+    """Each tensor's type and the file type: one type for every matrix (the router is F32, as
+    the layer table says), or a preset's mixture chosen by our converter's rule."""
+    if outtype in ("q4_k_m", "q5_k_m"):
+        from edgenano.convert.presets import OUTTYPES, assign_types
+        from edgenano.convert.tensors import TensorSpec
+
+        specs = [TensorSpec(name, "", tuple(ne[::-1]), "", matrix,
+                            int(name.split(".")[1]) if name.startswith("blk.") else -1)
+                 for name, ne, matrix, _ in items]
+        out = OUTTYPES[outtype]
+        return (assign_types(specs, out, len(s.pattern), experts=s.n_expert > 1),
+                int(out.ftype))
+    qtype = QT[outtype.upper()]
+    ftype = {QT.F32: 0, QT.F16: 1, QT.Q4_0: 2, QT.Q8_0: 7, QT.Q5_0: 8, QT.Q4_K: 14, QT.Q5_K: 16,
+             QT.Q6_K: 18}[qtype]
+    return [qtype if matrix else QT.F32 for _, _, matrix, _ in items], ftype
+
+
 def write(shape: str, outtype: str, path: str | Path, seed: int = 0, verbose: bool = True) -> Path:
-    s, qtype = SHAPES[shape], QT[outtype.upper()]
+    s = SHAPES[shape]
     rng = np.random.default_rng(seed)
     path = Path(path)
     w = gguf.GGUFWriter(path, s.arch)
-    add_metadata(w, s, qtype)
-    items = list(tensors(s, qtype, rng))
-    for name, ne, matrix, _ in items:
-        tq = qtype if matrix else QT.F32  # the router is F32 (layer table)
+    items = list(tensors(s, rng))
+    types, ftype = tensor_types(s, outtype, items)
+    add_metadata(w, s, ftype)
+    for (name, ne, _, _), tq in zip(items, types):
         nb = gguf.quants.quant_shape_to_byte_shape(ne[::-1], tq) if tq != QT.F32 else None
         nbytes = int(np.prod(nb)) if nb is not None else int(np.prod(ne)) * 4
         if tq == QT.F32:
@@ -217,8 +235,8 @@ def write(shape: str, outtype: str, path: str | Path, seed: int = 0, verbose: bo
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
     t0 = time.time()
-    for _, _, _, make in items:
-        w.write_tensor_data(np.ascontiguousarray(make()))
+    for (_, _, _, make), tq in zip(items, types):
+        w.write_tensor_data(np.ascontiguousarray(make(tq)))
     w.close()
     if verbose:
         print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB) in {time.time() - t0:.0f} s")
@@ -263,11 +281,25 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--llama-quantize", action="store_true",
-                    help="write f16, then quantize with llama.cpp's quantizer (presets always)")
+                    help="write f16, then quantize with llama.cpp's quantizer (presets: by "
+                         "default where llama-cpp-python is installed)")
+    ap.add_argument("--ours", action="store_true",
+                    help="presets: our converter's per-tensor types, never llama.cpp's quantizer")
     a = ap.parse_args()
-    if a.llama_quantize or a.outtype in ("q4_k_m", "q5_k_m"):
+    preset = a.outtype in ("q4_k_m", "q5_k_m")
+    try:
+        import llama_cpp  # noqa: F401
+
+        have_llama = True
+    except ImportError:
+        have_llama = False
+    if a.llama_quantize or (preset and have_llama and not a.ours):
+        print(f"{a.outtype}: llama.cpp's quantizer (llama-cpp-python)")
         llama_quantize(a.shape, a.outtype, a.out, a.seed)
     else:
+        if preset:
+            print(f"{a.outtype}: our converter's per-tensor types (random blocks"
+                  f"{'' if a.ours else '; llama-cpp-python is not installed'})")
         write(a.shape, a.outtype, a.out, a.seed)
 
 

@@ -175,7 +175,9 @@ def test_gather_scatter_rows_exact():
     dst = rng.standard_normal((9, 300)).astype(np.float32)
     want = dst.copy()
     want[rows] += scale[:, None] * y
-    assert np.array_equal(E.scatter_add_rows(y, rows, scale, dst), want)
+    got = E.scatter_add_rows(y, rows, scale, dst)
+    # a GPU may fuse the multiply-add (one rounding): within the f32 bound there
+    assert np.array_equal(got, want) if E is C.cuda_emu else nmse(got, want) <= CUDA_EMU_F32_NMSE
 
 
 # ---------------------------------------------------------------- the whole model, emulated
@@ -381,11 +383,13 @@ def test_moe_model_on_the_device(moe_file, config):
     device; the latent variant too) prefills and decodes on cuda_emu as on the cpu backend; its
     decode steps run eagerly (the router's top-k is on the host): no graphs."""
     path = moe_file(config)
-    before = dict(E.launches())
+    counted = hasattr(E, "launches")  # the emulator counts launches per kernel
+    before = dict(E.launches()) if counted else {}
     emu, b, _ = _run(path, ENGINE, "f16", PROMPT, SPLIT)
     cpu, _, _ = _run(path, "cpu", "f16", PROMPT, SPLIT)
-    after = dict(E.launches())
-    for k in ("gather_rows_kernel", "scatter_add_rows_kernel"):
-        assert after.get(k, 0) > before.get(k, 0)
+    if counted:
+        after = dict(E.launches())
+        for k in ("gather_rows_kernel", "scatter_add_rows_kernel"):
+            assert after.get(k, 0) > before.get(k, 0)
     assert b.impl.graph_stats()["captured"] == 0
     assert max(nmse(e, c) for e, c in zip(emu, cpu)) <= CUDA_EMU_MODEL_F32_NMSE
