@@ -352,7 +352,9 @@ struct GraphImpl {
 using Graph = GraphImpl *;
 using GraphExec = GraphImpl *;
 namespace detail {
-inline GraphImpl *g_capture = nullptr;  // the capture in progress (the emulator has one stream)
+// The capture in progress on this thread (the emulator's streams are one; per thread, as CUDA's
+// thread-local capture mode, so another thread's launches still run).
+inline thread_local GraphImpl *g_capture = nullptr;
 inline void no_capture(const char *what) {
   if (g_capture)
     throw Error(std::string(what) + " during stream capture (the host cannot wait on, or copy " +
