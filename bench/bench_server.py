@@ -1,9 +1,15 @@
-"""`edgenano serve` against `python -m llama_cpp.server` on the same GGUF, via the openai client:
-(1) a 20-turn conversation, tokens prefilled and time per turn; (2) aggregate decode throughput
-with 1, 2, 4 and 8 concurrent streams. Both servers run as subprocesses on loopback, one at a time.
+"""`edgenano serve` against llama.cpp's own `llama-server` and `python -m llama_cpp.server` on the
+same GGUF, via the openai client: (1) a 20-turn conversation, tokens prefilled and time per turn;
+(2) aggregate decode throughput with 1, 2, 4 and 8 concurrent streams. The servers run as
+subprocesses on loopback, measured one at a time.
 
     python bench/bench_server.py                      # makes the widths/4 Q4_K_M file first
     python bench/bench_server.py --model m.gguf --threads 2 --streams 1,2,4,8
+
+`llama-server` is built from the llama.cpp vendored in llama-cpp-python's sdist by
+bench/build_llama_server.sh (for this benchmark only; ~10 min on 2 cores), or given with
+--llama-server PATH. It runs with its defaults (continuous batching, its prompt cache and context
+checkpoints for recurrent models) and --cache-ram equal to edgenano's --cache-mb.
 
 The default file is the Nemotron-Nano-9B-v2 layer pattern at every width / 4 with random weights
 (bench/make_gguf.py), written as f16 with the built-in reasoner's chat template, then quantized to
@@ -27,6 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BAN = {"2": -100, "11": -100, "12": -100}  # </s>, <SPECIAL_11>, <SPECIAL_12>: never stop early
+CACHE_MB = 2048  # edgenano's --cache-mb and llama-server's --cache-ram
 
 
 def make_model(dest: Path) -> Path:
@@ -89,19 +96,27 @@ def free_port() -> int:
 
 class ServerProc:
     def __init__(self, kind: str, model: Path, threads: int, n_ctx: int, parallel: int,
-                 logdir: Path):
+                 logdir: Path, llama_server: str | None = None):
         self.kind, self.port = kind, free_port()
         self.log_path = logdir / f"{kind}.log"
         if kind == "edgenano":
             cmd = [sys.executable, "-m", "edgenano", "serve", str(model), "--port",
                    str(self.port), "-t", str(threads), "-c", str(n_ctx), "--parallel",
-                   str(parallel), "--cache-mb", "2048", "--max-queue", "64"]
-        else:
+                   str(parallel), "--cache-mb", str(CACHE_MB), "--max-queue", "64"]
+        elif kind == "llama-server":
+            # its context is shared by the slots: n_ctx each, as edgenano's
+            cmd = [llama_server or "llama-server", "-m", str(model), "--host", "127.0.0.1",
+                   "--port", str(self.port), "-t", str(threads), "-tb", str(threads), "-c",
+                   str(n_ctx * parallel), "-np", str(parallel), "-b", "512", "--cache-ram",
+                   str(CACHE_MB), "--no-webui"]
+        elif kind == "llama_cpp":
             cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port",
                    str(self.port), "--n_threads", str(threads), "--n_threads_batch",
                    str(threads), "--n_ctx", str(n_ctx), "--n_batch", "512", "--verbose", "True",
                    # its default lets a new request cut off the one streaming: queue them
                    "--interrupt_requests", "False"]
+        else:
+            raise SystemExit(f"unknown server {kind!r}: edgenano, llama-server or llama_cpp")
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -153,7 +168,7 @@ def conversation(srv: ServerProc, turns: int, reply_tokens: int) -> list[dict]:
         first = None
         usage = None
         extra = {"logit_bias": BAN}
-        if srv.kind == "edgenano":
+        if srv.kind in ("edgenano", "llama-server"):
             extra["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
         for ch in c.chat.completions.create(model="m", messages=messages, temperature=0,
                                             max_tokens=reply_tokens, stream=True,
@@ -227,7 +242,9 @@ def main() -> None:
     ap.add_argument("--reply", type=int, default=8, help="tokens per reply in the conversation")
     ap.add_argument("--streams", default="1,2,4,8")
     ap.add_argument("--tokens", type=int, default=48, help="tokens per stream (throughput)")
-    ap.add_argument("--servers", default="edgenano,llama_cpp")
+    ap.add_argument("--servers", default="edgenano,llama-server,llama_cpp")
+    ap.add_argument("--llama-server", help="llama-server binary (default: build it with "
+                    "bench/build_llama_server.sh)")
     ap.add_argument("--skip", default="", help="conversation and/or throughput")
     ap.add_argument("--reps", type=int, default=3, help="throughput rounds (best of)")
     ap.add_argument("--json", help="write the results here")
@@ -238,10 +255,15 @@ def main() -> None:
     streams = [int(s) for s in a.streams.split(",") if s]
     results: dict = {"model": str(model), "threads": a.threads}
     kinds = a.servers.split(",")
+    llama_server = a.llama_server
+    if "llama-server" in kinds and not llama_server:
+        llama_server = subprocess.run(["bash", str(HERE / "build_llama_server.sh")], check=True,
+                                      capture_output=True, text=True).stdout.strip()
     # Both servers up at once (idle while the other is measured): throughput rounds alternate
     # between them, best of --reps per level, so a busy moment of a shared machine does not
     # land on one server only.
-    servers = {k: ServerProc(k, model, a.threads, a.ctx, max(streams), d) for k in kinds}
+    servers = {k: ServerProc(k, model, a.threads, a.ctx, max(streams), d, llama_server)
+               for k in kinds}
     try:
         if "conversation" not in a.skip:
             for k in kinds:
