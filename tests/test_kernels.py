@@ -216,7 +216,7 @@ def test_avx512_decode_dots_extreme_codes(qtype):
     assert nmse(y, f64(x)[0] @ f64(w)[0].T) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
-ROWS8_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0]
+ROWS8_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K]
 
 
 # under one group of 8, one, groups and a tail; 301: several groups in each thread's rows
@@ -230,7 +230,9 @@ def test_avx512_rows8_dots_match_scalar(qtype, T, rows):
     if not K.cpu_has_avx512():
         pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
     assert K.matmul_path(int(qtype), T) == "vec"  # batched decode and expert groups land here
-    rng, cols = rng_for("r8", qtype, T, rows), 32 * (35 if T < 64 else 9)
+    blocks = 35 if T < 64 else 9
+    rng = rng_for("r8", qtype, T, rows)
+    cols = gguf.GGML_QUANT_SIZES[qtype][0] * (blocks if qtype != QT.Q4_K else blocks // 4)
     raw, x = random_rows(qtype, rows, cols, rng), rng.standard_normal((T, cols)).astype(np.float32)
     out = {}
     for isa in ("avx512", "scalar"):
@@ -244,7 +246,7 @@ def test_avx512_rows8_dots_match_scalar(qtype, T, rows):
     assert nmse(out["avx512"], one) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
-@pytest.mark.parametrize("qtype", ROWS8_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", ROWS8_TYPES[:3], ids=lambda t: t.name)
 def test_avx512_rows8_extreme_codes(qtype):
     """The 8-row dots at the bound of their integer sums: every weight code at its extreme (Q8_0
     -128 / 127, Q4_0 -8 / 7, Q5_0 -16 / 15) against activation codes +-127 of one sign per row, so
@@ -274,6 +276,31 @@ def test_avx512_rows8_extreme_codes(qtype):
     w = dequant(raw, qtype, cols)
     assert set(np.unique(np.rint(w / float(np.float16(0.01))))) == {lo, hi}  # blocks as built
     y = K.matmul(raw, int(qtype), cols, x, path="vec")
+    xx, ww = f64(x, w)
+    assert nmse(y, xx @ ww.T) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
+def test_avx512_rows8_q4_k_extreme_codes():
+    """Q4_K's 8-row dots at the bound of their integer sums: every scale and minimum 63 (all 12
+    packed bytes 0xff), codes 0 / 15 against activation codes +-127 of one sign per row: each
+    sub-block sum times its scale, over the block, and the minimums' pairs, all at their largest."""
+    if not K.cpu_has_avx512():
+        pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
+    rng, cols, rows, T = rng_for("r8k"), 1024, 11, 5
+    x = np.where(rng.random((T, cols)) < 0.5, -1.0, 1.0).astype(np.float32)
+    codes = np.where(rng.random((rows, cols)) < 0.5, 0, 15)
+    codes[0] = np.where(x[0] > 0, 15, 0)
+    codes[1] = np.where(x[0] > 0, 0, 15)
+    nb = cols // 256
+    u = codes.reshape(rows, nb, 4, 2, 32).astype(np.uint8)  # chunk c: sub-blocks 2c, 2c + 1
+    qs = (u[:, :, :, 0, :] | (u[:, :, :, 1, :] << 4)).reshape(rows, nb, 128)
+    dd = np.full((rows, nb, 2), 0.01, np.float16).view(np.uint8).reshape(rows, nb, 4)
+    raw = np.concatenate([dd, np.full((rows, nb, 12), 0xFF, np.uint8), qs], axis=2)
+    raw = raw.reshape(rows, -1)
+    w = dequant(raw, QT.Q4_K, cols)
+    step = float(np.float16(0.01)) * 63
+    assert set(np.unique(np.rint(w / step))) == {-1, 14}  # d*63*q - dmin*63, q in {0, 15}
+    y = K.matmul(raw, int(QT.Q4_K), cols, x, path="vec")
     xx, ww = f64(x, w)
     assert nmse(y, xx @ ww.T) <= KERNEL_SCALAR_VS_AVX2_NMSE
 

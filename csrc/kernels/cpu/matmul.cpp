@@ -110,6 +110,29 @@ const void *prepare_acts(const KernelTable &kt, int kind, const float *x, int64_
 // one-token dots, then placed by block in groups of 8 tokens with the zero point's integer term.
 const uint8_t *prepare_acts_r8(const KernelTable &kt, int type, const float *x, int64_t ldx,
                                int64_t n, int T, Workspace &ws, size_t &group_stride) {
+  if (type == T_Q4_K) {  // BlockA8KR: the sub-block sums paired for the minimums
+    const int64_t nb = n / QK_K;
+    group_stride = size_t(nb) * 8 * sizeof(BlockA8KR);
+    const size_t groups = size_t(T + 7) / 8, row = size_t(nb) * sizeof(BlockA8K);
+    uint8_t *buf = ws.get_shared(groups * group_stride + row);
+    auto *tmp = reinterpret_cast<BlockA8K *>(buf + groups * group_stride);
+    for (int t = 0; t < T; ++t) {
+      kt.quant_a8k(x + t * ldx, tmp, n);
+      auto *out = reinterpret_cast<BlockA8KR *>(buf + size_t(t / 8) * group_stride) + t % 8;
+      for (int64_t i = 0; i < nb; ++i) {
+        int32_t S[8];
+        for (int j = 0; j < 8; ++j) S[j] = tmp[i].bsums[2 * j] + tmp[i].bsums[2 * j + 1];
+        BlockA8KR &o = out[8 * i];
+        o.d = tmp[i].d;
+        const int pair[4] = {0, 1, 4, 5};
+        for (int q = 0; q < 4; ++q)
+          o.msum[q] = int32_t(uint32_t(uint16_t(int16_t(S[pair[q]]))) |
+                              uint32_t(uint16_t(int16_t(S[pair[q] + 2]))) << 16);
+        std::memcpy(o.qs, tmp[i].qs, QK_K);
+      }
+    }
+    return buf;
+  }
   const int64_t nb = n / QK;
   const int zero = type == T_Q5_0 ? 16 : type == T_Q4_0 ? 8 : 128;
   group_stride = size_t(nb) * 8 * sizeof(BlockA8R);

@@ -134,6 +134,15 @@ struct BlockA8R {
   int8_t qs[QK];
 };
 static_assert(sizeof(BlockA8R) == 40);
+// The same for Q4_K over 256-value blocks: msum[q] holds the 16-bit pair of sub-block sums
+// (S_j, S_j+2) for j = 0, 1, 4, 5 (q = 0..3), against the rows' minimums paired alike.
+struct BlockA8KR {
+  float d;
+  int32_t msum[4];
+  int8_t qs[QK_K];
+};
+static_assert(sizeof(BlockA8KR) == 276);
+void dot_rows8_q4_k(const DotArgs &a);
 void dot_rows8_q8_0(const DotArgs &a);
 void dot_rows8_q4_0(const DotArgs &a);
 void dot_rows8_q5_0(const DotArgs &a);

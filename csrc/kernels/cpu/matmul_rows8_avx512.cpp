@@ -157,12 +157,9 @@ void rows8(const uint8_t *w, const size_t (&o)[8], const __m256i &ridx, const Bl
   for (int t = 0; t < NT; ++t) out[t] = acc[t];
 }
 
-template <int KIND, int NT>
-void run_tokens(const DotArgs &a, const uint8_t *w, const size_t (&o)[8], const __m256i &ridx,
-                int t0, int64_t r0, int nr) {
-  const auto *act = reinterpret_cast<const BlockA8R *>(a.act + size_t(t0 / 8) * a.act_stride);
-  __m256 out[NT];
-  rows8<KIND, NT>(w, o, ridx, act + t0 % 8, a.n / QK, out);
+// Token t's 8 sums to y rows [r0, r0 + nr).
+template <int NT>
+inline void store_rows8(const DotArgs &a, const __m256 (&out)[NT], int t0, int64_t r0, int nr) {
   const __mmask8 m = __mmask8((1u << nr) - 1);
   for (int t = 0; t < NT; ++t) {
     float *y = a.y + int64_t(t0 + t) * a.ldy + r0;
@@ -171,17 +168,31 @@ void run_tokens(const DotArgs &a, const uint8_t *w, const size_t (&o)[8], const 
   }
 }
 
+// The byte offsets of a group's nr rows (rows past them: the last row again), also as i32 lanes.
+inline __m256i row_offsets(const DotArgs &a, int nr, size_t (&o)[8]) {
+  alignas(32) int32_t off[8];
+  for (int k = 0; k < 8; ++k) {
+    o[k] = size_t(std::min(k, nr - 1)) * a.row_bytes;
+    off[k] = int32_t(o[k]);
+  }
+  return _mm256_load_si256(reinterpret_cast<const __m256i *>(off));
+}
+
+template <int KIND, int NT>
+void run_tokens(const DotArgs &a, const uint8_t *w, const size_t (&o)[8], const __m256i &ridx,
+                int t0, int64_t r0, int nr) {
+  const auto *act = reinterpret_cast<const BlockA8R *>(a.act + size_t(t0 / 8) * a.act_stride);
+  __m256 out[NT];
+  rows8<KIND, NT>(w, o, ridx, act + t0 % 8, a.n / QK, out);
+  store_rows8<NT>(a, out, t0, r0, nr);
+}
+
 template <int KIND>
 void dot_rows8(const DotArgs &a) {
   for (int64_t r0 = 0; r0 < a.nrows; r0 += 8) {
     const int nr = int(std::min<int64_t>(8, a.nrows - r0));
     size_t o[8];
-    alignas(32) int32_t off[8];
-    for (int k = 0; k < 8; ++k) {
-      o[k] = size_t(std::min(k, nr - 1)) * a.row_bytes;  // past the rows: the last row again
-      off[k] = int32_t(o[k]);
-    }
-    const __m256i ridx = _mm256_load_si256(reinterpret_cast<const __m256i *>(off));
+    const __m256i ridx = row_offsets(a, nr, o);
     const uint8_t *w = a.w + size_t(r0) * a.row_bytes;
     int t0 = 0;
     for (; t0 + 8 <= a.T; t0 += 8) run_tokens<KIND, 8>(a, w, o, ridx, t0, r0, nr);
@@ -198,10 +209,134 @@ void dot_rows8(const DotArgs &a) {
   }
 }
 
+// ---- Q4_K: the same over 256-value blocks of 8 sub-blocks with 6-bit scales and minimums ----
+//
+// Per row and block the 12 packed bytes of scales and minimums are gathered (3 dwords a lane)
+// and unpacked in the lanes as ggml does. A sub-block's integer sum (u4 codes x s8, at most 32 *
+// 15 * 127) times its scale (<= 63) stays in i32 over the block (8 * 60960 * 63 < 2^31); the
+// minimums' term sum_j m_j S_j (S_j = the activations' sum over sub-block j) takes 4 vpdpwssd on
+// 16-bit pairs (m_j, m_j+2) against (S_j, S_j+2) made with the activations.
+template <int NT>
+void rows8_q4k(const uint8_t *w, const size_t (&o)[8], const __m256i &ridx, const BlockA8KR *a,
+               int64_t nb, __m256 (&out)[NT]) {
+  __m256 acc[NT];
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  const __m256i m4 = _mm256_set1_epi8(0x0f), lo6 = _mm256_set1_epi8(0x3f),
+                top2 = _mm256_set1_epi8(0x30), words = _mm256_set1_epi32(0x00ff00ff),
+                ff = _mm256_set1_epi32(0xff);
+  for (int64_t i = 0; i < nb; ++i, a += 8) {
+    const uint8_t *p = w + size_t(i) * sizeof(BlockQ4_K);
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead + 64, _MM_HINT_T0);
+    }
+    const auto gather = [&](size_t off) {
+      return _mm256_i32gather_epi32(reinterpret_cast<const int *>(p + off), ridx, 1);
+    };
+    const __m256i g0 = gather(0), g1 = gather(4), g2 = gather(8), g3 = gather(12);
+    const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(g0));
+    const __m256 dmw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(g0, 16)));
+    const __m256i sc_lo = _mm256_and_si256(g1, lo6);  // scale bytes 0..3, then 4..7
+    const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(g3, m4),
+                                          _mm256_and_si256(_mm256_srli_epi32(g1, 2), top2));
+    const __m256i mn_lo = _mm256_and_si256(g2, lo6);
+    const __m256i mn_hi =
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(g3, 4), m4),
+                        _mm256_and_si256(_mm256_srli_epi32(g2, 2), top2));
+    const __m256i mp[4] = {_mm256_and_si256(mn_lo, words),
+                           _mm256_and_si256(_mm256_srli_epi32(mn_lo, 8), words),
+                           _mm256_and_si256(mn_hi, words),
+                           _mm256_and_si256(_mm256_srli_epi32(mn_hi, 8), words)};
+    __m256i tot[NT], mins[NT];
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+      tot[t] = _mm256_setzero_si256();
+      mins[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q)
+        mins[t] = _mm256_dpwssd_epi32(mins[t], mp[q], _mm256_set1_epi32(a[t].msum[q]));
+    }
+#pragma GCC unroll 1
+    for (int c = 0; c < 4; ++c) {
+      __m256i q[8];
+      {
+        __m256i lo[4], hi[4];
+        load_t(p, o, offsetof(BlockQ4_K, qs) + 32 * c, lo);
+        load_t(p, o, offsetof(BlockQ4_K, qs) + 32 * c + 16, hi);
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; ++g) q[g] = lo[g], q[g + 4] = hi[g];
+      }
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {  // sub-block 2c + h: low nibbles, then high
+        const int j = 2 * c + h;
+        const __m256i scw = j < 4 ? sc_lo : sc_hi;
+        const __m256i sc = _mm256_and_si256(_mm256_srli_epi32(scw, 8 * (j % 4)), ff);
+        __m256i v[8];
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; ++g)
+          v[g] = _mm256_and_si256(h ? _mm256_srli_epi16(q[g], 4) : q[g], m4);
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t) {
+          const int8_t *x = a[t].qs + 32 * j;
+          __m256i s2[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 8
+          for (int g = 0; g < 8; ++g) {
+            int32_t q4;
+            std::memcpy(&q4, x + 4 * g, sizeof q4);
+            s2[g & 1] = _mm256_dpbusd_epi32(s2[g & 1], v[g], _mm256_set1_epi32(q4));
+          }
+          tot[t] = _mm256_add_epi32(tot[t], _mm256_mullo_epi32(_mm256_add_epi32(s2[0], s2[1]), sc));
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+      const __m256 da = _mm256_set1_ps(a[t].d);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot[t]), _mm256_mul_ps(dw, da), acc[t]);
+      acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins[t]), _mm256_mul_ps(dmw, da), acc[t]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) out[t] = acc[t];
+}
+
+template <int NT>
+void run_tokens_q4k(const DotArgs &a, const uint8_t *w, const size_t (&o)[8],
+                    const __m256i &ridx, int t0, int64_t r0, int nr) {
+  const auto *act = reinterpret_cast<const BlockA8KR *>(a.act + size_t(t0 / 8) * a.act_stride);
+  __m256 out[NT];
+  rows8_q4k<NT>(w, o, ridx, act + t0 % 8, a.n / QK_K, out);
+  store_rows8<NT>(a, out, t0, r0, nr);
+}
+
+void dot_rows8_q4k(const DotArgs &a) {
+  for (int64_t r0 = 0; r0 < a.nrows; r0 += 8) {
+    const int nr = int(std::min<int64_t>(8, a.nrows - r0));
+    size_t o[8];
+    const __m256i ridx = row_offsets(a, nr, o);
+    const uint8_t *w = a.w + size_t(r0) * a.row_bytes;
+    int t0 = 0;
+    for (; t0 + 8 <= a.T; t0 += 8) run_tokens_q4k<8>(a, w, o, ridx, t0, r0, nr);
+    switch (a.T - t0) {
+      case 1: run_tokens_q4k<1>(a, w, o, ridx, t0, r0, nr); break;
+      case 2: run_tokens_q4k<2>(a, w, o, ridx, t0, r0, nr); break;
+      case 3: run_tokens_q4k<3>(a, w, o, ridx, t0, r0, nr); break;
+      case 4: run_tokens_q4k<4>(a, w, o, ridx, t0, r0, nr); break;
+      case 5: run_tokens_q4k<5>(a, w, o, ridx, t0, r0, nr); break;
+      case 6: run_tokens_q4k<6>(a, w, o, ridx, t0, r0, nr); break;
+      case 7: run_tokens_q4k<7>(a, w, o, ridx, t0, r0, nr); break;
+      default: break;
+    }
+  }
+}
+
 }  // namespace
 
 void dot_rows8_q8_0(const DotArgs &a) { dot_rows8<0>(a); }
 void dot_rows8_q4_0(const DotArgs &a) { dot_rows8<1>(a); }
 void dot_rows8_q5_0(const DotArgs &a) { dot_rows8<2>(a); }
+void dot_rows8_q4_k(const DotArgs &a) { dot_rows8_q4k(a); }
 
 }  // namespace edgenano::kern
