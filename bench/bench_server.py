@@ -36,22 +36,13 @@ BAN = {"2": -100, "11": -100, "12": -100}  # </s>, <SPECIAL_11>, <SPECIAL_12>: n
 CACHE_MB = 2048  # edgenano's --cache-mb and llama-server's --cache-ram
 
 
-def make_model(dest: Path) -> Path:
-    """widths/4 9B-v2 pattern, Q4_K_M by llama.cpp's quantizer, with a chat template."""
-    out = dest / "nemotron_h_9b-v2-w4_q4_k_m_chat.gguf"
-    if out.exists():
-        return out
-    import ctypes
-
-    import llama_cpp
-
-    sys.path.insert(0, str(HERE))
-    import make_gguf
-
+def chat_vocab():
+    """make_gguf's vocabulary writer, with the built-in model's chat template."""
     from edgenano.gguf_model import load_gguf
     from edgenano.models import default_model_path
 
     template = load_gguf(default_model_path()).metadata["tokenizer.chat_template"]
+
     def vocab(w, n_vocab):
         """make_gguf's placeholder vocabulary (control tokens, bytes, fillers), with its one
         merge's token in the list (edgenano's tokenizer needs it; llama.cpp does not mind) and a
@@ -71,7 +62,22 @@ def make_model(dest: Path) -> Path:
         w.add_add_bos_token(False)
         w.add_chat_template(template)
 
-    make_gguf.add_vocab = vocab
+    return vocab
+
+
+def make_model(dest: Path) -> Path:
+    """widths/4 9B-v2 pattern, Q4_K_M by llama.cpp's quantizer, with a chat template."""
+    out = dest / "nemotron_h_9b-v2-w4_q4_k_m_chat.gguf"
+    if out.exists():
+        return out
+    import ctypes
+
+    import llama_cpp
+
+    sys.path.insert(0, str(HERE))
+    import make_gguf
+
+    make_gguf.add_vocab = chat_vocab()
     dest.mkdir(parents=True, exist_ok=True)
     f16 = dest / "tmp-f16.gguf"
     make_gguf.write("9b-v2/4", "f16", f16)
@@ -85,6 +91,34 @@ def make_model(dest: Path) -> Path:
     if rc != 0:
         raise SystemExit(f"llama_model_quantize failed ({rc})")
     print(f"quantized to {out} ({out.stat().st_size / 1e6:.0f} MB) in {time.time() - t0:.0f} s")
+    return out
+
+
+def with_chat_vocab(src: Path, dest: Path) -> Path:
+    """A copy of a make_gguf file (e.g. the full shapes quantized by llama.cpp) whose placeholder
+    vocabulary is replaced by the chat one above: same tensors, byte for byte."""
+    import gguf
+
+    out = dest / (src.stem + "-chat.gguf")
+    if out.exists():
+        return out
+    r = gguf.GGUFReader(src)
+    arch = r.fields["general.architecture"].contents()
+    w = gguf.GGUFWriter(str(out) + ".part", arch)
+    for key, f in r.fields.items():
+        if key.startswith(("GGUF.", "tokenizer.")) or key == "general.architecture":
+            continue
+        sub = f.types[1] if len(f.types) > 1 else None
+        w.add_key_value(key, f.contents(), f.types[0], sub)
+    n_vocab = next(t.shape[1] for t in r.tensors if t.name == "token_embd.weight")
+    chat_vocab()(w, int(n_vocab))
+    for t in r.tensors:
+        w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file(progress=True)
+    w.close()
+    os.replace(str(out) + ".part", out)
     return out
 
 
@@ -235,6 +269,8 @@ def throughput(srv: ServerProc, streams: int, tokens: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="a GGUF with a chat template (default: make widths/4 Q4_K_M)")
+    ap.add_argument("--model-from", help="a bench/make_gguf.py file (e.g. the full shapes): "
+                    "served as a copy with the chat vocabulary")
     ap.add_argument("--dir", default="/tmp/edgenano-bench-server")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=4096)
@@ -251,7 +287,10 @@ def main() -> None:
     a = ap.parse_args()
     d = Path(a.dir)
     d.mkdir(parents=True, exist_ok=True)
-    model = Path(a.model) if a.model else make_model(d)
+    if a.model_from:
+        model = with_chat_vocab(Path(a.model_from), d)
+    else:
+        model = Path(a.model) if a.model else make_model(d)
     streams = [int(s) for s in a.streams.split(",") if s]
     results: dict = {"model": str(model), "threads": a.threads}
     kinds = a.servers.split(",")
