@@ -107,7 +107,8 @@ const void *prepare_acts(const KernelTable &kt, int kind, const float *x, int64_
 }
 
 // The activations of the 8-row dots (matmul_impl.h, BlockA8R): each token quantized as for the
-// one-token dots, then placed by block in groups of 8 tokens with the zero point's integer term.
+// one-token dots, then placed by block in groups of 8 tokens (the last T % 8) with the zero
+// point's integer term.
 const uint8_t *prepare_acts_r8(const KernelTable &kt, int type, const float *x, int64_t ldx,
                                int64_t n, int T, Workspace &ws, size_t &group_stride) {
   if (type == T_Q4_K) {  // BlockA8KR: the sub-block sums paired for the minimums
@@ -118,11 +119,12 @@ const uint8_t *prepare_acts_r8(const KernelTable &kt, int type, const float *x, 
     auto *tmp = reinterpret_cast<BlockA8K *>(buf + groups * group_stride);
     for (int t = 0; t < T; ++t) {
       kt.quant_a8k(x + t * ldx, tmp, n);
+      const int g = std::min(8, T - t / 8 * 8);  // tokens in this one's group
       auto *out = reinterpret_cast<BlockA8KR *>(buf + size_t(t / 8) * group_stride) + t % 8;
       for (int64_t i = 0; i < nb; ++i) {
         int32_t S[8];
         for (int j = 0; j < 8; ++j) S[j] = tmp[i].bsums[2 * j] + tmp[i].bsums[2 * j + 1];
-        BlockA8KR &o = out[8 * i];
+        BlockA8KR &o = out[g * i];
         o.d = tmp[i].d;
         const int pair[4] = {0, 1, 4, 5};
         for (int q = 0; q < 4; ++q)
@@ -141,11 +143,12 @@ const uint8_t *prepare_acts_r8(const KernelTable &kt, int type, const float *x, 
   auto *tmp = reinterpret_cast<BlockA8 *>(buf + groups * group_stride);
   for (int t = 0; t < T; ++t) {
     kt.quant_a8(x + t * ldx, tmp, n);
+    const int g = std::min(8, T - t / 8 * 8);  // tokens in this one's group
     auto *out = reinterpret_cast<BlockA8R *>(buf + size_t(t / 8) * group_stride) + t % 8;
     for (int64_t i = 0; i < nb; ++i) {
       int32_t sum = 0;
       for (int k = 0; k < QK; ++k) sum += tmp[i].qs[k];
-      BlockA8R &o = out[8 * i];
+      BlockA8R &o = out[g * i];
       o.d = tmp[i].d;
       o.corr = -zero * sum;
       std::memcpy(o.qs, tmp[i].qs, QK);
