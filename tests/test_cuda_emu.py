@@ -212,7 +212,7 @@ def _run(path, engine, kv_type, prompt, split):
 
 
 PROMPT = np.random.default_rng(0).integers(16, 512, size=36).tolist()
-SPLIT = 30  # >= gemm_min_tokens: the prefill runs the tensor-core tiles
+SPLIT = 30  # >= gemm_min_tokens: the prefill of quantized weights runs the tensor-core tiles
 
 
 @pytest.mark.parametrize("outtype,kv_type", [("f32", "f16"), ("f32", "q8_0"), ("q8_0", "f16"),
@@ -278,7 +278,7 @@ def test_model_api_selects_the_backend(kwide):
     path = kwide("f32")
     m = Model(path, backend=ENGINE, n_ctx=64)
     assert m.backend.name == ENGINE and m.backend.impl.backend == ENGINE
-    got = m.logits(PROMPT[:12])  # 12 tokens: the prefill kernels (tensor-core tiles, tiled attn)
+    got = m.logits(PROMPT[:12])  # 12 tokens: the prefill kernels (f32 dots here, tiled attn)
     ref = Model(path, backend="native", n_ctx=64).logits(PROMPT[:12])
     assert got.shape == ref.shape and nmse(got, ref) <= CUDA_EMU_MODEL_F32_NMSE
 

@@ -24,9 +24,11 @@ void matvec(const kern::Weight &w, const float *x, int64_t ldx, float *y, int64_
             bool acc, void *scratch, Stream s);
 void gemm(const kern::Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy, int T,
           bool acc, Stream s);
+// F32 weights take the f32 dots for every T: the MoE router is F32 in every file, and TF32's
+// rounding flipped a near-tie in its top-k against the CPU (a tiny MoE model, 70-token prefill).
 inline void matmul(const kern::Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy, int T,
                    bool acc, void *scratch, Stream s) {
-  if (T < kGemmMinT)
+  if (T < kGemmMinT || w.type == ggml::T_F32)
     matvec(w, x, ldx, y, ldy, T, acc, scratch, s);
   else
     gemm(w, x, ldx, y, ldy, T, acc, s);
