@@ -11,7 +11,7 @@ function per engine.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -202,6 +202,41 @@ MOE = Kind(
 )
 
 KINDS: dict[str, Kind] = {k.name: k for k in (MAMBA, ATTENTION, MLP, MOE)}
+
+# Multi-token prediction (Super's draft head, `mtp.*` in the checkpoint; SPEC section 1.4): one
+# block after the last layer folding an attention sub-layer (mtp.layers.0, with the NextN input
+# fusion) and an expert sub-layer (mtp.layers.1, with the head's final norm), written as
+# llama.cpp's converter writes it: blk.{n_layer}.*, counted in block_count and
+# nextn_predict_layers, marked in both per-layer arrays. Here `hf` is the whole checkpoint name.
+MTP_PREFIX = "mtp."
+MTP_PATTERN = ("attention", "moe")  # the only MTP layer list llama.cpp's converter folds
+
+
+def _mtp_sub(i: int, t: Tensor) -> Tensor:
+    return replace(t, hf=f"{MTP_PREFIX}layers.{i}.{t.hf}",
+                   hf_also=tuple(f"{MTP_PREFIX}layers.{i}.{h}" for h in t.hf_also))
+
+
+def _mtp_norm(hf: str, gguf: str) -> Tensor:
+    return Tensor(MTP_PREFIX + hf, gguf, lambda d: (d.n_embd,))
+
+
+MTP_BLOCK: tuple[Tensor, ...] = (
+    _mtp_norm("layers.0.enorm.weight", "nextn.enorm.weight"),  # the next token's embedding
+    _mtp_norm("layers.0.hnorm.weight", "nextn.hnorm.weight"),  # the trunk's last hidden state
+    _matrix(MTP_PREFIX + "layers.0.eh_proj.weight", "nextn.eh_proj.weight",
+            lambda d: (d.n_embd, 2 * d.n_embd)),
+    _mtp_sub(0, BLOCK_NORM),
+    *(_mtp_sub(0, t) for t in ATTENTION.tensors),
+    _mtp_norm("layers.1.norm.weight", "post_attention_norm.weight"),
+    *(_mtp_sub(1, t) for t in MOE.tensors),
+    _mtp_norm("layers.1.final_layernorm.weight", "nextn.shared_head_norm.weight"),
+)
+
+
+def mtp_tensors(d: Dims) -> tuple[Tensor, ...]:
+    """The MTP block's tensors in file order, given the experts' dimensions (latent or not)."""
+    return tuple(t for t in MTP_BLOCK if t.present is None or t.present(d))
 SUPPORTED = tuple(k for k, v in KINDS.items() if v.supported)
 BY_LETTER = {k.letter: k.name for k in KINDS.values()}
 BY_WORD = {w: k.name for k in KINDS.values() for w in k.words}

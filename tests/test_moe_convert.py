@@ -178,8 +178,8 @@ def test_experts_stream_one_at_a_time(ckpt, tmp_path, monkeypatch):
 
 
 def test_mtp_tensors_dropped(ckpt, tmp_path):
-    """MTP layers (Super's draft head) are dropped, as llama.cpp's converter does with --no-mtp;
-    our engines do not run them."""
+    """With --no-mtp the MTP layers (Super's draft head) are dropped, whatever they hold, as
+    llama.cpp's converter does (tests/test_moe_mtp.py: kept and alone)."""
     from safetensors.numpy import save_file
 
     src = tmp_path / "ckpt"
@@ -193,7 +193,7 @@ def test_mtp_tensors_dropped(ckpt, tmp_path):
         j = json.loads(idx.read_text())
         j["weight_map"]["mtp.layers.0.eh_proj.weight"] = "mtp.safetensors"
         idx.write_text(json.dumps(j))
-    m = load_gguf(convert_checkpoint(src, tmp_path / "m.gguf"))
+    m = load_gguf(convert_checkpoint(src, tmp_path / "m.gguf", mtp="drop"))
     assert not any("mtp" in n or "eh_proj" in n for n in m.tensors)
     assert m.config.n_layer == 6
 
