@@ -32,10 +32,13 @@ K_WIDE = dict(hybrid_override_pattern="ME*E" * 3, hidden_size=256, num_attention
               n_groups=2, ssm_state_size=16, n_routed_experts=4, num_experts_per_tok=2,
               moe_intermediate_size=256, moe_shared_expert_intermediate_size=512)
 CONFIGS = {name: (name, {}) for name in MOE_CONFIGS} | {"moe_kwide": ("moe", K_WIDE)}
+# Exactly 8 experts, where llama.cpp's quantizer has Mixtral's rules (attn_k, attn_v, attn_output).
+EIGHT = {"moe8": ("moe", dict(n_routed_experts=8)),
+         "moe8_kwide": ("moe", K_WIDE | dict(n_routed_experts=8)),
+         "moe8_latent_mtp": ("moe_latent", dict(n_routed_experts=8, num_experts_per_tok=2))}
 PROMPT = np.random.default_rng(0).integers(16, 512, size=37).tolist()
-# llama_model_quantize's file types (pure or with its mixture rules) for our outtypes.
-LLAMA_FTYPES = {"q4_k_m": (15, False), "q5_k_m": (17, False), "q6_k": (18, False),
-                "q4_k": (14, True), "q8_0": (7, True), "q4_0": (2, True)}
+# llama_model_quantize's file types (pure, or with its mixture rules) for each of our outtypes.
+LLAMA_FTYPES = {name: (int(o.ftype), not o.mixture) for name, o in OUTTYPES.items()}
 
 # Keys llama.cpp's nemotron_h_moe loader reads beyond nemotron_h's, with their GGUF types
 # (gguf-py's GGUFWriter.add_expert_* as vendored in llama-cpp-python 0.3.36).
@@ -310,22 +313,61 @@ def test_llama_cpp_type_matrix(case, name, outtype):
     check_type(case(name), outtype)
 
 
-@pytest.mark.parametrize("name", ["moe", "moe_kwide"])
+@pytest.fixture(scope="module")
+def f32_file(ckpt, tiny_checkpoint, tmp_path_factory):
+    """(checkpoint, our f32 GGUF) of CONFIGS or EIGHT; names ending in _mtp get an MTP head."""
+    from devtools.tiny import add_mtp
+
+    cache: dict[str, tuple[Path, Path]] = {}
+
+    def get(name: str) -> tuple[Path, Path]:
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"f32_{name}")
+            if name in EIGHT:
+                base, overrides = EIGHT[name]
+                src = tiny_checkpoint(base, **overrides)
+            else:
+                src = ckpt(name)
+            if name.endswith("_mtp"):
+                shutil.copytree(src, out / "ckpt")
+                src = add_mtp(out / "ckpt")
+            cache[name] = src, convert_checkpoint(src, out / "f32.gguf")
+        return cache[name]
+    return get
+
+
+@pytest.mark.parametrize("name", ["moe", "moe_kwide", *EIGHT])
 @pytest.mark.parametrize("outtype", list(LLAMA_FTYPES))
-def test_types_match_llama_quantize(case, tmp_path, name, outtype):
-    """Our per-tensor types equal llama_model_quantize's on our f32 MoE file: experts, shared
-    expert and latent projections quantized, the router kept, ffn_down* by block number."""
+def test_types_match_llama_quantize(f32_file, tmp_path, name, outtype):
+    """Our per-tensor types equal llama_model_quantize's on our f32 MoE file, for every output
+    type: experts, shared expert and latent projections quantized, the router kept, ffn_down* by
+    block number; with 8 experts attn_k / attn_v Q8_0 and Q4_K_M's attn_output Q5_K; an MTP
+    block counted among the layers."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    c = case(name)
+    hf_dir, f32 = f32_file(name)
     ftype, pure = LLAMA_FTYPES[outtype]
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype, params.pure, params.nthread = ftype, pure, 2
     out = tmp_path / "llama.gguf"
-    assert llama_cpp.llama_model_quantize(str(c.gguf("f32")).encode(), str(out).encode(),
+    assert llama_cpp.llama_model_quantize(str(f32).encode(), str(out).encode(),
                                           ctypes.byref(params)) == 0
     theirs = {t.name: t.tensor_type for t in gguf.GGUFReader(out).tensors}
-    ours = {t.spec.name: t.type for t in plan_conversion(c.hf_dir, outtype).tensors}
+    ours = {t.spec.name: t.type for t in plan_conversion(hf_dir, outtype).tensors}
     assert ours == theirs
+
+
+def test_eight_expert_rules_change_types(f32_file):
+    """The 8-expert rules do fire on these files, so the comparison above tests them: attn_k and
+    attn_v go to Q8_0 and attn_output to Q5_K where 6 experts leave them Q4_K."""
+    hf_dir, _ = f32_file("moe8_kwide")
+    plan = plan_conversion(hf_dir, "q4_k_m")
+    types = {t.spec.name: t.type for t in plan.tensors}
+    i = plan.config.layer_kinds.index("attention")
+    assert types[f"blk.{i}.attn_k.weight"] == types[f"blk.{i}.attn_v.weight"] == T.Q8_0
+    assert types[f"blk.{i}.attn_output.weight"] == T.Q5_K
+    assert types[f"blk.{i}.attn_q.weight"] == T.Q4_K
+    six = {t.spec.name: t.type for t in plan_conversion(f32_file("moe_kwide")[0], "q4_k_m").tensors}
+    assert six[f"blk.{i}.attn_k.weight"] == six[f"blk.{i}.attn_output.weight"] == T.Q4_K
 
 
 # ---------------------------------------------------------------------------------------------
