@@ -283,3 +283,34 @@ def add_mtp(hf_dir: str | Path, seed: int = 1) -> Path:
     j["weight_map"] |= dict.fromkeys(tensors, "mtp.safetensors")
     index.write_text(json.dumps(j, indent=2))
     return hf_dir
+
+
+def stack_experts(src: str | Path, dst: str | Path, suffix: str = "") -> Path:
+    """A copy of checkpoint `src` with each layer's per-expert tensors
+    (`...experts.{x}.up_proj.weight`, 2-D) stacked into one 3-D tensor per projection
+    (`...experts.up_proj` + `suffix`, shape (experts, out, in)): transformers' in-memory layout,
+    which a plain safetensors dump of its state dict writes. One shard, no index."""
+    import re
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    src, dst = Path(src), Path(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors", "*.index.json"))
+    tensors: dict = {}
+    for f in sorted(src.glob("*.safetensors")):
+        tensors |= load_file(f)
+    expert = re.compile(r"^(.*\.experts)\.(\d+)\.(up_proj|down_proj)\.weight$")
+    groups: dict[str, dict[int, np.ndarray]] = {}
+    out = {}
+    for name, a in tensors.items():
+        m = expert.match(name)
+        if m:
+            groups.setdefault(f"{m[1]}.{m[3]}{suffix}", {})[int(m[2])] = a
+        else:
+            out[name] = a
+    for name, per in groups.items():
+        out[name] = np.stack([per[x] for x in range(len(per))])
+    save_file(out, dst / "model.safetensors")
+    return dst

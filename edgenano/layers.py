@@ -85,6 +85,8 @@ class Tensor:
     present: Callable[[Dims], bool] | None = None  # dimensions without which no such tensor
     hf_also: tuple[str, ...] = ()  # other checkpoint spellings of `hf`
     experts: bool = False  # stacked from one checkpoint tensor per expert (`hf` has {x})
+    hf_stacked: tuple[str, ...] = ()  # experts: spellings of one 3-D tensor holding them all,
+    #                                   in `shape` (transformers' in-memory layout)
 
     def hf_shape_of(self, d: Dims) -> tuple[int, ...]:
         return (self.hf_shape or self.shape)(d)
@@ -188,10 +190,12 @@ MOE = Kind(
                lambda d: (d.moe_latent, d.n_embd), rule=MATRIX, present=lambda d: d.moe_latent > 0),
         Tensor("mixer.experts.{x}.up_proj.weight", "ffn_up_exps.weight",
                lambda d: (d.n_expert, d.n_ff, d.moe_n_embd),
-               hf_shape=lambda d: (d.n_ff, d.moe_n_embd), rule=MATRIX, experts=True),
+               hf_shape=lambda d: (d.n_ff, d.moe_n_embd), rule=MATRIX, experts=True,
+               hf_stacked=("mixer.experts.up_proj", "mixer.experts.up_proj.weight")),
         Tensor("mixer.experts.{x}.down_proj.weight", "ffn_down_exps.weight",
                lambda d: (d.n_expert, d.moe_n_embd, d.n_ff),
-               hf_shape=lambda d: (d.moe_n_embd, d.n_ff), rule=MATRIX, experts=True),
+               hf_shape=lambda d: (d.moe_n_embd, d.n_ff), rule=MATRIX, experts=True,
+               hf_stacked=("mixer.experts.down_proj", "mixer.experts.down_proj.weight")),
         Tensor("mixer.fc2_latent_proj.weight", "ffn_latent_up.weight",
                lambda d: (d.n_embd, d.moe_latent), rule=MATRIX, present=lambda d: d.moe_latent > 0),
         _matrix("mixer.shared_experts.up_proj.weight", "ffn_up_shexp.weight",
@@ -213,8 +217,9 @@ MTP_PATTERN = ("attention", "moe")  # the only MTP layer list llama.cpp's conver
 
 
 def _mtp_sub(i: int, t: Tensor) -> Tensor:
-    return replace(t, hf=f"{MTP_PREFIX}layers.{i}.{t.hf}",
-                   hf_also=tuple(f"{MTP_PREFIX}layers.{i}.{h}" for h in t.hf_also))
+    p = f"{MTP_PREFIX}layers.{i}."
+    return replace(t, hf=p + t.hf, hf_also=tuple(p + h for h in t.hf_also),
+                   hf_stacked=tuple(p + h for h in t.hf_stacked))
 
 
 def _mtp_norm(hf: str, gguf: str) -> Tensor:

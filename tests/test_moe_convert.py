@@ -202,6 +202,97 @@ def test_mtp_tensors_dropped(ckpt, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# Expert layouts: one 2-D tensor per expert (save_pretrained, the published checkpoints) or one
+# 3-D tensor per projection (transformers' in-memory parameters, a state-dict dump)
+
+
+@pytest.fixture(scope="module")
+def stacked(ckpt, tmp_path_factory):
+    from devtools.tiny import add_mtp, stack_experts
+
+    def get(name: str, suffix: str = "", mtp: bool = False) -> Path:
+        src = ckpt(name)
+        if mtp:
+            src = add_mtp(shutil.copytree(src, tmp_path_factory.mktemp("mtp") / "ckpt"))
+        # the same directory name, so general.name (from it) is the same too
+        return stack_experts(src, tmp_path_factory.mktemp("stacked") / src.name, suffix), src
+    return get
+
+
+def test_save_pretrained_writes_one_tensor_per_expert(ckpt):
+    """What transformers 5.23 writes for a tiny MoE: 2-D per-expert tensors, no 3-D ones."""
+    from safetensors import safe_open
+
+    with safe_open(ckpt("moe") / "model.safetensors", "np") as f:
+        names = list(f.keys())
+        shapes = {n: f.get_slice(n).get_shape() for n in names}
+    assert "backbone.layers.1.mixer.experts.5.up_proj.weight" in names
+    assert not any(n.endswith(("experts.up_proj", "experts.down_proj")) for n in names)
+    assert all(len(shapes[n]) == 2 for n in names if ".experts." in n)
+
+
+def test_transformers_loads_stacked_layout_alike(stacked):
+    """The stacked layout is transformers' own: it loads it into the same model."""
+    import torch
+
+    from devtools import tiny
+
+    dst, src = stacked("moe_latent")
+    with torch.no_grad():
+        x = torch.tensor([PROMPT])
+        a = tiny.load_hf(src)[0](x).logits
+        b = tiny.load_hf(dst)[0](x).logits
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name, suffix, mtp, outtype", [
+    ("moe", "", False, "f32"), ("moe", "", False, "q4_k_m"), ("moe_latent", "", True, "q8_0"),
+    ("moe_attn_first", ".weight", False, "bf16"), ("moe_kwide", "", False, "q5_k_m"),
+])
+def test_stacked_experts_convert_bit_identical(stacked, tmp_path, name, suffix, mtp, outtype):
+    dst, src = stacked(name, suffix, mtp)
+    a = convert_checkpoint(src, tmp_path / "per_expert.gguf", outtype)
+    b = convert_checkpoint(dst, tmp_path / "stacked.gguf", outtype)
+    assert a.read_bytes() == b.read_bytes()
+    assert mtp == any(n.startswith("mtp.") for n in writer.Checkpoint(dst).names())
+
+
+def test_stacked_experts_stream_one_expert_at_a_time(stacked, tmp_path, monkeypatch):
+    """A 3-D expert tensor is read in chunks of rows that never span two experts, in expert
+    order: the peak is one chunk, as with per-expert tensors."""
+    from edgenano.convert.safetensors_io import Checkpoint
+
+    reads = []
+    orig = Checkpoint.read_rows
+
+    def spy(self, name, start, stop):
+        reads.append((name, start, stop))
+        return orig(self, name, start, stop)
+
+    monkeypatch.setattr(Checkpoint, "read_rows", spy)
+    monkeypatch.setattr(writer, "CHUNK_BYTES", 16 * 64 * 4)  # 16 rows of 64 floats a chunk
+    dst, _ = stacked("moe")
+    convert_checkpoint(dst, tmp_path / "m.gguf", "q8_0")
+    ups = [(a, b) for n, a, b in reads if n == "backbone.layers.1.mixer.experts.up_proj"]
+    F = 48  # moe_intermediate_size: rows per expert
+    assert ups[0] == (0, 16) and ups[-1] == (6 * F - 16, 6 * F)
+    assert all(b - a <= 16 and a // F == (b - 1) // F for a, b in ups)
+    assert [a for a, _ in ups] == sorted(a for a, _ in ups)
+
+
+def test_stacked_experts_of_wrong_shape_refused(stacked, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    dst, _ = stacked("moe")
+    t = load_file(dst / "model.safetensors")
+    name = "backbone.layers.1.mixer.experts.up_proj"
+    t[name] = t[name][:5]
+    save_file(t, dst / "model.safetensors")
+    with pytest.raises(ConversionError, match=r"experts.up_proj \(layer 1, moe\) has shape"):
+        plan_conversion(dst)
+
+
+# ---------------------------------------------------------------------------------------------
 # llama.cpp loads every type and agrees with transformers
 
 

@@ -3,7 +3,7 @@ layer table (edgenano.layers) and checked against the checkpoint's names and sha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -38,6 +38,7 @@ class TensorSpec:
     matrix: bool  # quantizable 2-D weight; everything else stays F32
     layer: int  # -1 for global tensors
     experts: int = 0  # > 0: stacked from this many tensors, `source` with {x} for the expert
+    #                   (0 for experts already stacked in one 3-D checkpoint tensor)
 
     @property
     def ne(self) -> tuple[int, ...]:
@@ -110,23 +111,25 @@ def plan_tensors(c: HybridConfig, ckpt: Checkpoint, mtp_only: bool = False) -> l
         d = c.dims(max(layer, 0))
         where = "" if layer < 0 else (f" (MTP block {layer})" if layer >= c.n_layer
                                       else f" (layer {layer}, {c.layer_kinds[layer]})")
+        stacked = _stacked(local, layer, t)
         names = [hf_name(layer, t).replace("{x}", str(x)) for x in range(d.n_expert)] \
-            if t.experts else [_spelling(local, layer, t)]
+            if t.experts and not stacked else [stacked or _spelling(local, layer, t)]
         for hf in names:
             full = local.get(hf)
             if full is None:
                 hint = "; convert with --no-mtp to leave the MTP head out" \
                     if hf.startswith(MTP_PREFIX) else ""
                 raise ConversionError(f"checkpoint {ckpt.dir} lacks tensor {hf}{where}{hint}")
-            want, got = t.hf_shape_of(d), ckpt.entries[full].shape
+            want, got = t.shape(d) if stacked else t.hf_shape_of(d), ckpt.entries[full].shape
             if tuple(got) != tuple(want):
                 raise ConversionError(f"tensor {full}{where} has shape {list(got)}, expected "
                                       f"{list(want)} from config.json")
             used.add(hf)
-        source = local[names[0]].replace(names[0], hf_name(layer, t)) if t.experts \
+        per_expert = t.experts and not stacked
+        source = local[names[0]].replace(names[0], hf_name(layer, t)) if per_expert \
             else local[names[0]]
         specs.append(TensorSpec(gguf_name(layer, t), source, t.shape(d), t.transform,
-                                t.rule == MATRIX, layer, d.n_expert if t.experts else 0))
+                                t.rule == MATRIX, layer, d.n_expert if per_expert else 0))
     extra = sorted(set(local) - used)
     if mtp_only:  # the model's own layers stay out of the draft file
         extra = [n for n in extra if n.startswith(MTP_PREFIX)]
@@ -134,6 +137,13 @@ def plan_tensors(c: HybridConfig, ckpt: Checkpoint, mtp_only: bool = False) -> l
         raise ConversionError(f"checkpoint has {len(extra)} tensor(s) that config.json does not "
                               f"explain, e.g. {local[extra[0]]}")
     return specs
+
+
+def _stacked(local: dict[str, str], layer: int, t: Tensor) -> str | None:
+    """The checkpoint's one 3-D tensor holding all of `t`'s experts at `layer`, if it has one
+    (transformers' in-memory names; the published checkpoints have one tensor per expert)."""
+    names = [hf_name(layer, replace(t, hf=hf)) for hf in t.hf_stacked]
+    return next((n for n in names if n in local), None)
 
 
 def _spelling(local: dict[str, str], layer: int, t: Tensor) -> str:

@@ -87,14 +87,19 @@ def _chunks(ckpt: Checkpoint, p: PlannedTensor) -> Iterator[np.ndarray]:
     if not s.matrix:
         yield quantize_rows(load_small(ckpt, s).reshape(-1, s.ne[0]), p.type)
         return
-    # Stacked experts: expert by expert, each in chunks of rows, so the peak is one chunk however
-    # many experts a layer has (the GGUF's 3-D tensor holds expert x's rows contiguously).
-    sources = [expert_source(s, x) for x in range(s.experts)] if s.experts else [s.source]
+    # Experts: expert by expert, each in chunks of rows, so the peak is one chunk however many
+    # experts a layer has (the GGUF's 3-D tensor holds expert x's rows contiguously), whether the
+    # checkpoint has a tensor per expert or one 3-D tensor of them all (x's rows from x * n_rows).
     n_rows, width = s.shape[-2:]
+    if s.experts:
+        parts = [(expert_source(s, x), 0) for x in range(s.experts)]
+    else:
+        parts = [(s.source, x * n_rows) for x in range(int(np.prod(s.shape[:-2])))]
     step = max(1, CHUNK_BYTES // (4 * width))
-    for src in sources:
+    for src, first in parts:
         for r in range(0, n_rows, step):
-            yield quantize_rows(ckpt.read_rows(src, r, min(n_rows, r + step)), p.type)
+            yield quantize_rows(ckpt.read_rows(src, first + r, first + min(n_rows, r + step)),
+                                p.type)
 
 
 def write_gguf(plan: Plan, path: Path, progress: bool = False) -> None:
