@@ -292,6 +292,65 @@ def test_stacked_experts_of_wrong_shape_refused(stacked, tmp_path):
         plan_conversion(dst)
 
 
+def write_big_moe_checkpoint(d: Path, layout: str) -> int:
+    """An f32 checkpoint whose one expert layer holds 32 experts of 8 MB (256 MB), written tensor
+    by tensor from the layer table, its experts `per_expert` or `stacked`; returns data bytes."""
+    from devtools import tiny
+    from edgenano.convert.tensors import expected_rows, hf_name
+    from edgenano.layers import TOP_LEVEL_HF
+
+    fields = dict(hybrid_override_pattern="ME", hidden_size=1024, num_attention_heads=8,
+                  num_key_value_heads=2, head_dim=128, mamba_num_heads=32, mamba_head_dim=64,
+                  n_groups=1, ssm_state_size=64, conv_kernel=4, chunk_size=64,
+                  n_routed_experts=32, num_experts_per_tok=4, moe_intermediate_size=1024,
+                  moe_shared_expert_intermediate_size=1024, n_shared_experts=1)
+    raw = tiny.make_config(fields, vocab_size=1024)
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(raw))
+    tiny.save_tokenizer(tiny.build_tokenizer(vocab_size=1024), d)
+    c = parse_config(raw)
+    names = []
+    for i, t in expected_rows(c, has_output=True):
+        dims = c.dims(max(i, 0))
+        base = ("" if t.hf in TOP_LEVEL_HF else "backbone.") + hf_name(i, t)
+        if t.experts and layout == "stacked":
+            names.append((base.replace("{x}.", "").removesuffix(".weight"), t.shape(dims)))
+        elif t.experts:
+            names += [(base.replace("{x}", str(x)), t.hf_shape_of(dims))
+                      for x in range(dims.n_expert)]
+        else:
+            names.append((base, t.hf_shape_of(dims)))
+    header, offset = {}, 0
+    for name, shape in names:
+        n = 4 * int(np.prod(shape))
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    blob = json.dumps(header).encode()
+    rng = np.random.default_rng(0)
+    with open(d / "model.safetensors", "wb") as f:
+        f.write(len(blob).to_bytes(8, "little") + blob)
+        for _, shape in names:
+            f.write(rng.standard_normal(shape, dtype=np.float32).tobytes())
+    return offset
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("layout", ["per_expert", "stacked"])
+def test_expert_streaming_memory_stays_flat(tmp_path, layout):
+    """Peak RSS grows by a small part of one layer's experts (here nearly the whole checkpoint),
+    whichever layout they come in."""
+    from test_convert import _peak_rss_child
+    from tolerances import MAX_CONVERT_RSS_GROWTH_FRACTION
+
+    size = write_big_moe_checkpoint(tmp_path / "ckpt", layout)
+    assert size > 280e6
+    m = _peak_rss_child(tmp_path / "ckpt", tmp_path / "out.gguf", "q8_0")
+    growth = m["peak"] - m["base"]
+    print(f"{layout}: checkpoint {size / 1e6:.0f} MB (experts 268 MB), peak RSS growth "
+          f"{growth / 1e6:.1f} MB, {m['seconds']:.1f} s")
+    assert growth < MAX_CONVERT_RSS_GROWTH_FRACTION * size
+
+
 # ---------------------------------------------------------------------------------------------
 # llama.cpp loads every type and agrees with transformers
 
