@@ -216,3 +216,50 @@ def test_head_missing_from_checkpoint_says_no_mtp(tiny_checkpoint, tmp_path):
     with pytest.raises(ConversionError, match="lacks tensor mtp.layers.0.*--no-mtp"):
         convert_checkpoint(src, tmp_path / "m.gguf")
     assert load_gguf(convert_checkpoint(src, tmp_path / "m.gguf", mtp="drop")).config.n_layer == 6
+
+
+def llama_convert(hf_dir: Path, out: Path, *flags: str) -> Path:
+    """llama.cpp's own convert_hf_to_gguf.py (llama-cpp-python 0.3.36's sdist) on hf_dir."""
+    import subprocess
+
+    from conftest import _llama_sdist
+
+    subprocess.run([sys.executable, "-m", "devtools.llama_convert", str(_llama_sdist()),
+                    str(hf_dir), str(out), "--outtype", "f32", *flags],
+                   check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1],
+                   timeout=600)
+    return out
+
+
+@pytest.mark.parametrize("flags, mode", [((), "keep"), (("--mtp",), "only")])
+def test_same_file_as_llama_cpps_converter(mtp_ckpt, tmp_path, flags, mode):
+    """llama.cpp's converter on the same checkpoint, by default and with --mtp: the same tensor
+    names, shapes and values and the same layer keys as ours; we load its kept-head file."""
+    pytest.importorskip("llama_cpp")
+    src = mtp_ckpt("moe")  # its converter refuses moe_latent's Mamba head width 40
+    theirs = gguf.GGUFReader(llama_convert(src, tmp_path / "theirs.gguf", *flags))
+    ours_path = convert_checkpoint(src, tmp_path / "ours.gguf", mtp=mode)
+    ours = gguf.GGUFReader(ours_path)
+    t_data = {t.name: np.asarray(t.data) for t in theirs.tensors}
+    o_data = {t.name: np.asarray(t.data) for t in ours.tensors}
+    assert set(t_data) == set(o_data)
+    for name, a in o_data.items():
+        assert a.shape == t_data[name].shape, name
+        if ".attn_q." in name or ".attn_k." in name:  # its converter permutes rows per head
+            a, b = np.sort(a, axis=0), np.sort(t_data[name], axis=0)
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        elif name.endswith("ssm_a"):  # -exp(A_log) in torch there, NumPy here: 1 ulp apart
+            np.testing.assert_allclose(a, t_data[name], rtol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(a, t_data[name], err_msg=name)
+    for key in ("block_count", "nextn_predict_layers", "feed_forward_length",
+                "attention.head_count_kv", "expert_count", "expert_feed_forward_length"):
+        k = f"{A}.{key}"
+        assert ours.fields[k].contents() == theirs.fields[k].contents(), key
+        assert ours.fields[k].types == theirs.fields[k].types, key
+    if mode == "keep":
+        m = load_gguf(tmp_path / "theirs.gguf")
+        assert m.config.n_nextn == 1
+        np.testing.assert_allclose(ReferenceBackend(m).logits(PROMPT),
+                                   ReferenceBackend(load_gguf(ours_path)).logits(PROMPT),
+                                   rtol=1e-5, atol=1e-5)
