@@ -263,3 +263,25 @@ def test_same_file_as_llama_cpps_converter(mtp_ckpt, tmp_path, flags, mode):
         np.testing.assert_allclose(ReferenceBackend(m).logits(PROMPT),
                                    ReferenceBackend(load_gguf(ours_path)).logits(PROMPT),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_info_tells_of_the_head(files):
+    from edgenano.info import describe
+
+    _, f = files
+    assert "draft head    1 MTP block(s)" in describe(str(f["keep"]), 64)
+    assert "draft head" not in describe(str(f["drop"]), 64)
+
+
+def test_transformers_spelling_of_the_mtp_layers():
+    """transformers 5.23's config writes the MTP layer list as mtp_layers_block_type words."""
+    from transformers import NemotronHConfig
+
+    from devtools.tiny import make_config
+    from edgenano.layers import MTP_PATTERN
+
+    full = NemotronHConfig(**make_config("moe", num_nextn_predict_layers=1)).to_dict()
+    assert "mtp_layers_block_type" in full
+    full.pop("mtp_hybrid_override_pattern", None)
+    c = parse_config(json.loads(json.dumps(full, default=str)))
+    assert c.n_nextn == 1 and c.mtp_kinds == MTP_PATTERN
