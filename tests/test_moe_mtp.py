@@ -285,3 +285,21 @@ def test_transformers_spelling_of_the_mtp_layers():
     full.pop("mtp_hybrid_override_pattern", None)
     c = parse_config(json.loads(json.dumps(full, default=str)))
     assert c.n_nextn == 1 and c.mtp_kinds == MTP_PATTERN
+
+
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_k_m", "bf16"])
+def test_llama_cpp_loads_quantized_head(files, tmp_path, outtype):
+    """The head's matrices (eh_proj, attention, experts) in a quantized file load in llama.cpp
+    with load_mtp; ours runs the model and, where the head does not change the trunk's types,
+    gives the --no-mtp file's logits (q4_k_m's mixture counts the head among the layers, as
+    llama_model_quantize does: test_types_match_llama_quantize)."""
+    pytest.importorskip("llama_cpp")
+    src, f = files
+    kept = convert_checkpoint(src, tmp_path / "keep.gguf", outtype)
+    dropped = convert_checkpoint(src, tmp_path / "drop.gguf", outtype, mtp="drop")
+    n = load_gguf(dropped).config.n_layer
+    assert llama_model_info(kept, load_mtp=True) == (n, 1)
+    if outtype == "q4_k_m":
+        return
+    np.testing.assert_array_equal(ReferenceBackend(load_gguf(kept)).logits(PROMPT),
+                                  ReferenceBackend(load_gguf(dropped)).logits(PROMPT))
