@@ -1,9 +1,15 @@
-"""`edgenano serve` against `python -m llama_cpp.server` on the same GGUF, via the openai client:
-(1) a 20-turn conversation, tokens prefilled and time per turn; (2) aggregate decode throughput
-with 1, 2, 4 and 8 concurrent streams. Both servers run as subprocesses on loopback, one at a time.
+"""`edgenano serve` against llama.cpp's own `llama-server` and `python -m llama_cpp.server` on the
+same GGUF, via the openai client: (1) a 20-turn conversation, tokens prefilled and time per turn;
+(2) aggregate decode throughput with 1, 2, 4 and 8 concurrent streams. The servers run as
+subprocesses on loopback, measured one at a time.
 
     python bench/bench_server.py                      # makes the widths/4 Q4_K_M file first
     python bench/bench_server.py --model m.gguf --threads 2 --streams 1,2,4,8
+
+`llama-server` is built from the llama.cpp vendored in llama-cpp-python's sdist by
+bench/build_llama_server.sh (for this benchmark only; ~10 min on 2 cores), or given with
+--llama-server PATH. It runs with its defaults (continuous batching, its prompt cache and context
+checkpoints for recurrent models) and --cache-ram equal to edgenano's --cache-mb.
 
 The default file is the Nemotron-Nano-9B-v2 layer pattern at every width / 4 with random weights
 (bench/make_gguf.py), written as f16 with the built-in reasoner's chat template, then quantized to
@@ -27,24 +33,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BAN = {"2": -100, "11": -100, "12": -100}  # </s>, <SPECIAL_11>, <SPECIAL_12>: never stop early
+CACHE_MB = 2048  # edgenano's --cache-mb and llama-server's --cache-ram
 
 
-def make_model(dest: Path) -> Path:
-    """widths/4 9B-v2 pattern, Q4_K_M by llama.cpp's quantizer, with a chat template."""
-    out = dest / "nemotron_h_9b-v2-w4_q4_k_m_chat.gguf"
-    if out.exists():
-        return out
-    import ctypes
-
-    import llama_cpp
-
-    sys.path.insert(0, str(HERE))
-    import make_gguf
-
+def chat_vocab():
+    """make_gguf's vocabulary writer, with the built-in model's chat template."""
     from edgenano.gguf_model import load_gguf
     from edgenano.models import default_model_path
 
     template = load_gguf(default_model_path()).metadata["tokenizer.chat_template"]
+
     def vocab(w, n_vocab):
         """make_gguf's placeholder vocabulary (control tokens, bytes, fillers), with its one
         merge's token in the list (edgenano's tokenizer needs it; llama.cpp does not mind) and a
@@ -64,7 +62,22 @@ def make_model(dest: Path) -> Path:
         w.add_add_bos_token(False)
         w.add_chat_template(template)
 
-    make_gguf.add_vocab = vocab
+    return vocab
+
+
+def make_model(dest: Path) -> Path:
+    """widths/4 9B-v2 pattern, Q4_K_M by llama.cpp's quantizer, with a chat template."""
+    out = dest / "nemotron_h_9b-v2-w4_q4_k_m_chat.gguf"
+    if out.exists():
+        return out
+    import ctypes
+
+    import llama_cpp
+
+    sys.path.insert(0, str(HERE))
+    import make_gguf
+
+    make_gguf.add_vocab = chat_vocab()
     dest.mkdir(parents=True, exist_ok=True)
     f16 = dest / "tmp-f16.gguf"
     make_gguf.write("9b-v2/4", "f16", f16)
@@ -81,6 +94,34 @@ def make_model(dest: Path) -> Path:
     return out
 
 
+def with_chat_vocab(src: Path, dest: Path) -> Path:
+    """A copy of a make_gguf file (e.g. the full shapes quantized by llama.cpp) whose placeholder
+    vocabulary is replaced by the chat one above: same tensors, byte for byte."""
+    import gguf
+
+    out = dest / (src.stem + "-chat.gguf")
+    if out.exists():
+        return out
+    r = gguf.GGUFReader(src)
+    arch = r.fields["general.architecture"].contents()
+    w = gguf.GGUFWriter(str(out) + ".part", arch)
+    for key, f in r.fields.items():
+        if key.startswith(("GGUF.", "tokenizer.")) or key == "general.architecture":
+            continue
+        sub = f.types[1] if len(f.types) > 1 else None
+        w.add_key_value(key, f.contents(), f.types[0], sub)
+    n_vocab = next(t.shape[1] for t in r.tensors if t.name == "token_embd.weight")
+    chat_vocab()(w, int(n_vocab))
+    for t in r.tensors:
+        w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file(progress=True)
+    w.close()
+    os.replace(str(out) + ".part", out)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -89,19 +130,27 @@ def free_port() -> int:
 
 class ServerProc:
     def __init__(self, kind: str, model: Path, threads: int, n_ctx: int, parallel: int,
-                 logdir: Path):
+                 logdir: Path, llama_server: str | None = None):
         self.kind, self.port = kind, free_port()
         self.log_path = logdir / f"{kind}.log"
         if kind == "edgenano":
             cmd = [sys.executable, "-m", "edgenano", "serve", str(model), "--port",
                    str(self.port), "-t", str(threads), "-c", str(n_ctx), "--parallel",
-                   str(parallel), "--cache-mb", "2048", "--max-queue", "64"]
-        else:
+                   str(parallel), "--cache-mb", str(CACHE_MB), "--max-queue", "64"]
+        elif kind == "llama-server":
+            # its context is shared by the slots: n_ctx each, as edgenano's
+            cmd = [llama_server or "llama-server", "-m", str(model), "--host", "127.0.0.1",
+                   "--port", str(self.port), "-t", str(threads), "-tb", str(threads), "-c",
+                   str(n_ctx * parallel), "-np", str(parallel), "-b", "512", "--cache-ram",
+                   str(CACHE_MB), "--no-webui"]
+        elif kind == "llama_cpp":
             cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--port",
                    str(self.port), "--n_threads", str(threads), "--n_threads_batch",
                    str(threads), "--n_ctx", str(n_ctx), "--n_batch", "512", "--verbose", "True",
                    # its default lets a new request cut off the one streaming: queue them
                    "--interrupt_requests", "False"]
+        else:
+            raise SystemExit(f"unknown server {kind!r}: edgenano, llama-server or llama_cpp")
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
@@ -153,7 +202,7 @@ def conversation(srv: ServerProc, turns: int, reply_tokens: int) -> list[dict]:
         first = None
         usage = None
         extra = {"logit_bias": BAN}
-        if srv.kind == "edgenano":
+        if srv.kind in ("edgenano", "llama-server"):
             extra["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
         for ch in c.chat.completions.create(model="m", messages=messages, temperature=0,
                                             max_tokens=reply_tokens, stream=True,
@@ -220,6 +269,8 @@ def throughput(srv: ServerProc, streams: int, tokens: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="a GGUF with a chat template (default: make widths/4 Q4_K_M)")
+    ap.add_argument("--model-from", help="a bench/make_gguf.py file (e.g. the full shapes): "
+                    "served as a copy with the chat vocabulary")
     ap.add_argument("--dir", default="/tmp/edgenano-bench-server")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=4096)
@@ -227,21 +278,31 @@ def main() -> None:
     ap.add_argument("--reply", type=int, default=8, help="tokens per reply in the conversation")
     ap.add_argument("--streams", default="1,2,4,8")
     ap.add_argument("--tokens", type=int, default=48, help="tokens per stream (throughput)")
-    ap.add_argument("--servers", default="edgenano,llama_cpp")
+    ap.add_argument("--servers", default="edgenano,llama-server,llama_cpp")
+    ap.add_argument("--llama-server", help="llama-server binary (default: build it with "
+                    "bench/build_llama_server.sh)")
     ap.add_argument("--skip", default="", help="conversation and/or throughput")
     ap.add_argument("--reps", type=int, default=3, help="throughput rounds (best of)")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     d = Path(a.dir)
     d.mkdir(parents=True, exist_ok=True)
-    model = Path(a.model) if a.model else make_model(d)
+    if a.model_from:
+        model = with_chat_vocab(Path(a.model_from), d)
+    else:
+        model = Path(a.model) if a.model else make_model(d)
     streams = [int(s) for s in a.streams.split(",") if s]
     results: dict = {"model": str(model), "threads": a.threads}
     kinds = a.servers.split(",")
+    llama_server = a.llama_server
+    if "llama-server" in kinds and not llama_server:
+        llama_server = subprocess.run(["bash", str(HERE / "build_llama_server.sh")], check=True,
+                                      capture_output=True, text=True).stdout.strip()
     # Both servers up at once (idle while the other is measured): throughput rounds alternate
     # between them, best of --reps per level, so a busy moment of a shared machine does not
     # land on one server only.
-    servers = {k: ServerProc(k, model, a.threads, a.ctx, max(streams), d) for k in kinds}
+    servers = {k: ServerProc(k, model, a.threads, a.ctx, max(streams), d, llama_server)
+               for k in kinds}
     try:
         if "conversation" not in a.skip:
             for k in kinds:

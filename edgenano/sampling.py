@@ -138,19 +138,46 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def _descending(logits: np.ndarray, m: int) -> np.ndarray:
+    """The first m indices of np.argsort(-logits, kind="stable") (largest first, ties to the lower
+    index), without sorting the whole vocabulary: the m largest found by a partition, the ties at
+    the m-th value taken lowest index first, and only those m sorted."""
+    n = logits.size
+    if m >= n:
+        return np.argsort(-logits, kind="stable")
+    v = -np.partition(-logits, m - 1)[m - 1]  # the m-th largest value
+    above = np.flatnonzero(logits > v)
+    cand = np.concatenate([above, np.flatnonzero(logits == v)[: m - above.size]])
+    return cand[np.lexsort((cand, -logits[cand]))]
+
+
 def filter_logits(logits: np.ndarray, top_k: int, top_p: float, min_p: float) -> np.ndarray:
-    """Set the logits of tokens removed by top-k, top-p (nucleus) and min-p to -inf."""
+    """Set the logits of tokens removed by top-k, top-p (nucleus) and min-p to -inf.
+
+    The same as walking the whole vocabulary in stable descending order, but only its head is
+    sorted (a 131k vocabulary's full argsort costs more than a small model's decode step): top-k's
+    k tokens, or for top-p alone the 1024 most likely when they hold the mass top-p keeps."""
     logits = np.asarray(logits, dtype=np.float64)
+    n = logits.size
+    exact = np.isnan(logits).any() or n <= 2048  # NaN has no place in a partition: sort all
     keep = np.ones(logits.shape, dtype=bool)
-    order = np.argsort(-logits, kind="stable")
-    if 0 < top_k < logits.size:
-        keep[order[top_k:]] = False
+    order = None  # a head of the stable descending order holding every token still kept
+    if 0 < top_k < n:
+        order = np.argsort(-logits, kind="stable")[:top_k] if exact else _descending(logits, top_k)
+        keep[:] = False
+        keep[order] = True
     if top_p < 1.0:
-        probs = _softmax(np.where(keep, logits, -np.inf))[order]
-        cum = np.cumsum(probs)
+        probs = _softmax(np.where(keep, logits, -np.inf))
+        if order is None:
+            order = None if exact else _descending(logits, 1024)
+            if order is None or probs[order].sum() < top_p:
+                order = np.argsort(-logits, kind="stable")
+        cum = np.cumsum(probs[order])
         # keep the smallest prefix whose mass reaches top_p (always at least one token)
         cut = int(np.searchsorted(cum, top_p)) + 1
-        keep[order[cut:]] = False
+        head = np.zeros(logits.shape, dtype=bool)
+        head[order[:cut]] = True
+        keep &= head
     if min_p > 0.0:
         probs = _softmax(np.where(keep, logits, -np.inf))
         keep &= probs >= min_p * probs.max()

@@ -216,6 +216,95 @@ def test_avx512_decode_dots_extreme_codes(qtype):
     assert nmse(y, f64(x)[0] @ f64(w)[0].T) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
+ROWS8_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K]
+
+
+# under one group of 8, one, groups and a tail; 301: several groups in each thread's rows
+@pytest.mark.parametrize("rows", [5, 8, 37, 301])
+@pytest.mark.parametrize("T", [2, 3, 7, 8, 9, 17, 64, 96])  # partial and whole token groups
+@pytest.mark.parametrize("qtype", ROWS8_TYPES, ids=lambda t: t.name)
+def test_avx512_rows8_dots_match_scalar(qtype, T, rows):
+    """The AVX-512 8-row dots (several tokens; one row per lane, blocks transposed in registers,
+    activations interleaved by block with the zero point's integer term) compute the scalar
+    kernels' integer sums: equal to rounding for every row and token count, tails included."""
+    if not K.cpu_has_avx512():
+        pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
+    assert K.matmul_path(int(qtype), T) == "vec"  # batched decode and expert groups land here
+    blocks = 35 if T < 64 else 9
+    rng = rng_for("r8", qtype, T, rows)
+    cols = gguf.GGML_QUANT_SIZES[qtype][0] * (blocks if qtype != QT.Q4_K else blocks // 4)
+    raw, x = random_rows(qtype, rows, cols, rng), rng.standard_normal((T, cols)).astype(np.float32)
+    out = {}
+    for isa in ("avx512", "scalar"):
+        K.set_force_scalar(isa == "scalar")
+        out[isa] = K.matmul(raw, int(qtype), cols, x, path="vec", n_threads=2)
+    K.set_force_scalar(False)
+    assert nmse(out["avx512"], out["scalar"]) <= KERNEL_SCALAR_VS_AVX2_NMSE
+    assert np.array_equal(out["avx512"], K.matmul(raw, int(qtype), cols, x, n_threads=1))
+    # each token alone (the one-token dots) gives the same rows
+    one = np.stack([K.matmul(raw, int(qtype), cols, x[t : t + 1], path="vec")[0] for t in range(T)])
+    assert nmse(out["avx512"], one) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
+@pytest.mark.parametrize("qtype", ROWS8_TYPES[:3], ids=lambda t: t.name)
+def test_avx512_rows8_extreme_codes(qtype):
+    """The 8-row dots at the bound of their integer sums: every weight code at its extreme (Q8_0
+    -128 / 127, Q4_0 -8 / 7, Q5_0 -16 / 15) against activation codes +-127 of one sign per row, so
+    each 32-value sum is as large as it gets, with the zero point's term folded in first."""
+    if not K.cpu_has_avx512():
+        pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
+    rng, cols, rows, T = rng_for("r8x", qtype), 1120, 11, 4
+    x = np.where(rng.random((T, cols)) < 0.5, -1.0, 1.0).astype(np.float32)
+    hi, lo = {QT.Q8_0: (127, -128), QT.Q4_0: (7, -8), QT.Q5_0: (15, -16)}[qtype]
+    codes = np.where(rng.random((rows, cols)) < 0.5, lo, hi)
+    codes[0] = np.where(x[0] > 0, hi, lo)
+    codes[1] = np.where(x[0] > 0, lo, hi)
+    nb = cols // 32
+    d = np.full((rows, nb), 0.01, np.float16).view(np.uint8).reshape(rows, nb, 2)
+    if qtype == QT.Q8_0:
+        body = codes.astype(np.int8).view(np.uint8).reshape(rows, nb, 32)
+    else:  # u = q + zero; Q5_0's fifth bits in qh; nibbles of values i and i + 16 paired
+        zero = 8 if qtype == QT.Q4_0 else 16
+        u = (codes + zero).reshape(rows, nb, 32).astype(np.uint32)
+        nib = ((u[:, :, :16] & 15) | ((u[:, :, 16:] & 15) << 4)).astype(np.uint8)
+        if qtype == QT.Q4_0:
+            body = nib
+        else:
+            qh = ((u >> 4) << np.arange(32, dtype=np.uint32)).sum(axis=2).astype("<u4")
+            body = np.concatenate([qh[..., None].view(np.uint8), nib], axis=2)
+    raw = np.concatenate([d, body], axis=2).reshape(rows, -1)
+    w = dequant(raw, qtype, cols)
+    assert set(np.unique(np.rint(w / float(np.float16(0.01))))) == {lo, hi}  # blocks as built
+    y = K.matmul(raw, int(qtype), cols, x, path="vec")
+    xx, ww = f64(x, w)
+    assert nmse(y, xx @ ww.T) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
+def test_avx512_rows8_q4_k_extreme_codes():
+    """Q4_K's 8-row dots at the bound of their integer sums: every scale and minimum 63 (all 12
+    packed bytes 0xff), codes 0 / 15 against activation codes +-127 of one sign per row: each
+    sub-block sum times its scale, over the block, and the minimums' pairs, all at their largest."""
+    if not K.cpu_has_avx512():
+        pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
+    rng, cols, rows, T = rng_for("r8k"), 1024, 11, 5
+    x = np.where(rng.random((T, cols)) < 0.5, -1.0, 1.0).astype(np.float32)
+    codes = np.where(rng.random((rows, cols)) < 0.5, 0, 15)
+    codes[0] = np.where(x[0] > 0, 15, 0)
+    codes[1] = np.where(x[0] > 0, 0, 15)
+    nb = cols // 256
+    u = codes.reshape(rows, nb, 4, 2, 32).astype(np.uint8)  # chunk c: sub-blocks 2c, 2c + 1
+    qs = (u[:, :, :, 0, :] | (u[:, :, :, 1, :] << 4)).reshape(rows, nb, 128)
+    dd = np.full((rows, nb, 2), 0.01, np.float16).view(np.uint8).reshape(rows, nb, 4)
+    raw = np.concatenate([dd, np.full((rows, nb, 12), 0xFF, np.uint8), qs], axis=2)
+    raw = raw.reshape(rows, -1)
+    w = dequant(raw, QT.Q4_K, cols)
+    step = float(np.float16(0.01)) * 63
+    assert set(np.unique(np.rint(w / step))) == {-1, 14}  # d*63*q - dmin*63, q in {0, 15}
+    y = K.matmul(raw, int(QT.Q4_K), cols, x, path="vec")
+    xx, ww = f64(x, w)
+    assert nmse(y, xx @ ww.T) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
 I8_PANEL_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
 
 

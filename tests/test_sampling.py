@@ -127,3 +127,48 @@ def test_token_logprobs_stable_ties_and_edges():
         token_logprobs(np.zeros(3), 3, 1)
     with pytest.raises(ValueError, match="finite"):
         token_logprobs(np.array([np.nan, 0.0]), 0, 1)
+
+
+def _filter_by_full_sort(logits, top_k, top_p, min_p):
+    """filter_logits as it was written first: the whole vocabulary in stable descending order."""
+    from edgenano.sampling import _softmax
+
+    logits = np.asarray(logits, dtype=np.float64)
+    keep = np.ones(logits.shape, dtype=bool)
+    order = np.argsort(-logits, kind="stable")
+    if 0 < top_k < logits.size:
+        keep[order[top_k:]] = False
+    if top_p < 1.0:
+        cum = np.cumsum(_softmax(np.where(keep, logits, -np.inf))[order])
+        keep[order[int(np.searchsorted(cum, top_p)) + 1:]] = False
+    if min_p > 0.0:
+        probs = _softmax(np.where(keep, logits, -np.inf))
+        keep &= probs >= min_p * probs.max()
+    return np.where(keep, logits, -np.inf)
+
+
+def test_filter_logits_equals_the_full_sort():
+    """filter_logits sorts only the head of the vocabulary (top-k's k, or 1024 for top-p) and must
+    keep exactly the tokens the full stable sort keeps: ties at the k-th value (lower index
+    first), flat and peaked distributions, k past the vocabulary, top-p over and under the head's
+    mass, NaN."""
+    from edgenano.sampling import filter_logits
+
+    rng = np.random.default_rng(7)
+    for it in range(600):
+        n = int(rng.choice([5, 3000, 40000]))
+        if it % 3 == 0:
+            x = rng.standard_normal(n) * rng.choice([0.1, 1, 10, 50])
+        elif it % 3 == 1:
+            x = np.round(rng.standard_normal(n) * 2) / 2  # many ties
+        else:
+            x = np.full(n, 1.0)
+            x[rng.integers(0, n, 5)] = 3.0
+        x = x.astype(np.float32)
+        if it % 50 == 0:
+            x[rng.integers(0, n)] = np.nan
+        args = (int(rng.choice([0, 1, 2, 40, 1000, n, n + 5])),
+                float(rng.choice([1.0, 0.95, 0.5, 0.999999, 0.0])),
+                float(rng.choice([0.0, 0.05, 0.5])))
+        got, want = filter_logits(x, *args), _filter_by_full_sort(x, *args)
+        assert np.array_equal(got, want, equal_nan=True), (n, it, args)

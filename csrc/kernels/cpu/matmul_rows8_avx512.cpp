@@ -1,0 +1,369 @@
+// AVX-512 VNNI dots for a few tokens at once (batched decode, the experts of a MoE prefill):
+// Q4_0, Q5_0 and Q8_0 weights, 8 rows at a time with one row per 32-bit lane. Built with the
+// AVX-512 flags; entered only after use_avx512().
+//
+// Why lanes = rows. A one-row dot keeps a block's 32 codes in one vector, so every token then
+// spends a vpdpbusd, a convert and an FMA with a broadcast scale on that block: 4 tokens cost
+// about 4x one token's vector work, and a core stops keeping up with memory from 2 tokens on
+// (Q5_0 4480x15360, 2 threads: 1.8 ms at 1 token, 5.1 ms at 2 with the AVX2 multi-token dots).
+// Here the 8 rows' blocks are transposed in registers so that vector g holds bytes 4g..4g+3 of
+// each row's block in that row's lane. A token's block is then 8 vpdpbusd against its own
+// 4-byte groups broadcast from memory (the broadcast folds into the instruction), and one
+// convert and FMA serve 8 rows: per token and block-row 1.5 vector instructions instead of 4,
+// and the sums land one row per lane, ready to store with no horizontal reduction. The transpose
+// costs about 2 instructions per block-row, paid once for all tokens.
+//
+// The activations come interleaved by block (BlockA8R, groups of up to 8 tokens, made once per
+// call): one pointer reaches every token's block, and a group of 2 tokens is 80 bytes a block, not
+// 8 tokens' 320 (whose unused bytes pushed a row's activations out of L1: 1120x3936 Q5_0 at 2
+// tokens took 2.1x one token's time, against 1.5x with the group packed). Integer sums are exact and the same as the other
+// kernels' (u8 codes x s8 activations): each starts at the zero point's term corr = -zero *
+// sum(a) (Q8_0's signed codes are biased by 128 to unsigned, so its zero is 128) and gains 32
+// products of at most 255 * 127. Only the order of the float additions differs.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/cpu/matmul_impl.h"
+
+namespace edgenano::kern {
+
+namespace {
+
+constexpr int kAhead = 1024;  // bytes of each row prefetched ahead of its loads
+
+inline __m256i load2x128(const uint8_t *lo, const uint8_t *hi) {
+  return _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(lo))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i *>(hi)), 1);
+}
+
+// r[k] holds 16 bytes of row k (low half) and of row k + 4 (high half); out: out[g] holds dword g
+// of rows 0..3 (low half) and 4..7 (high half), so lane k of out[g] is dword g of row k.
+inline void transpose4(const __m256i (&r)[4], __m256i (&out)[4]) {
+  const __m256i a = _mm256_unpacklo_epi32(r[0], r[1]), b = _mm256_unpackhi_epi32(r[0], r[1]);
+  const __m256i c = _mm256_unpacklo_epi32(r[2], r[3]), d = _mm256_unpackhi_epi32(r[2], r[3]);
+  out[0] = _mm256_unpacklo_epi64(a, c);
+  out[1] = _mm256_unpackhi_epi64(a, c);
+  out[2] = _mm256_unpacklo_epi64(b, d);
+  out[3] = _mm256_unpackhi_epi64(b, d);
+}
+
+// 16 bytes at byte offset off of the block at p + o[k] of each of the 8 rows, transposed.
+inline void load_t(const uint8_t *p, const size_t (&o)[8], size_t off, __m256i (&out)[4]) {
+  __m256i r[4];
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) r[k] = load2x128(p + o[k] + off, p + o[k + 4] + off);
+  transpose4(r, out);
+}
+
+template <int KIND>  // 0 Q8_0, 1 Q4_0, 2 Q5_0
+struct Fmt;
+template <>
+struct Fmt<0> {
+  using B = BlockQ8_0;
+};
+template <>
+struct Fmt<1> {
+  using B = BlockQ4_0;
+};
+template <>
+struct Fmt<2> {
+  using B = BlockQ5_0;
+};
+
+// The 8 rows' codes of one block as unsigned bytes, transposed: lane k of v[g] = values 4g..4g+3
+// of row k (Q8_0's biased by 128). Row k's block is at p + o[k]; ridx holds the o[k] as i32.
+template <int KIND>
+inline void codes8(const uint8_t *p, const size_t (&o)[8], const __m256i &ridx,
+                   __m256i (&v)[8]) {
+  using B = typename Fmt<KIND>::B;
+  if constexpr (KIND == 0) {
+    __m256i lo[4], hi[4];
+    load_t(p, o, offsetof(B, qs), lo);
+    load_t(p, o, offsetof(B, qs) + 16, hi);
+    const __m256i bias = _mm256_set1_epi8(char(0x80));
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      v[g] = _mm256_xor_si256(lo[g], bias);
+      v[g + 4] = _mm256_xor_si256(hi[g], bias);
+    }
+  } else {
+    __m256i q[4];
+    load_t(p, o, offsetof(B, qs), q);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      v[g] = _mm256_and_si256(q[g], m4);                            // values 4g..: low nibbles
+      v[g + 4] = _mm256_and_si256(_mm256_srli_epi16(q[g], 4), m4);  // 16+4g..: high nibbles
+    }
+    if constexpr (KIND == 2) {
+      // qh of each row in its lane; byte j of lane k in v[g] wants bit (4g + j) of qh: its byte
+      // (4g + j) / 8 copied to the 4 bytes, tested against 1 << ((4g + j) % 8).
+      const __m256i qh =
+          _mm256_i32gather_epi32(reinterpret_cast<const int *>(p + offsetof(B, qh)), ridx, 1);
+#pragma GCC unroll 8
+      for (int g = 0; g < 8; ++g) {
+        const char b = char(g / 2);
+        const int m = g % 2 ? 0x80402010 : 0x08040201;
+        const __m256i sel = _mm256_shuffle_epi8(
+            qh, _mm256_setr_epi8(b, b, b, b, 4 + b, 4 + b, 4 + b, 4 + b, 8 + b, 8 + b, 8 + b, 8 + b,
+                                 12 + b, 12 + b, 12 + b, 12 + b, b, b, b, b, 4 + b, 4 + b, 4 + b,
+                                 4 + b, 8 + b, 8 + b, 8 + b, 8 + b, 12 + b, 12 + b, 12 + b, 12 + b));
+        const __mmask32 k = _mm256_test_epi8_mask(sel, _mm256_set1_epi32(m));
+        v[g] = _mm256_mask_add_epi8(v[g], k, v[g], _mm256_set1_epi8(16));
+      }
+    }
+  }
+}
+
+// Rows at w + o[k] (rows past the real ones repeat the last) against NT tokens' activations,
+// interleaved by block (a[i * NT + t]); out[t] = the 8 dots of token t.
+template <int KIND, int NT>
+void rows8(const uint8_t *w, const size_t (&o)[8], const __m256i &ridx, const BlockA8R *a,
+           int64_t nb, const uint8_t *next, bool first, __m256 (&out)[NT]) {
+  using B = typename Fmt<KIND>::B;
+  __m256 acc[NT];
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; ++i, a += NT) {
+    const uint8_t *p = w + size_t(i) * sizeof(B);
+    // The next 8 rows are one contiguous run of memory: stream it in at this group's pace (its
+    // 8 x sizeof(B) bytes per block), so no group starts on 8 cold rows. The group itself was
+    // fetched so by the one before; the first of a work item (and a tail) by its own rows'
+    // prefetches. Widths/4 9B-v2 Q4_K_M, 2 threads, batched decode at 2 / 4 / 8 sequences:
+    // 1.48x / 2.28x / 2.93x one sequence's tokens a second, against 0.85x / 1.29x / 1.73x with
+    // the rows' prefetches alone (8 rows 3 KB apart: 16 streams that the hardware prefetcher
+    // and a 1 KB lead did not keep fed from DRAM).
+    if (next) {
+      const char *q = reinterpret_cast<const char *>(next) + size_t(i) * 8 * sizeof(B);
+#pragma GCC unroll 8
+      for (size_t b = 0; b < 8 * sizeof(B); b += 64) _mm_prefetch(q + b, _MM_HINT_T0);
+    }
+    if ((!next || first) && (i & 1) == 0) {
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k)
+        _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead, _MM_HINT_T0);
+    }
+    __m256i v[8];
+    codes8<KIND>(p, o, ridx, v);
+    // The 8 rows' f16 scales (a 32-bit gather at the block start; d is the low half).
+    const __m256i dg = _mm256_i32gather_epi32(reinterpret_cast<const int *>(p), ridx, 1);
+    const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dg));
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+      const BlockA8R &x = a[t];
+      // The zero point's term starts the sum: exact, and no float work per token for it. Two
+      // chains of 4 vpdpbusd: one of 8 made each block wait on the latency of the last.
+      __m256i s[2] = {_mm256_set1_epi32(x.corr), _mm256_setzero_si256()};
+#pragma GCC unroll 8
+      for (int g = 0; g < 8; ++g) {
+        int32_t q4;
+        std::memcpy(&q4, x.qs + 4 * g, sizeof q4);
+        s[g & 1] = _mm256_dpbusd_epi32(s[g & 1], v[g], _mm256_set1_epi32(q4));
+      }
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s[0], s[1])),
+                               _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[t]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) out[t] = acc[t];
+}
+
+// Token t's 8 sums to y rows [r0, r0 + nr).
+template <int NT>
+inline void store_rows8(const DotArgs &a, const __m256 (&out)[NT], int t0, int64_t r0, int nr) {
+  const __mmask8 m = __mmask8((1u << nr) - 1);
+  for (int t = 0; t < NT; ++t) {
+    float *y = a.y + int64_t(t0 + t) * a.ldy + r0;
+    const __m256 v = a.acc ? _mm256_add_ps(out[t], _mm256_maskz_loadu_ps(m, y)) : out[t];
+    _mm256_mask_storeu_ps(y, m, v);
+  }
+}
+
+// The 8 rows after the group at r0, when they are whole (nullptr: none, or a tail).
+inline const uint8_t *next_group(const DotArgs &a, int64_t r0) {
+  return r0 + 16 <= a.nrows ? a.w + size_t(r0 + 8) * a.row_bytes : nullptr;
+}
+
+// The byte offsets of a group's nr rows (rows past them: the last row again), also as i32 lanes.
+inline __m256i row_offsets(const DotArgs &a, int nr, size_t (&o)[8]) {
+  alignas(32) int32_t off[8];
+  for (int k = 0; k < 8; ++k) {
+    o[k] = size_t(std::min(k, nr - 1)) * a.row_bytes;
+    off[k] = int32_t(o[k]);
+  }
+  return _mm256_load_si256(reinterpret_cast<const __m256i *>(off));
+}
+
+template <int KIND, int NT>
+void run_tokens(const DotArgs &a, const uint8_t *w, const size_t (&o)[8], const __m256i &ridx,
+                int t0, int64_t r0, int nr) {
+  const auto *act = reinterpret_cast<const BlockA8R *>(a.act + size_t(t0 / 8) * a.act_stride);
+  __m256 out[NT];
+  rows8<KIND, NT>(w, o, ridx, act, a.n / QK, next_group(a, r0), r0 == 0, out);
+  store_rows8<NT>(a, out, t0, r0, nr);
+}
+
+template <int KIND>
+void dot_rows8(const DotArgs &a) {
+  for (int64_t r0 = 0; r0 < a.nrows; r0 += 8) {
+    const int nr = int(std::min<int64_t>(8, a.nrows - r0));
+    size_t o[8];
+    const __m256i ridx = row_offsets(a, nr, o);
+    const uint8_t *w = a.w + size_t(r0) * a.row_bytes;
+    int t0 = 0;
+    for (; t0 + 8 <= a.T; t0 += 8) run_tokens<KIND, 8>(a, w, o, ridx, t0, r0, nr);
+    switch (a.T - t0) {
+      case 1: run_tokens<KIND, 1>(a, w, o, ridx, t0, r0, nr); break;
+      case 2: run_tokens<KIND, 2>(a, w, o, ridx, t0, r0, nr); break;
+      case 3: run_tokens<KIND, 3>(a, w, o, ridx, t0, r0, nr); break;
+      case 4: run_tokens<KIND, 4>(a, w, o, ridx, t0, r0, nr); break;
+      case 5: run_tokens<KIND, 5>(a, w, o, ridx, t0, r0, nr); break;
+      case 6: run_tokens<KIND, 6>(a, w, o, ridx, t0, r0, nr); break;
+      case 7: run_tokens<KIND, 7>(a, w, o, ridx, t0, r0, nr); break;
+      default: break;
+    }
+  }
+}
+
+// ---- Q4_K: the same over 256-value blocks of 8 sub-blocks with 6-bit scales and minimums ----
+//
+// Per row and block the 12 packed bytes of scales and minimums are gathered (3 dwords a lane)
+// and unpacked in the lanes as ggml does. A sub-block's integer sum (u4 codes x s8, at most 32 *
+// 15 * 127) times its scale (<= 63) stays in i32 over the block (8 * 60960 * 63 < 2^31); the
+// minimums' term sum_j m_j S_j (S_j = the activations' sum over sub-block j) takes 4 vpdpwssd on
+// 16-bit pairs (m_j, m_j+2) against (S_j, S_j+2) made with the activations.
+template <int NT>
+void rows8_q4k(const uint8_t *w, const size_t (&o)[8], const __m256i &ridx, const BlockA8KR *a,
+               int64_t nb, const uint8_t *next, bool first, __m256 (&out)[NT]) {
+  __m256 acc[NT];
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  const __m256i m4 = _mm256_set1_epi8(0x0f), lo6 = _mm256_set1_epi8(0x3f),
+                top2 = _mm256_set1_epi8(0x30), words = _mm256_set1_epi32(0x00ff00ff),
+                ff = _mm256_set1_epi32(0xff);
+  for (int64_t i = 0; i < nb; ++i, a += NT) {
+    const uint8_t *p = w + size_t(i) * sizeof(BlockQ4_K);
+    if (next) {  // as rows8: the next group's contiguous bytes at this group's pace
+      const char *q = reinterpret_cast<const char *>(next) + size_t(i) * 8 * sizeof(BlockQ4_K);
+#pragma GCC unroll 18
+      for (size_t b = 0; b < 8 * sizeof(BlockQ4_K); b += 64) _mm_prefetch(q + b, _MM_HINT_T0);
+    }
+    if (!next || first) {
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) {
+        _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead + 64, _MM_HINT_T0);
+      }
+    }
+    const auto gather = [&](size_t off) {
+      return _mm256_i32gather_epi32(reinterpret_cast<const int *>(p + off), ridx, 1);
+    };
+    const __m256i g0 = gather(0), g1 = gather(4), g2 = gather(8), g3 = gather(12);
+    const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(g0));
+    const __m256 dmw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(g0, 16)));
+    const __m256i sc_lo = _mm256_and_si256(g1, lo6);  // scale bytes 0..3, then 4..7
+    const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(g3, m4),
+                                          _mm256_and_si256(_mm256_srli_epi32(g1, 2), top2));
+    const __m256i mn_lo = _mm256_and_si256(g2, lo6);
+    const __m256i mn_hi =
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(g3, 4), m4),
+                        _mm256_and_si256(_mm256_srli_epi32(g2, 2), top2));
+    const __m256i mp[4] = {_mm256_and_si256(mn_lo, words),
+                           _mm256_and_si256(_mm256_srli_epi32(mn_lo, 8), words),
+                           _mm256_and_si256(mn_hi, words),
+                           _mm256_and_si256(_mm256_srli_epi32(mn_hi, 8), words)};
+    __m256i tot[NT], mins[NT];
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+      tot[t] = _mm256_setzero_si256();
+      mins[t] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q)
+        mins[t] = _mm256_dpwssd_epi32(mins[t], mp[q], _mm256_set1_epi32(a[t].msum[q]));
+    }
+#pragma GCC unroll 1
+    for (int c = 0; c < 4; ++c) {
+      __m256i q[8];
+      {
+        __m256i lo[4], hi[4];
+        load_t(p, o, offsetof(BlockQ4_K, qs) + 32 * c, lo);
+        load_t(p, o, offsetof(BlockQ4_K, qs) + 32 * c + 16, hi);
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; ++g) q[g] = lo[g], q[g + 4] = hi[g];
+      }
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {  // sub-block 2c + h: low nibbles, then high
+        const int j = 2 * c + h;
+        const __m256i scw = j < 4 ? sc_lo : sc_hi;
+        const __m256i sc = _mm256_and_si256(_mm256_srli_epi32(scw, 8 * (j % 4)), ff);
+        __m256i v[8];
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; ++g)
+          v[g] = _mm256_and_si256(h ? _mm256_srli_epi16(q[g], 4) : q[g], m4);
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; ++t) {
+          const int8_t *x = a[t].qs + 32 * j;
+          __m256i s2[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+#pragma GCC unroll 8
+          for (int g = 0; g < 8; ++g) {
+            int32_t q4;
+            std::memcpy(&q4, x + 4 * g, sizeof q4);
+            s2[g & 1] = _mm256_dpbusd_epi32(s2[g & 1], v[g], _mm256_set1_epi32(q4));
+          }
+          tot[t] = _mm256_add_epi32(tot[t], _mm256_mullo_epi32(_mm256_add_epi32(s2[0], s2[1]), sc));
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; ++t) {
+      const __m256 da = _mm256_set1_ps(a[t].d);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot[t]), _mm256_mul_ps(dw, da), acc[t]);
+      acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins[t]), _mm256_mul_ps(dmw, da), acc[t]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < NT; ++t) out[t] = acc[t];
+}
+
+template <int NT>
+void run_tokens_q4k(const DotArgs &a, const uint8_t *w, const size_t (&o)[8],
+                    const __m256i &ridx, int t0, int64_t r0, int nr) {
+  const auto *act = reinterpret_cast<const BlockA8KR *>(a.act + size_t(t0 / 8) * a.act_stride);
+  __m256 out[NT];
+  rows8_q4k<NT>(w, o, ridx, act, a.n / QK_K, next_group(a, r0), r0 == 0, out);
+  store_rows8<NT>(a, out, t0, r0, nr);
+}
+
+void dot_rows8_q4k(const DotArgs &a) {
+  for (int64_t r0 = 0; r0 < a.nrows; r0 += 8) {
+    const int nr = int(std::min<int64_t>(8, a.nrows - r0));
+    size_t o[8];
+    const __m256i ridx = row_offsets(a, nr, o);
+    const uint8_t *w = a.w + size_t(r0) * a.row_bytes;
+    int t0 = 0;
+    for (; t0 + 8 <= a.T; t0 += 8) run_tokens_q4k<8>(a, w, o, ridx, t0, r0, nr);
+    switch (a.T - t0) {
+      case 1: run_tokens_q4k<1>(a, w, o, ridx, t0, r0, nr); break;
+      case 2: run_tokens_q4k<2>(a, w, o, ridx, t0, r0, nr); break;
+      case 3: run_tokens_q4k<3>(a, w, o, ridx, t0, r0, nr); break;
+      case 4: run_tokens_q4k<4>(a, w, o, ridx, t0, r0, nr); break;
+      case 5: run_tokens_q4k<5>(a, w, o, ridx, t0, r0, nr); break;
+      case 6: run_tokens_q4k<6>(a, w, o, ridx, t0, r0, nr); break;
+      case 7: run_tokens_q4k<7>(a, w, o, ridx, t0, r0, nr); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace
+
+void dot_rows8_q8_0(const DotArgs &a) { dot_rows8<0>(a); }
+void dot_rows8_q4_0(const DotArgs &a) { dot_rows8<1>(a); }
+void dot_rows8_q5_0(const DotArgs &a) { dot_rows8<2>(a); }
+void dot_rows8_q4_k(const DotArgs &a) { dot_rows8_q4k(a); }
+
+}  // namespace edgenano::kern
