@@ -53,7 +53,7 @@ def dry_run(raw: dict, contexts=(131072, 262144)) -> str:
              f"{per_token / 1e9:.2f} B ({(per_token - emb) / 1e9:.2f} B without the embedding "
              f"table, of which a token reads one row)"]
     for name, out in OUTTYPES.items():
-        types = assign_types(ss, out, c.n_layer, experts=c.n_expert > 1)
+        types = assign_types(ss, out, c.n_layer + c.n_nextn, c.n_expert)
         size = sum(math.prod(s.shape[:-1]) * row_bytes(t, s.shape[-1])
                    for s, t in zip(ss, types, strict=True))
         active = sum(math.prod(s.shape[:-1]) * row_bytes(t, s.shape[-1])

@@ -225,3 +225,92 @@ def load_hf(model_dir: str | Path, dtype: str = "float32"):
 
     model = NemotronHForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
     return model, AutoTokenizer.from_pretrained(model_dir)
+
+
+def mtp_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
+    """Checkpoint name -> shape of a Nemotron 3 Super-style multi-token-prediction head
+    (`num_nextn_predict_layers` 1, `mtp_hybrid_override_pattern` "*E"): mtp.layers.0 the NextN
+    input fusion and an attention sub-layer, mtp.layers.1 an expert sub-layer and the head's
+    final norm. Spelled out here as the published checkpoints name them (the names llama.cpp's
+    converter maps), not derived from edgenano's layer table."""
+    E, hd = cfg["hidden_size"], cfg["head_dim"]
+    q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    n, F, Fs = cfg["n_routed_experts"], cfg["moe_intermediate_size"], \
+        cfg["moe_shared_expert_intermediate_size"]
+    L = cfg.get("moe_latent_size") or E
+    a, m = "mtp.layers.0.", "mtp.layers.1."
+    shapes = {a + "enorm.weight": (E,), a + "hnorm.weight": (E,), a + "eh_proj.weight": (E, 2 * E),
+              a + "norm.weight": (E,), a + "mixer.q_proj.weight": (q, E),
+              a + "mixer.k_proj.weight": (kv, E), a + "mixer.v_proj.weight": (kv, E),
+              a + "mixer.o_proj.weight": (E, q),
+              m + "norm.weight": (E,), m + "mixer.gate.weight": (n, E),
+              m + "mixer.gate.e_score_correction_bias": (n,),
+              m + "mixer.shared_experts.up_proj.weight": (Fs, E),
+              m + "mixer.shared_experts.down_proj.weight": (E, Fs),
+              m + "final_layernorm.weight": (E,)}
+    for x in range(n):
+        shapes[m + f"mixer.experts.{x}.up_proj.weight"] = (F, L)
+        shapes[m + f"mixer.experts.{x}.down_proj.weight"] = (L, F)
+    if cfg.get("moe_latent_size"):
+        shapes[m + "mixer.fc1_latent_proj.weight"] = (L, E)
+        shapes[m + "mixer.fc2_latent_proj.weight"] = (E, L)
+    return shapes
+
+
+def add_mtp(hf_dir: str | Path, seed: int = 1) -> Path:
+    """Give an MoE checkpoint a random MTP head (mtp.safetensors, config keys, the shard index;
+    one is written for a single-file checkpoint), as Super ships it; transformers ignores mtp.*
+    when loading."""
+    import numpy as np
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    hf_dir = Path(hf_dir)
+    cfg = json.loads((hf_dir / "config.json").read_text())
+    rng = np.random.default_rng(seed)
+    tensors = {name: (rng.standard_normal(shape) * (0.2 if len(shape) == 1 else 0.1)
+                      + (1.0 if name.endswith("norm.weight") else 0.0)).astype(np.float32)
+               for name, shape in mtp_shapes(cfg).items()}
+    save_file(tensors, hf_dir / "mtp.safetensors")
+    cfg |= {"num_nextn_predict_layers": 1, "mtp_hybrid_override_pattern": "*E"}
+    (hf_dir / "config.json").write_text(json.dumps(cfg, indent=2))
+    index = hf_dir / "model.safetensors.index.json"
+    if index.exists():
+        j = json.loads(index.read_text())
+    else:
+        with safe_open(hf_dir / "model.safetensors", "np") as f:
+            j = {"metadata": {}, "weight_map": dict.fromkeys(f.keys(), "model.safetensors")}
+    j["weight_map"] |= dict.fromkeys(tensors, "mtp.safetensors")
+    index.write_text(json.dumps(j, indent=2))
+    return hf_dir
+
+
+def stack_experts(src: str | Path, dst: str | Path, suffix: str = "") -> Path:
+    """A copy of checkpoint `src` with each layer's per-expert tensors
+    (`...experts.{x}.up_proj.weight`, 2-D) stacked into one 3-D tensor per projection
+    (`...experts.up_proj` + `suffix`, shape (experts, out, in)): transformers' in-memory layout,
+    which a plain safetensors dump of its state dict writes. One shard, no index."""
+    import re
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    src, dst = Path(src), Path(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors", "*.index.json"))
+    tensors: dict = {}
+    for f in sorted(src.glob("*.safetensors")):
+        tensors |= load_file(f)
+    expert = re.compile(r"^(.*\.experts)\.(\d+)\.(up_proj|down_proj)\.weight$")
+    groups: dict[str, dict[int, np.ndarray]] = {}
+    out = {}
+    for name, a in tensors.items():
+        m = expert.match(name)
+        if m:
+            groups.setdefault(f"{m[1]}.{m[3]}{suffix}", {})[int(m[2])] = a
+        else:
+            out[name] = a
+    for name, per in groups.items():
+        out[name] = np.stack([per[x] for x in range(len(per))])
+    save_file(out, dst / "model.safetensors")
+    return dst

@@ -67,6 +67,7 @@ class ModelConfig:
     moe_latent: int = 0
     expert_weights_norm: bool = False
     expert_weights_scale: float = 0.0  # llama.cpp applies it unless 0 or 1
+    n_nextn: int = 0  # MTP draft-head blocks after the layers (not run; their tensors ignored)
     arch: str = ARCH
     bos_id: int | None = None
     eos_id: int | None = None
@@ -423,8 +424,15 @@ def _config(path: Path, reader: gguf.GGUFReader, meta: dict[str, Any],
             arch: str = ARCH) -> ModelConfig:
     k = _Keys(path, reader, meta)
     a = arch + "."
-    n_layer = k.int(a + "block_count")
-    arrays = {key: k.int_array(a + key, n_layer) for key in LAYER_ARRAYS}
+    # Blocks past n_layer are a multi-token-prediction draft head (nextn_predict_layers, Super):
+    # llama.cpp skips them unless asked, and so do we.
+    n_all = k.int(a + "block_count")
+    n_nextn = k.int(a + "nextn_predict_layers", required=False, minimum=0) or 0
+    if n_nextn >= n_all:
+        raise GGUFError(f"{path}: nextn_predict_layers {n_nextn} leaves none of the "
+                        f"{n_all} blocks for the model")
+    n_layer = n_all - n_nextn
+    arrays = {key: k.int_array(a + key, n_all)[:n_layer] for key in LAYER_ARRAYS}
     n_ff, n_head_kv = arrays["feed_forward_length"], arrays["attention.head_count_kv"]
     moe = _moe_keys(path, k, a, meta)
     kinds = _layer_kinds(path, arrays, moe["n_expert"] > 0)
@@ -453,7 +461,7 @@ def _config(path: Path, reader: gguf.GGUFReader, meta: dict[str, Any],
         ssm_d_conv=k.int(a + "ssm.conv_kernel"), ssm_d_state=k.int(a + "ssm.state_size"),
         ssm_n_group=n_group, ssm_d_inner=d_inner, ssm_n_head=ssm_heads,
         ssm_head_dim=d_inner // ssm_heads, eps=eps,
-        n_ctx_train=k.int(a + "context_length"), arch=arch, **moe,
+        n_ctx_train=k.int(a + "context_length"), arch=arch, n_nextn=n_nextn, **moe,
         bos_id=k.int("tokenizer.ggml.bos_token_id", required=False, minimum=0),
         eos_id=k.int("tokenizer.ggml.eos_token_id", required=False, minimum=0),
         pad_id=k.int("tokenizer.ggml.padding_token_id", required=False, minimum=0),
@@ -569,6 +577,8 @@ def _view(path: Path, reader: gguf.GGUFReader, t) -> TensorView:
 
 def _tensors(path: Path, reader: gguf.GGUFReader, c: ModelConfig):
     views = {t.name: _view(path, reader, t) for t in reader.tensors}
+    if c.n_nextn:
+        _drop_mtp(path, views, c)
     fused = _split_fused(path, views, c)
     tied = OUTPUT.gguf not in views
     d = c.dims(0)
@@ -586,6 +596,19 @@ def _tensors(path: Path, reader: gguf.GGUFReader, c: ModelConfig):
         raise GGUFError(f"{path}: unexpected tensors for this layer layout: {unknown[:5]}"
                         f"{' ...' if len(unknown) > 5 else ''}")
     return views, tied, fused
+
+
+def _drop_mtp(path: Path, views: dict[str, TensorView], c: ModelConfig) -> None:
+    """Remove the MTP blocks' tensors (blk.N. with N >= n_layer), refusing a file that holds
+    only the draft head (llama.cpp's --mtp output: no model layers)."""
+    if not any(n.startswith("blk.0.") for n in views):
+        raise GGUFError(f"{path}: this file holds only a multi-token-prediction draft head "
+                        f"(nextn_predict_layers {c.n_nextn}, no model layers), as llama.cpp's "
+                        "converter writes with --mtp; edgenano runs the model file itself")
+    for name in list(views):
+        block = name.split(".", 2)[1] if name.startswith("blk.") else ""
+        if block.isdigit() and int(block) >= c.n_layer:
+            del views[name]
 
 
 def _check_layer(path: Path, views, c: ModelConfig, i: int, layer: dict) -> None:

@@ -103,7 +103,9 @@ def _moe_lines(m, params: int, weights: int) -> list[str]:
         f"{'normalised, ' if cfg.expert_weights_norm else ''}scaled {cfg.expert_scale:g}",
         f"active        {a_params / 1e6:.2f} M parameters per token "
         f"({100 * a_params / params:.1f}%), {_human(a_bytes)} of weights read per decoded token",
-    ]
+    ] + ([f"draft head    {cfg.n_nextn} MTP block(s) after the layers, for llama.cpp's "
+          "speculative decoding (not counted above; edgenano does not run them)"]
+         if cfg.n_nextn else [])
 
 
 def _prod(xs) -> int:

@@ -11,7 +11,7 @@ function per engine.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -85,6 +85,8 @@ class Tensor:
     present: Callable[[Dims], bool] | None = None  # dimensions without which no such tensor
     hf_also: tuple[str, ...] = ()  # other checkpoint spellings of `hf`
     experts: bool = False  # stacked from one checkpoint tensor per expert (`hf` has {x})
+    hf_stacked: tuple[str, ...] = ()  # experts: spellings of one 3-D tensor holding them all,
+    #                                   in `shape` (transformers' in-memory layout)
 
     def hf_shape_of(self, d: Dims) -> tuple[int, ...]:
         return (self.hf_shape or self.shape)(d)
@@ -188,10 +190,12 @@ MOE = Kind(
                lambda d: (d.moe_latent, d.n_embd), rule=MATRIX, present=lambda d: d.moe_latent > 0),
         Tensor("mixer.experts.{x}.up_proj.weight", "ffn_up_exps.weight",
                lambda d: (d.n_expert, d.n_ff, d.moe_n_embd),
-               hf_shape=lambda d: (d.n_ff, d.moe_n_embd), rule=MATRIX, experts=True),
+               hf_shape=lambda d: (d.n_ff, d.moe_n_embd), rule=MATRIX, experts=True,
+               hf_stacked=("mixer.experts.up_proj", "mixer.experts.up_proj.weight")),
         Tensor("mixer.experts.{x}.down_proj.weight", "ffn_down_exps.weight",
                lambda d: (d.n_expert, d.moe_n_embd, d.n_ff),
-               hf_shape=lambda d: (d.moe_n_embd, d.n_ff), rule=MATRIX, experts=True),
+               hf_shape=lambda d: (d.moe_n_embd, d.n_ff), rule=MATRIX, experts=True,
+               hf_stacked=("mixer.experts.down_proj", "mixer.experts.down_proj.weight")),
         Tensor("mixer.fc2_latent_proj.weight", "ffn_latent_up.weight",
                lambda d: (d.n_embd, d.moe_latent), rule=MATRIX, present=lambda d: d.moe_latent > 0),
         _matrix("mixer.shared_experts.up_proj.weight", "ffn_up_shexp.weight",
@@ -202,6 +206,42 @@ MOE = Kind(
 )
 
 KINDS: dict[str, Kind] = {k.name: k for k in (MAMBA, ATTENTION, MLP, MOE)}
+
+# Multi-token prediction (Super's draft head, `mtp.*` in the checkpoint; SPEC section 1.4): one
+# block after the last layer folding an attention sub-layer (mtp.layers.0, with the NextN input
+# fusion) and an expert sub-layer (mtp.layers.1, with the head's final norm), written as
+# llama.cpp's converter writes it: blk.{n_layer}.*, counted in block_count and
+# nextn_predict_layers, marked in both per-layer arrays. Here `hf` is the whole checkpoint name.
+MTP_PREFIX = "mtp."
+MTP_PATTERN = ("attention", "moe")  # the only MTP layer list llama.cpp's converter folds
+
+
+def _mtp_sub(i: int, t: Tensor) -> Tensor:
+    p = f"{MTP_PREFIX}layers.{i}."
+    return replace(t, hf=p + t.hf, hf_also=tuple(p + h for h in t.hf_also),
+                   hf_stacked=tuple(p + h for h in t.hf_stacked))
+
+
+def _mtp_norm(hf: str, gguf: str) -> Tensor:
+    return Tensor(MTP_PREFIX + hf, gguf, lambda d: (d.n_embd,))
+
+
+MTP_BLOCK: tuple[Tensor, ...] = (
+    _mtp_norm("layers.0.enorm.weight", "nextn.enorm.weight"),  # the next token's embedding
+    _mtp_norm("layers.0.hnorm.weight", "nextn.hnorm.weight"),  # the trunk's last hidden state
+    _matrix(MTP_PREFIX + "layers.0.eh_proj.weight", "nextn.eh_proj.weight",
+            lambda d: (d.n_embd, 2 * d.n_embd)),
+    _mtp_sub(0, BLOCK_NORM),
+    *(_mtp_sub(0, t) for t in ATTENTION.tensors),
+    _mtp_norm("layers.1.norm.weight", "post_attention_norm.weight"),
+    *(_mtp_sub(1, t) for t in MOE.tensors),
+    _mtp_norm("layers.1.final_layernorm.weight", "nextn.shared_head_norm.weight"),
+)
+
+
+def mtp_tensors(d: Dims) -> tuple[Tensor, ...]:
+    """The MTP block's tensors in file order, given the experts' dimensions (latent or not)."""
+    return tuple(t for t in MTP_BLOCK if t.present is None or t.present(d))
 SUPPORTED = tuple(k for k, v in KINDS.items() if v.supported)
 BY_LETTER = {k.letter: k.name for k in KINDS.values()}
 BY_WORD = {w: k.name for k in KINDS.values() for w in k.words}

@@ -32,10 +32,13 @@ K_WIDE = dict(hybrid_override_pattern="ME*E" * 3, hidden_size=256, num_attention
               n_groups=2, ssm_state_size=16, n_routed_experts=4, num_experts_per_tok=2,
               moe_intermediate_size=256, moe_shared_expert_intermediate_size=512)
 CONFIGS = {name: (name, {}) for name in MOE_CONFIGS} | {"moe_kwide": ("moe", K_WIDE)}
+# Exactly 8 experts, where llama.cpp's quantizer has Mixtral's rules (attn_k, attn_v, attn_output).
+EIGHT = {"moe8": ("moe", dict(n_routed_experts=8)),
+         "moe8_kwide": ("moe", K_WIDE | dict(n_routed_experts=8)),
+         "moe8_latent_mtp": ("moe_latent", dict(n_routed_experts=8, num_experts_per_tok=2))}
 PROMPT = np.random.default_rng(0).integers(16, 512, size=37).tolist()
-# llama_model_quantize's file types (pure or with its mixture rules) for our outtypes.
-LLAMA_FTYPES = {"q4_k_m": (15, False), "q5_k_m": (17, False), "q6_k": (18, False),
-                "q4_k": (14, True), "q8_0": (7, True), "q4_0": (2, True)}
+# llama_model_quantize's file types (pure, or with its mixture rules) for each of our outtypes.
+LLAMA_FTYPES = {name: (int(o.ftype), not o.mixture) for name, o in OUTTYPES.items()}
 
 # Keys llama.cpp's nemotron_h_moe loader reads beyond nemotron_h's, with their GGUF types
 # (gguf-py's GGUFWriter.add_expert_* as vendored in llama-cpp-python 0.3.36).
@@ -178,8 +181,8 @@ def test_experts_stream_one_at_a_time(ckpt, tmp_path, monkeypatch):
 
 
 def test_mtp_tensors_dropped(ckpt, tmp_path):
-    """MTP layers (Super's draft head) are dropped, as llama.cpp's converter does with --no-mtp;
-    our engines do not run them."""
+    """With --no-mtp the MTP layers (Super's draft head) are dropped, whatever they hold, as
+    llama.cpp's converter does (tests/test_moe_mtp.py: kept and alone)."""
     from safetensors.numpy import save_file
 
     src = tmp_path / "ckpt"
@@ -193,9 +196,159 @@ def test_mtp_tensors_dropped(ckpt, tmp_path):
         j = json.loads(idx.read_text())
         j["weight_map"]["mtp.layers.0.eh_proj.weight"] = "mtp.safetensors"
         idx.write_text(json.dumps(j))
-    m = load_gguf(convert_checkpoint(src, tmp_path / "m.gguf"))
+    m = load_gguf(convert_checkpoint(src, tmp_path / "m.gguf", mtp="drop"))
     assert not any("mtp" in n or "eh_proj" in n for n in m.tensors)
     assert m.config.n_layer == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# Expert layouts: one 2-D tensor per expert (save_pretrained, the published checkpoints) or one
+# 3-D tensor per projection (transformers' in-memory parameters, a state-dict dump)
+
+
+@pytest.fixture(scope="module")
+def stacked(ckpt, tmp_path_factory):
+    from devtools.tiny import add_mtp, stack_experts
+
+    def get(name: str, suffix: str = "", mtp: bool = False) -> Path:
+        src = ckpt(name)
+        if mtp:
+            src = add_mtp(shutil.copytree(src, tmp_path_factory.mktemp("mtp") / "ckpt"))
+        # the same directory name, so general.name (from it) is the same too
+        return stack_experts(src, tmp_path_factory.mktemp("stacked") / src.name, suffix), src
+    return get
+
+
+def test_save_pretrained_writes_one_tensor_per_expert(ckpt):
+    """What transformers 5.23 writes for a tiny MoE: 2-D per-expert tensors, no 3-D ones."""
+    from safetensors import safe_open
+
+    with safe_open(ckpt("moe") / "model.safetensors", "np") as f:
+        names = list(f.keys())
+        shapes = {n: f.get_slice(n).get_shape() for n in names}
+    assert "backbone.layers.1.mixer.experts.5.up_proj.weight" in names
+    assert not any(n.endswith(("experts.up_proj", "experts.down_proj")) for n in names)
+    assert all(len(shapes[n]) == 2 for n in names if ".experts." in n)
+
+
+def test_transformers_loads_stacked_layout_alike(stacked):
+    """The stacked layout is transformers' own: it loads it into the same model."""
+    import torch
+
+    from devtools import tiny
+
+    dst, src = stacked("moe_latent")
+    with torch.no_grad():
+        x = torch.tensor([PROMPT])
+        a = tiny.load_hf(src)[0](x).logits
+        b = tiny.load_hf(dst)[0](x).logits
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name, suffix, mtp, outtype", [
+    ("moe", "", False, "f32"), ("moe", "", False, "q4_k_m"), ("moe_latent", "", True, "q8_0"),
+    ("moe_attn_first", ".weight", False, "bf16"), ("moe_kwide", "", False, "q5_k_m"),
+])
+def test_stacked_experts_convert_bit_identical(stacked, tmp_path, name, suffix, mtp, outtype):
+    dst, src = stacked(name, suffix, mtp)
+    a = convert_checkpoint(src, tmp_path / "per_expert.gguf", outtype)
+    b = convert_checkpoint(dst, tmp_path / "stacked.gguf", outtype)
+    assert a.read_bytes() == b.read_bytes()
+    assert mtp == any(n.startswith("mtp.") for n in writer.Checkpoint(dst).names())
+
+
+def test_stacked_experts_stream_one_expert_at_a_time(stacked, tmp_path, monkeypatch):
+    """A 3-D expert tensor is read in chunks of rows that never span two experts, in expert
+    order: the peak is one chunk, as with per-expert tensors."""
+    from edgenano.convert.safetensors_io import Checkpoint
+
+    reads = []
+    orig = Checkpoint.read_rows
+
+    def spy(self, name, start, stop):
+        reads.append((name, start, stop))
+        return orig(self, name, start, stop)
+
+    monkeypatch.setattr(Checkpoint, "read_rows", spy)
+    monkeypatch.setattr(writer, "CHUNK_BYTES", 16 * 64 * 4)  # 16 rows of 64 floats a chunk
+    dst, _ = stacked("moe")
+    convert_checkpoint(dst, tmp_path / "m.gguf", "q8_0")
+    ups = [(a, b) for n, a, b in reads if n == "backbone.layers.1.mixer.experts.up_proj"]
+    F = 48  # moe_intermediate_size: rows per expert
+    assert ups[0] == (0, 16) and ups[-1] == (6 * F - 16, 6 * F)
+    assert all(b - a <= 16 and a // F == (b - 1) // F for a, b in ups)
+    assert [a for a, _ in ups] == sorted(a for a, _ in ups)
+
+
+def test_stacked_experts_of_wrong_shape_refused(stacked, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    dst, _ = stacked("moe")
+    t = load_file(dst / "model.safetensors")
+    name = "backbone.layers.1.mixer.experts.up_proj"
+    t[name] = t[name][:5]
+    save_file(t, dst / "model.safetensors")
+    with pytest.raises(ConversionError, match=r"experts.up_proj \(layer 1, moe\) has shape"):
+        plan_conversion(dst)
+
+
+def write_big_moe_checkpoint(d: Path, layout: str) -> int:
+    """An f32 checkpoint whose one expert layer holds 32 experts of 8 MB (256 MB), written tensor
+    by tensor from the layer table, its experts `per_expert` or `stacked`; returns data bytes."""
+    from devtools import tiny
+    from edgenano.convert.tensors import expected_rows, hf_name
+    from edgenano.layers import TOP_LEVEL_HF
+
+    fields = dict(hybrid_override_pattern="ME", hidden_size=1024, num_attention_heads=8,
+                  num_key_value_heads=2, head_dim=128, mamba_num_heads=32, mamba_head_dim=64,
+                  n_groups=1, ssm_state_size=64, conv_kernel=4, chunk_size=64,
+                  n_routed_experts=32, num_experts_per_tok=4, moe_intermediate_size=1024,
+                  moe_shared_expert_intermediate_size=1024, n_shared_experts=1)
+    raw = tiny.make_config(fields, vocab_size=1024)
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(raw))
+    tiny.save_tokenizer(tiny.build_tokenizer(vocab_size=1024), d)
+    c = parse_config(raw)
+    names = []
+    for i, t in expected_rows(c, has_output=True):
+        dims = c.dims(max(i, 0))
+        base = ("" if t.hf in TOP_LEVEL_HF else "backbone.") + hf_name(i, t)
+        if t.experts and layout == "stacked":
+            names.append((base.replace("{x}.", "").removesuffix(".weight"), t.shape(dims)))
+        elif t.experts:
+            names += [(base.replace("{x}", str(x)), t.hf_shape_of(dims))
+                      for x in range(dims.n_expert)]
+        else:
+            names.append((base, t.hf_shape_of(dims)))
+    header, offset = {}, 0
+    for name, shape in names:
+        n = 4 * int(np.prod(shape))
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    blob = json.dumps(header).encode()
+    rng = np.random.default_rng(0)
+    with open(d / "model.safetensors", "wb") as f:
+        f.write(len(blob).to_bytes(8, "little") + blob)
+        for _, shape in names:
+            f.write(rng.standard_normal(shape, dtype=np.float32).tobytes())
+    return offset
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("layout", ["per_expert", "stacked"])
+def test_expert_streaming_memory_stays_flat(tmp_path, layout):
+    """Peak RSS grows by a small part of one layer's experts (here nearly the whole checkpoint),
+    whichever layout they come in."""
+    from test_convert import _peak_rss_child
+    from tolerances import MAX_CONVERT_RSS_GROWTH_FRACTION
+
+    size = write_big_moe_checkpoint(tmp_path / "ckpt", layout)
+    assert size > 280e6
+    m = _peak_rss_child(tmp_path / "ckpt", tmp_path / "out.gguf", "q8_0")
+    growth = m["peak"] - m["base"]
+    print(f"{layout}: checkpoint {size / 1e6:.0f} MB (experts 268 MB), peak RSS growth "
+          f"{growth / 1e6:.1f} MB, {m['seconds']:.1f} s")
+    assert growth < MAX_CONVERT_RSS_GROWTH_FRACTION * size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,22 +463,61 @@ def test_llama_cpp_type_matrix(case, name, outtype):
     check_type(case(name), outtype)
 
 
-@pytest.mark.parametrize("name", ["moe", "moe_kwide"])
+@pytest.fixture(scope="module")
+def f32_file(ckpt, tiny_checkpoint, tmp_path_factory):
+    """(checkpoint, our f32 GGUF) of CONFIGS or EIGHT; names ending in _mtp get an MTP head."""
+    from devtools.tiny import add_mtp
+
+    cache: dict[str, tuple[Path, Path]] = {}
+
+    def get(name: str) -> tuple[Path, Path]:
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"f32_{name}")
+            if name in EIGHT:
+                base, overrides = EIGHT[name]
+                src = tiny_checkpoint(base, **overrides)
+            else:
+                src = ckpt(name)
+            if name.endswith("_mtp"):
+                shutil.copytree(src, out / "ckpt")
+                src = add_mtp(out / "ckpt")
+            cache[name] = src, convert_checkpoint(src, out / "f32.gguf")
+        return cache[name]
+    return get
+
+
+@pytest.mark.parametrize("name", ["moe", "moe_kwide", *EIGHT])
 @pytest.mark.parametrize("outtype", list(LLAMA_FTYPES))
-def test_types_match_llama_quantize(case, tmp_path, name, outtype):
-    """Our per-tensor types equal llama_model_quantize's on our f32 MoE file: experts, shared
-    expert and latent projections quantized, the router kept, ffn_down* by block number."""
+def test_types_match_llama_quantize(f32_file, tmp_path, name, outtype):
+    """Our per-tensor types equal llama_model_quantize's on our f32 MoE file, for every output
+    type: experts, shared expert and latent projections quantized, the router kept, ffn_down* by
+    block number; with 8 experts attn_k / attn_v Q8_0 and Q4_K_M's attn_output Q5_K; an MTP
+    block counted among the layers."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    c = case(name)
+    hf_dir, f32 = f32_file(name)
     ftype, pure = LLAMA_FTYPES[outtype]
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype, params.pure, params.nthread = ftype, pure, 2
     out = tmp_path / "llama.gguf"
-    assert llama_cpp.llama_model_quantize(str(c.gguf("f32")).encode(), str(out).encode(),
+    assert llama_cpp.llama_model_quantize(str(f32).encode(), str(out).encode(),
                                           ctypes.byref(params)) == 0
     theirs = {t.name: t.tensor_type for t in gguf.GGUFReader(out).tensors}
-    ours = {t.spec.name: t.type for t in plan_conversion(c.hf_dir, outtype).tensors}
+    ours = {t.spec.name: t.type for t in plan_conversion(hf_dir, outtype).tensors}
     assert ours == theirs
+
+
+def test_eight_expert_rules_change_types(f32_file):
+    """The 8-expert rules do fire on these files, so the comparison above tests them: attn_k and
+    attn_v go to Q8_0 and attn_output to Q5_K where 6 experts leave them Q4_K."""
+    hf_dir, _ = f32_file("moe8_kwide")
+    plan = plan_conversion(hf_dir, "q4_k_m")
+    types = {t.spec.name: t.type for t in plan.tensors}
+    i = plan.config.layer_kinds.index("attention")
+    assert types[f"blk.{i}.attn_k.weight"] == types[f"blk.{i}.attn_v.weight"] == T.Q8_0
+    assert types[f"blk.{i}.attn_output.weight"] == T.Q5_K
+    assert types[f"blk.{i}.attn_q.weight"] == T.Q4_K
+    six = {t.spec.name: t.type for t in plan_conversion(f32_file("moe_kwide")[0], "q4_k_m").tensors}
+    assert six[f"blk.{i}.attn_k.weight"] == six[f"blk.{i}.attn_output.weight"] == T.Q4_K
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ output types:
 
 examples:
   edgenano-convert ./NVIDIA-Nemotron-Nano-9B-v2 -o nano9b-q4_k_m.gguf --outtype q4_k_m
-  edgenano-convert ./ckpt -o out.gguf --outtype q8_0 --dry-run"""
+  edgenano-convert ./ckpt -o out.gguf --outtype q8_0 --dry-run
+  edgenano-convert ./Super -o super.gguf --outtype q4_k_m --no-mtp     # without the draft head"""
 
 
 def build_parser(prog: str = "edgenano-convert") -> argparse.ArgumentParser:
@@ -45,6 +46,16 @@ def build_parser(prog: str = "edgenano-convert") -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="list each tensor's GGUF name, type, shape and size; write nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mtp = p.add_mutually_exclusive_group()
+    mtp.add_argument("--no-mtp", "--no-nextn", dest="mtp", action="store_const", const="drop",
+                     help="leave out the multi-token-prediction (MTP) draft head of models that "
+                          "have one (Nemotron 3 Super); by default it is kept after the layers, "
+                          "where llama.cpp finds it and edgenano ignores it")
+    mtp.add_argument("--mtp", dest="mtp", action="store_const", const="only",
+                     help="write only the MTP draft head (and the embeddings, final norm and "
+                          "output it shares with the model), as llama.cpp's --mtp: a draft "
+                          "model for llama.cpp's speculative decoding, which edgenano cannot run")
+    p.set_defaults(mtp="keep")
     return p
 
 
@@ -56,7 +67,7 @@ def main(argv: list[str] | None = None, prog: str = "edgenano-convert") -> int:
         with _sigterm_unwinds():
             out = convert_checkpoint(args.hf_dir, args.output, args.outtype, force=args.force,
                                      progress=not args.no_progress and sys.stderr.isatty(),
-                                     dry_run=args.dry_run)
+                                     dry_run=args.dry_run, mtp=args.mtp)
     except OutputError as e:
         return _fail(prog, e, EXIT_FAILED)
     except ConversionError as e:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..layers import BY_LETTER, BY_WORD, KINDS, Dims
+from ..layers import BY_LETTER, BY_WORD, KINDS, MTP_PATTERN, Dims
 from .errors import ConversionError
 
 ARCHITECTURES = {"NemotronHForCausalLM"}
@@ -86,7 +86,8 @@ class HybridConfig:
     moe_latent: int = 0  # 0: no latent projections
     expert_weights_norm: bool = False
     expert_weights_scale: float = 1.0
-    n_nextn: int = 0  # MTP layers in the checkpoint (mtp.*), not converted
+    n_nextn: int = 0  # MTP blocks (mtp.*) to write after the layers (edgenano.layers.MTP_BLOCK)
+    mtp_kinds: tuple[str, ...] = ()  # the MTP sub-layers' kinds (mtp_layers_block_type)
 
     @property
     def is_moe(self) -> bool:
@@ -114,7 +115,7 @@ class HybridConfig:
     def dims(self, i: int = 0) -> Dims:
         """The dimensions the layer table's shapes read at layer i: the same at every layer but
         n_ff, the routed experts' width at MoE layers (llama.cpp's feed_forward_length)."""
-        moe = self.layer_kinds[i] == "moe"
+        moe = i >= self.n_layer or self.layer_kinds[i] == "moe"  # past the layers: MTP block
         return Dims(n_vocab=self.n_vocab, n_embd=self.n_embd, n_head=self.n_head,
                     n_head_kv=self.n_head_kv, head_dim=self.head_dim,
                     n_ff=self.n_ff_exp if moe else self.n_ff,
@@ -202,7 +203,23 @@ def _moe_fields(cfg: dict, kinds: tuple[str, ...], source: str) -> dict:
         expert_weights_norm=bool(cfg["norm_topk_prob"]),
         expert_weights_scale=float(cfg["routed_scaling_factor"]),
         n_nextn=int(cfg["num_nextn_predict_layers"] or 0),
+        mtp_kinds=_mtp_kinds(cfg, source),
     )
+
+
+def _mtp_kinds(cfg: dict, source: str) -> tuple[str, ...]:
+    """The MTP sub-layers' kinds, in either spelling (transformers' default: attention, moe)."""
+    if not cfg["num_nextn_predict_layers"]:
+        return ()
+    for key, table in (("mtp_layers_block_type", BY_WORD),
+                       ("mtp_hybrid_override_pattern", BY_LETTER)):
+        seq = cfg.get(key)
+        if seq is not None:
+            try:
+                return tuple(table[item] for item in seq)
+            except KeyError as e:
+                raise ConversionError(f"{source}: {key} has unknown type {e.args[0]!r}") from None
+    return MTP_PATTERN
 
 
 def _canonical(raw: dict) -> dict:
@@ -280,3 +297,26 @@ def _check_divisibility(c: HybridConfig, source: str) -> None:
     for bad, what in checks:
         if bad:
             raise ConversionError(f"{source}: {what}")
+
+
+# What to do with a checkpoint's MTP draft head, as llama.cpp's converter: keep it after the
+# layers (its default), drop it (--no-mtp), or write only it and the tensors it shares with the
+# model (--mtp: a separate draft file for speculative decoding).
+MTP_MODES = ("keep", "drop", "only")
+
+
+def with_mtp(c: HybridConfig, mode: str, source: str = "config.json") -> HybridConfig:
+    """`c` with n_nextn set to the MTP blocks the output will hold under `mode`."""
+    if mode not in MTP_MODES:
+        raise ConversionError(f"unknown MTP mode {mode!r}; choose one of {', '.join(MTP_MODES)}")
+    if mode == "drop" or (mode == "keep" and not c.n_nextn):
+        return replace(c, n_nextn=0)
+    if not c.n_nextn:
+        raise ConversionError(f"{source}: --mtp asks for the MTP draft head only, but this model "
+                              "has none (num_nextn_predict_layers is 0)")
+    if c.n_nextn != 1 or c.mtp_kinds != MTP_PATTERN:
+        raise ConversionError(
+            f"{source}: an MTP head of {c.n_nextn} layer(s) of kinds {list(c.mtp_kinds)} cannot "
+            "be written as llama.cpp's nemotron_h_moe (one block of attention then experts); "
+            "convert with --no-mtp to leave it out")
+    return c

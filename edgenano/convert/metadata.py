@@ -31,7 +31,7 @@ def model_kvs(c: HybridConfig, out: OutType, name: str) -> list[KV]:
     """Every non-tokenizer key except general.architecture (which the writer adds first)."""
     a = arch_of(c)
     u32 = {
-        f"{a}.block_count": c.n_layer,
+        f"{a}.block_count": c.n_layer + c.n_nextn,  # the MTP block counts (llama.cpp's n_layer_all)
         f"{a}.context_length": c.n_ctx_train,
         f"{a}.embedding_length": c.n_embd,
         f"{a}.attention.head_count": c.n_head,
@@ -62,6 +62,8 @@ def model_kvs(c: HybridConfig, out: OutType, name: str) -> list[KV]:
         }
         if c.moe_latent:
             u32[f"{a}.moe_latent_size"] = c.moe_latent
+        if c.n_nextn:
+            u32[f"{a}.nextn_predict_layers"] = c.n_nextn
         f32[f"{a}.expert_weights_scale"] = c.expert_weights_scale
         flags[f"{a}.expert_weights_norm"] = c.expert_weights_norm
     return (
@@ -69,6 +71,15 @@ def model_kvs(c: HybridConfig, out: OutType, name: str) -> list[KV]:
         + [KV(k, int(v), V.UINT32) for k, v in u32.items()]
         + [KV(k, float(v), V.FLOAT32) for k, v in f32.items()]
         + [KV(k, bool(v), V.BOOL) for k, v in flags.items()]
-        + [KV(f"{a}.{key}", vals, V.ARRAY, V.INT32)
-           for key, vals in layer_arrays(c.layer_kinds, c.dims).items()]
+        + [KV(f"{a}.{key}", vals, V.ARRAY, V.INT32) for key, vals in _arrays(c).items()]
     )
+
+
+def _arrays(c: HybridConfig) -> dict[str, list[int]]:
+    """The per-layer arrays; an MTP block (attention and experts folded) is marked in both, as
+    llama.cpp's converter marks it."""
+    arrays = layer_arrays(c.layer_kinds, c.dims)
+    for _ in range(c.n_nextn):
+        arrays["feed_forward_length"].append(c.n_ff_exp)
+        arrays["attention.head_count_kv"].append(c.n_head_kv)
+    return arrays

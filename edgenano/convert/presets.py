@@ -77,13 +77,15 @@ def fallback(t: GGMLQuantizationType, ne0: int) -> GGMLQuantizationType:
 
 
 def assign_types(specs: list[TensorSpec], out: OutType, n_layer: int,
-                 experts: bool = False) -> list[GGMLQuantizationType]:
+                 n_expert: int = 0) -> list[GGMLQuantizationType]:
     """The GGML type of every tensor, in spec order (which is llama.cpp's: by layer, then name).
 
-    With routed experts (`experts`: more than one) llama.cpp picks the ffn_down layers by the
-    block number in the name (blk.N.), not by counting ffn_down tensors: every ffn_down* of a
-    layer (routed ffn_down_exps, shared ffn_down_shexp) gets the same choice. The router
-    (ffn_gate_inp) is never quantized; the layer table keeps it F32."""
+    `n_layer` counts every block, an MTP block included (llama.cpp's n_layer_all). With routed
+    experts (`n_expert` > 1) llama.cpp picks the ffn_down layers by the block number in the name
+    (blk.N.), not by counting ffn_down tensors: every ffn_down* of a layer (routed ffn_down_exps,
+    shared ffn_down_shexp) gets the same choice; with exactly 8 experts its mixtures give attn_k
+    and attn_v Q8_0 and Q4_K_M's attn_output Q5_K (Mixtral's rules). The router (ffn_gate_inp)
+    is never quantized; the layer table keeps it F32."""
     has_output = any(s.name == "output.weight" for s in specs)
     n_attn_v = sum(s.name.endswith(".attn_v.weight") for s in specs)
     counters = {"attn_v": 0, "ffn_down": 0}
@@ -94,7 +96,7 @@ def assign_types(specs: list[TensorSpec], out: OutType, n_layer: int,
             continue
         t = out.default
         if out.mixture:
-            t = _mixture_type(s, out.default, has_output, n_attn_v, n_layer, counters, experts)
+            t = _mixture_type(s, out, has_output, n_attn_v, n_layer, counters, n_expert)
         types.append(fallback(t, s.ne[0]) if _is_quantized(out.default) else t)
     return types
 
@@ -103,17 +105,25 @@ def _is_quantized(t: GGMLQuantizationType) -> bool:
     return t not in (T.F32, T.F16, T.BF16)
 
 
-def _mixture_type(s: TensorSpec, default, has_output: bool, n_attn_v: int, n_layer: int,
-                  counters: dict[str, int], experts: bool = False) -> GGMLQuantizationType:
+def _mixture_type(s: TensorSpec, out: OutType, has_output: bool, n_attn_v: int, n_layer: int,
+                  counters: dict[str, int], n_expert: int = 0) -> GGMLQuantizationType:
     """llama.cpp's Q4_K_M / Q5_K_M rule for one matrix (counters advance as llama.cpp's do)."""
+    default = out.default
     if s.name == "output.weight" or (not has_output and s.name == "token_embd.weight"):
         return T.Q8_0 if s.ne[0] % block_size(default) else T.Q6_K
     if s.name.endswith(".attn_v.weight"):
         i = counters["attn_v"]
         counters["attn_v"] += 1
+        if n_expert == 8:
+            return T.Q8_0
         return T.Q6_K if use_more_bits(i, n_attn_v) else default
+    if s.name.endswith(".attn_k.weight") and n_expert == 8:
+        return T.Q8_0
+    if s.name.endswith(".attn_output.weight") and n_expert == 8 \
+            and out.ftype == F.MOSTLY_Q4_K_M:
+        return T.Q5_K
     if ".ffn_down" in s.name:  # llama.cpp's FFN_DOWN category: any name containing ffn_down
         i = counters["ffn_down"]
         counters["ffn_down"] += 1
-        return T.Q6_K if use_more_bits(s.layer if experts else i, n_layer) else default
+        return T.Q6_K if use_more_bits(s.layer if n_expert > 1 else i, n_layer) else default
     return default

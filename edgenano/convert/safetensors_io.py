@@ -39,7 +39,12 @@ class TensorEntry:
 
     @property
     def row_elems(self) -> int:
-        return math.prod(self.shape[1:])
+        """A row is the last axis (a 3-D tensor of stacked experts is read as one matrix)."""
+        return self.shape[-1] if self.shape else 1
+
+    @property
+    def n_rows(self) -> int:
+        return math.prod(self.shape[:-1])
 
 
 class Checkpoint:
@@ -74,11 +79,11 @@ class Checkpoint:
     def read(self, name: str) -> np.ndarray:
         """The whole tensor as float32, in its stored shape."""
         e = self.entries[name]
-        rows = e.shape[0] if e.shape else 1
-        return self.read_rows(name, 0, rows).reshape(e.shape)
+        return self.read_rows(name, 0, e.n_rows).reshape(e.shape)
 
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of the first axis as a float32 (stop-start, row_elems) array."""
+        """Rows [start, stop) of the tensor seen as a (n_rows, last axis) matrix, as a float32
+        (stop-start, row_elems) array."""
         e = self.entries[name]
         width, raw_dtype = DTYPES[e.dtype]
         count = (stop - start) * e.row_elems

@@ -18,7 +18,7 @@ import numpy as np
 from gguf import GGMLQuantizationType
 
 from . import gguf_file, quants
-from .config import HybridConfig, parse_config, read_config_json
+from .config import HybridConfig, parse_config, read_config_json, with_mtp
 from .errors import ConversionError, OutputError
 from .metadata import arch_of, model_kvs
 from .presets import assign_types, outtype, row_bytes
@@ -48,17 +48,19 @@ class Plan:
         return sum(t.nbytes for t in self.tensors)
 
 
-def plan_conversion(hf_dir: str | Path, outtype_name: str = "f32") -> Plan:
-    """Everything about the output that headers can tell: names, shapes, types, sizes, keys."""
+def plan_conversion(hf_dir: str | Path, outtype_name: str = "f32", mtp: str = "keep") -> Plan:
+    """Everything about the output that headers can tell: names, shapes, types, sizes, keys.
+    `mtp`: the MTP draft head kept, dropped or written alone (config.MTP_MODES)."""
     hf_dir = Path(hf_dir)
     if not hf_dir.is_dir():
         raise ConversionError(f"{hf_dir} is not a directory")
     out = outtype(outtype_name)
     raw = read_config_json(hf_dir)
-    config = parse_config(raw, source=str(hf_dir / "config.json"))
+    config = with_mtp(parse_config(raw, source=str(hf_dir / "config.json")), mtp,
+                      str(hf_dir / "config.json"))
     ckpt = Checkpoint(hf_dir)
-    specs = plan_tensors(config, ckpt)
-    types = assign_types(specs, out, config.n_layer, experts=config.n_expert > 1)
+    specs = plan_tensors(config, ckpt, mtp_only=mtp == "only")
+    types = assign_types(specs, out, config.n_layer + config.n_nextn, config.n_expert)
     tensors = [PlannedTensor(s, t, _nbytes(s, t)) for s, t in zip(specs, types, strict=True)]
     name = raw.get("_name_or_path") or hf_dir.resolve().name
     kvs = ([KV("general.architecture", arch_of(config), V.STRING)] + model_kvs(config, out, name)
@@ -85,14 +87,19 @@ def _chunks(ckpt: Checkpoint, p: PlannedTensor) -> Iterator[np.ndarray]:
     if not s.matrix:
         yield quantize_rows(load_small(ckpt, s).reshape(-1, s.ne[0]), p.type)
         return
-    # Stacked experts: expert by expert, each in chunks of rows, so the peak is one chunk however
-    # many experts a layer has (the GGUF's 3-D tensor holds expert x's rows contiguously).
-    sources = [expert_source(s, x) for x in range(s.experts)] if s.experts else [s.source]
+    # Experts: expert by expert, each in chunks of rows, so the peak is one chunk however many
+    # experts a layer has (the GGUF's 3-D tensor holds expert x's rows contiguously), whether the
+    # checkpoint has a tensor per expert or one 3-D tensor of them all (x's rows from x * n_rows).
     n_rows, width = s.shape[-2:]
+    if s.experts:
+        parts = [(expert_source(s, x), 0) for x in range(s.experts)]
+    else:
+        parts = [(s.source, x * n_rows) for x in range(int(np.prod(s.shape[:-2])))]
     step = max(1, CHUNK_BYTES // (4 * width))
-    for src in sources:
+    for src, first in parts:
         for r in range(0, n_rows, step):
-            yield quantize_rows(ckpt.read_rows(src, r, min(n_rows, r + step)), p.type)
+            yield quantize_rows(ckpt.read_rows(src, first + r, first + min(n_rows, r + step)),
+                                p.type)
 
 
 def write_gguf(plan: Plan, path: Path, progress: bool = False) -> None:
@@ -139,15 +146,16 @@ def _human(n: int) -> str:
 
 def convert_checkpoint(hf_dir: str | Path, out_path: str | Path, outtype: str = "f32", *,
                        force: bool = False, progress: bool = False,
-                       dry_run: bool = False) -> Path:
+                       dry_run: bool = False, mtp: str = "keep") -> Path:
     """Convert a HF Nemotron-H checkpoint to a GGUF llama.cpp loads as nemotron_h (or, with
-    expert layers, nemotron_h_moe)."""
+    expert layers, nemotron_h_moe). `mtp`: "keep" the MTP draft head after the layers (llama.cpp's
+    converter's default), "drop" it (--no-mtp) or write "only" it (--mtp, a draft-model file)."""
     out_path = Path(out_path)
     if not Path(hf_dir).is_dir():
         raise ConversionError(f"{hf_dir} is not a directory")
     if not dry_run:
         _check_output(out_path, force)
-    plan = plan_conversion(hf_dir, outtype)
+    plan = plan_conversion(hf_dir, outtype, mtp)
     if dry_run:
         print(format_plan(plan, out_path))
         return out_path
