@@ -208,7 +208,7 @@ def tensor_types(s: Shape, outtype: str, items) -> tuple[list, int]:
                             int(name.split(".")[1]) if name.startswith("blk.") else -1)
                  for name, ne, matrix, _ in items]
         out = OUTTYPES[outtype]
-        return (assign_types(specs, out, len(s.pattern), experts=s.n_expert > 1),
+        return (assign_types(specs, out, len(s.pattern), n_expert=s.n_expert),
                 int(out.ftype))
     qtype = QT[outtype.upper()]
     ftype = {QT.F32: 0, QT.F16: 1, QT.Q4_0: 2, QT.Q8_0: 7, QT.Q5_0: 8, QT.Q4_K: 14, QT.Q5_K: 16,
