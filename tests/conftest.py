@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny checkpoints built once per session, and the NMSE metric."""
+"""Shared fixtures: tiny checkpoints built once per session, the NMSE metric, and llama.cpp's
+logits of a prompt."""
 
 from __future__ import annotations
 
@@ -11,6 +12,20 @@ def nmse(got, ref) -> float:
     got = np.asarray(got, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     return float(np.sum((got - ref) ** 2) / np.sum(ref**2))
+
+
+def llama_logits(path, prompt: list[int]) -> np.ndarray:
+    """llama.cpp's (llama-cpp-python's) logits at every position of `prompt`, float64."""
+    import llama_cpp
+
+    n = max(128, len(prompt))
+    llm = llama_cpp.Llama(str(path), n_ctx=n, n_batch=n, logits_all=True, n_threads=2,
+                          verbose=False)
+    try:
+        llm.eval(prompt)
+        return np.array(llm.scores[: len(prompt)], dtype=np.float64)
+    finally:
+        llm.close()
 
 
 @pytest.fixture(scope="session")

@@ -186,6 +186,34 @@ def test_avx512_decode_dots_match_scalar(qtype, blocks):
     assert nmse(out["avx512"], out["scalar"]) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
+EXTREMES = {QT.Q8_0: (127, -128), QT.Q4_0: (7, -8), QT.Q5_0: (15, -16)}
+
+
+def extreme_rows(qtype, sign: np.ndarray, rows: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a *_0 type whose every code is at an extreme of its range, scale 0.01: row 0 of the
+    sign of `sign` (one row of +-1), row 1 of the opposite, the rest random. (raw, dequantized)"""
+    cols = sign.size
+    hi, lo = EXTREMES[qtype]
+    codes = np.where(rng.random((rows, cols)) < 0.5, lo, hi)
+    codes[0] = np.where(sign > 0, hi, lo)
+    codes[1] = np.where(sign > 0, lo, hi)
+    nb = cols // 32
+    d = np.full((rows, nb), 0.01, np.float16).view(np.uint8).reshape(rows, nb, 2)
+    if qtype == QT.Q8_0:
+        body = codes.astype(np.int8).view(np.uint8).reshape(rows, nb, 32)
+    else:  # u = q + zero; Q5_0's fifth bits in qh; nibbles of values i and i + 16 paired
+        u = (codes - lo).reshape(rows, nb, 32).astype(np.uint32)
+        nib = ((u[:, :, :16] & 15) | ((u[:, :, 16:] & 15) << 4)).astype(np.uint8)
+        body = nib
+        if qtype == QT.Q5_0:
+            qh = ((u >> 4) << np.arange(32, dtype=np.uint32)).sum(axis=2).astype("<u4")
+            body = np.concatenate([qh[..., None].view(np.uint8), nib], axis=2)
+    raw = np.concatenate([d, body], axis=2).reshape(rows, -1)
+    w = dequant(raw, qtype, cols)
+    assert set(np.unique(np.rint(w / float(np.float16(0.01))))) == {lo, hi}  # blocks as built
+    return raw, w
+
+
 @pytest.mark.parametrize("qtype", [QT.Q8_0, QT.Q5_0], ids=lambda t: t.name)
 def test_avx512_decode_dots_extreme_codes(qtype):
     """At the bound of the integer sums: Q8_0 codes -128 / 127 (the AVX2 dot, kept in the AVX-512
@@ -195,22 +223,7 @@ def test_avx512_decode_dots_extreme_codes(qtype):
         pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
     rng, cols, rows = rng_for("v512x", qtype), 1120, 9
     x = np.where(rng.random((1, cols)) < 0.5, -1.0, 1.0).astype(np.float32)
-    hi, lo = (127, -128) if qtype == QT.Q8_0 else (15, -16)
-    codes = np.where(rng.random((rows, cols)) < 0.5, lo, hi)
-    codes[0] = np.where(x[0] > 0, hi, lo)
-    codes[1] = np.where(x[0] > 0, lo, hi)
-    nb = cols // 32
-    d = np.full((rows, nb), 0.01, np.float16).view(np.uint8).reshape(rows, nb, 2)
-    if qtype == QT.Q8_0:
-        body = codes.astype(np.int8).view(np.uint8).reshape(rows, nb, 32)
-    else:  # Q5_0: u = q + 16 in 0..31; fifth bits in qh, nibbles of values i and i + 16 paired
-        u = (codes + 16).reshape(rows, nb, 32).astype(np.uint32)
-        qh = ((u >> 4) << np.arange(32, dtype=np.uint32)).sum(axis=2).astype("<u4")
-        nib = (u[:, :, :16] & 15) | ((u[:, :, 16:] & 15) << 4)
-        body = np.concatenate([qh[..., None].view(np.uint8), nib.astype(np.uint8)], axis=2)
-    raw = np.concatenate([d, body], axis=2).reshape(rows, -1)
-    w = dequant(raw, qtype, cols)
-    assert set(np.unique(np.rint(w / float(np.float16(0.01))))) == {lo, hi}  # blocks as built
+    raw, w = extreme_rows(qtype, x[0], rows, rng)
     y = K.matmul(raw, int(qtype), cols, x, path="vec")
     assert K.isa() == "avx512-vnni"
     assert nmse(y, f64(x)[0] @ f64(w)[0].T) <= KERNEL_SCALAR_VS_AVX2_NMSE
@@ -255,26 +268,7 @@ def test_avx512_rows8_extreme_codes(qtype):
         pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
     rng, cols, rows, T = rng_for("r8x", qtype), 1120, 11, 4
     x = np.where(rng.random((T, cols)) < 0.5, -1.0, 1.0).astype(np.float32)
-    hi, lo = {QT.Q8_0: (127, -128), QT.Q4_0: (7, -8), QT.Q5_0: (15, -16)}[qtype]
-    codes = np.where(rng.random((rows, cols)) < 0.5, lo, hi)
-    codes[0] = np.where(x[0] > 0, hi, lo)
-    codes[1] = np.where(x[0] > 0, lo, hi)
-    nb = cols // 32
-    d = np.full((rows, nb), 0.01, np.float16).view(np.uint8).reshape(rows, nb, 2)
-    if qtype == QT.Q8_0:
-        body = codes.astype(np.int8).view(np.uint8).reshape(rows, nb, 32)
-    else:  # u = q + zero; Q5_0's fifth bits in qh; nibbles of values i and i + 16 paired
-        zero = 8 if qtype == QT.Q4_0 else 16
-        u = (codes + zero).reshape(rows, nb, 32).astype(np.uint32)
-        nib = ((u[:, :, :16] & 15) | ((u[:, :, 16:] & 15) << 4)).astype(np.uint8)
-        if qtype == QT.Q4_0:
-            body = nib
-        else:
-            qh = ((u >> 4) << np.arange(32, dtype=np.uint32)).sum(axis=2).astype("<u4")
-            body = np.concatenate([qh[..., None].view(np.uint8), nib], axis=2)
-    raw = np.concatenate([d, body], axis=2).reshape(rows, -1)
-    w = dequant(raw, qtype, cols)
-    assert set(np.unique(np.rint(w / float(np.float16(0.01))))) == {lo, hi}  # blocks as built
+    raw, w = extreme_rows(qtype, x[0], rows, rng)
     y = K.matmul(raw, int(qtype), cols, x, path="vec")
     xx, ww = f64(x, w)
     assert nmse(y, xx @ ww.T) <= KERNEL_SCALAR_VS_AVX2_NMSE

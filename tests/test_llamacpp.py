@@ -18,6 +18,7 @@ from edgenano.convert.cli import main as convert_cli  # noqa: E402
 from edgenano.convert.presets import OUTTYPES  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package (importlib mode)
+from conftest import llama_logits as conftest_llama_logits  # noqa: E402
 from conftest import nmse  # noqa: E402
 from tolerances import NMSE_LLAMACPP_VS_HF, NMSE_LLAMACPP_VS_HF_DEQUANTIZED  # noqa: E402
 
@@ -109,13 +110,7 @@ def case(tiny_checkpoint, tmp_path_factory):
 
 
 def llama_logits(path: Path, tokens: list[int]) -> np.ndarray:
-    llm = llama_cpp.Llama(str(path), n_ctx=128, n_batch=128, logits_all=True, n_threads=2,
-                          verbose=False)
-    try:
-        llm.eval(tokens)
-        return np.array(llm.scores[: len(tokens)], dtype=np.float64)
-    finally:
-        llm.close()
+    return conftest_llama_logits(path, tokens)
 
 
 def check_type(c: Case, outtype: str) -> tuple[float, float]:

@@ -23,6 +23,7 @@ from edgenano.convert.presets import OUTTYPES
 from edgenano.gguf_model import load_gguf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package (importlib mode)
+from conftest import llama_logits as conftest_llama_logits  # noqa: E402
 from conftest import nmse  # noqa: E402
 from tolerances import NMSE_MOE_LLAMACPP_VS_HF, NMSE_MOE_LLAMACPP_VS_HF_DEQUANTIZED  # noqa: E402
 
@@ -422,15 +423,7 @@ def case(ckpt, tmp_path_factory):
 
 
 def llama_logits(path: Path) -> np.ndarray:
-    import llama_cpp
-
-    llm = llama_cpp.Llama(str(path), n_ctx=128, n_batch=128, logits_all=True, n_threads=2,
-                          verbose=False)
-    try:
-        llm.eval(PROMPT)
-        return np.array(llm.scores[: len(PROMPT)], dtype=np.float64)
-    finally:
-        llm.close()
+    return conftest_llama_logits(path, PROMPT)
 
 
 def check_type(c: Case, outtype: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package (importlib mode)
 from conftest import _llama_sdist, gguf_converter, nmse  # noqa: E402
+from conftest import llama_logits as conftest_llama_logits  # noqa: E402
 from tolerances import (  # noqa: E402
     ENGINE_DECODE_VS_REFERENCE_NMSE,
     ENGINE_PREFILL_VS_REFERENCE_NMSE,
@@ -53,15 +54,7 @@ def native(path, **kw) -> Model:
 
 
 def llama_logits(path, prompt=PROMPT) -> np.ndarray:
-    import llama_cpp
-
-    llm = llama_cpp.Llama(str(path), n_ctx=128, n_batch=128, logits_all=True, n_threads=2,
-                          verbose=False)
-    try:
-        llm.eval(prompt)
-        return np.array(llm.scores[: len(prompt)], dtype=np.float64)
-    finally:
-        llm.close()
+    return conftest_llama_logits(path, prompt)
 
 
 @pytest.mark.parametrize("config", list(MOE_CONFIGS))

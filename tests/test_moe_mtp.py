@@ -23,6 +23,7 @@ from edgenano.errors import GGUFError
 from edgenano.gguf_model import load_gguf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is no package (importlib mode)
+from conftest import llama_logits as conftest_llama_logits  # noqa: E402
 from conftest import nmse  # noqa: E402
 from tolerances import NMSE_MOE_LLAMACPP_VS_HF  # noqa: E402
 
@@ -63,15 +64,7 @@ def llama_model_info(path: Path, load_mtp: bool) -> tuple[int, int]:
 
 
 def llama_logits(path: Path) -> np.ndarray:
-    import llama_cpp
-
-    llm = llama_cpp.Llama(str(path), n_ctx=64, n_batch=64, logits_all=True, n_threads=2,
-                          verbose=False)
-    try:
-        llm.eval(PROMPT)
-        return np.array(llm.scores[: len(PROMPT)], dtype=np.float64)
-    finally:
-        llm.close()
+    return conftest_llama_logits(path, PROMPT)
 
 
 def test_kept_by_default_as_llama_cpp_writes_it(files):

@@ -106,55 +106,52 @@ const void *prepare_acts(const KernelTable &kt, int kind, const float *x, int64_
   return buf;
 }
 
-// The activations of the 8-row dots (matmul_impl.h, BlockA8R): each token quantized as for the
-// one-token dots, then placed by block in groups of 8 tokens (the last T % 8) with the zero
-// point's integer term.
-const uint8_t *prepare_acts_r8(const KernelTable &kt, int type, const float *x, int64_t ldx,
-                               int64_t n, int T, Workspace &ws, size_t &group_stride) {
-  if (type == T_Q4_K) {  // BlockA8KR: the sub-block sums paired for the minimums
-    const int64_t nb = n / QK_K;
-    group_stride = size_t(nb) * 8 * sizeof(BlockA8KR);
-    const size_t groups = size_t(T + 7) / 8, row = size_t(nb) * sizeof(BlockA8K);
-    uint8_t *buf = ws.get_shared(groups * group_stride + row);
-    auto *tmp = reinterpret_cast<BlockA8K *>(buf + groups * group_stride);
-    for (int t = 0; t < T; ++t) {
-      kt.quant_a8k(x + t * ldx, tmp, n);
-      const int g = std::min(8, T - t / 8 * 8);  // tokens in this one's group
-      auto *out = reinterpret_cast<BlockA8KR *>(buf + size_t(t / 8) * group_stride) + t % 8;
-      for (int64_t i = 0; i < nb; ++i) {
-        int32_t S[8];
-        for (int j = 0; j < 8; ++j) S[j] = tmp[i].bsums[2 * j] + tmp[i].bsums[2 * j + 1];
-        BlockA8KR &o = out[g * i];
-        o.d = tmp[i].d;
-        const int pair[4] = {0, 1, 4, 5};
-        for (int q = 0; q < 4; ++q)
-          o.msum[q] = int32_t(uint32_t(uint16_t(int16_t(S[pair[q]]))) |
-                              uint32_t(uint16_t(int16_t(S[pair[q] + 2]))) << 16);
-        std::memcpy(o.qs, tmp[i].qs, QK_K);
-      }
-    }
-    return buf;
-  }
-  const int64_t nb = n / QK;
-  const int zero = type == T_Q5_0 ? 16 : type == T_Q4_0 ? 8 : 128;
-  group_stride = size_t(nb) * 8 * sizeof(BlockA8R);
-  const size_t groups = size_t(T + 7) / 8, row = size_t(nb) * sizeof(BlockA8);
-  uint8_t *buf = ws.get_shared(groups * group_stride + row);
-  auto *tmp = reinterpret_cast<BlockA8 *>(buf + groups * group_stride);
+// The activations of the 8-row dots (matmul_impl.h): each token quantized as for the one-token
+// dots (A: BlockA8 / BlockA8K, by quant), then each block placed by fill into R (BlockA8R /
+// BlockA8KR) in groups of 8 tokens, the last T % 8.
+template <class A, class R, class Quant, class Fill>
+const uint8_t *interleave_acts(const float *x, int64_t ldx, int64_t n, int T, int64_t bsize,
+                               Workspace &ws, size_t &group_stride, Quant quant, Fill fill) {
+  const int64_t nb = n / bsize;
+  group_stride = size_t(nb) * 8 * sizeof(R);
+  const size_t groups = size_t(T + 7) / 8;
+  uint8_t *buf = ws.get_shared(groups * group_stride + size_t(nb) * sizeof(A));
+  auto *tmp = reinterpret_cast<A *>(buf + groups * group_stride);
   for (int t = 0; t < T; ++t) {
-    kt.quant_a8(x + t * ldx, tmp, n);
+    quant(x + t * ldx, tmp, n);
     const int g = std::min(8, T - t / 8 * 8);  // tokens in this one's group
-    auto *out = reinterpret_cast<BlockA8R *>(buf + size_t(t / 8) * group_stride) + t % 8;
-    for (int64_t i = 0; i < nb; ++i) {
-      int32_t sum = 0;
-      for (int k = 0; k < QK; ++k) sum += tmp[i].qs[k];
-      BlockA8R &o = out[g * i];
-      o.d = tmp[i].d;
-      o.corr = -zero * sum;
-      std::memcpy(o.qs, tmp[i].qs, QK);
-    }
+    auto *out = reinterpret_cast<R *>(buf + size_t(t / 8) * group_stride) + t % 8;
+    for (int64_t i = 0; i < nb; ++i) fill(tmp[i], out[g * i]);
   }
   return buf;
+}
+
+// With the zero point's integer term (*_0: -zero * sum(qs)), or Q4_K's sub-block sums paired for
+// its minimums.
+const uint8_t *prepare_acts_r8(const KernelTable &kt, int type, const float *x, int64_t ldx,
+                               int64_t n, int T, Workspace &ws, size_t &group_stride) {
+  if (type == T_Q4_K)
+    return interleave_acts<BlockA8K, BlockA8KR>(
+        x, ldx, n, T, QK_K, ws, group_stride, kt.quant_a8k,
+        [](const BlockA8K &b, BlockA8KR &o) {
+          int32_t S[8];
+          for (int j = 0; j < 8; ++j) S[j] = b.bsums[2 * j] + b.bsums[2 * j + 1];
+          o.d = b.d;
+          const int pair[4] = {0, 1, 4, 5};
+          for (int q = 0; q < 4; ++q)
+            o.msum[q] = int32_t(uint32_t(uint16_t(int16_t(S[pair[q]]))) |
+                                uint32_t(uint16_t(int16_t(S[pair[q] + 2]))) << 16);
+          std::memcpy(o.qs, b.qs, QK_K);
+        });
+  const int zero = type == T_Q5_0 ? 16 : type == T_Q4_0 ? 8 : 128;
+  return interleave_acts<BlockA8, BlockA8R>(x, ldx, n, T, QK, ws, group_stride, kt.quant_a8,
+                                            [zero](const BlockA8 &b, BlockA8R &o) {
+                                              int32_t sum = 0;
+                                              for (int k = 0; k < QK; ++k) sum += b.qs[k];
+                                              o.d = b.d;
+                                              o.corr = -zero * sum;
+                                              std::memcpy(o.qs, b.qs, QK);
+                                            });
 }
 
 void matmul_vec(const KernelTable &kt, int ti, const Weight &w, const float *x, int64_t ldx,

@@ -207,26 +207,37 @@ void run_tokens(const DotArgs &a, const uint8_t *w, const size_t (&o)[8], const 
   store_rows8<NT>(a, out, t0, r0, nr);
 }
 
-template <int KIND>
-void dot_rows8(const DotArgs &a) {
+// Each group of 8 rows (the last one partial) against the tokens in groups of 8 (the last one
+// T % 8): run(NT, w, o, ridx, t0, r0, nr) with NT as std::integral_constant.
+template <class Run>
+void for_groups(const DotArgs &a, Run run) {
+  using std::integral_constant;
   for (int64_t r0 = 0; r0 < a.nrows; r0 += 8) {
     const int nr = int(std::min<int64_t>(8, a.nrows - r0));
     size_t o[8];
     const __m256i ridx = row_offsets(a, nr, o);
     const uint8_t *w = a.w + size_t(r0) * a.row_bytes;
     int t0 = 0;
-    for (; t0 + 8 <= a.T; t0 += 8) run_tokens<KIND, 8>(a, w, o, ridx, t0, r0, nr);
+    for (; t0 + 8 <= a.T; t0 += 8) run(integral_constant<int, 8>(), w, o, ridx, t0, r0, nr);
     switch (a.T - t0) {
-      case 1: run_tokens<KIND, 1>(a, w, o, ridx, t0, r0, nr); break;
-      case 2: run_tokens<KIND, 2>(a, w, o, ridx, t0, r0, nr); break;
-      case 3: run_tokens<KIND, 3>(a, w, o, ridx, t0, r0, nr); break;
-      case 4: run_tokens<KIND, 4>(a, w, o, ridx, t0, r0, nr); break;
-      case 5: run_tokens<KIND, 5>(a, w, o, ridx, t0, r0, nr); break;
-      case 6: run_tokens<KIND, 6>(a, w, o, ridx, t0, r0, nr); break;
-      case 7: run_tokens<KIND, 7>(a, w, o, ridx, t0, r0, nr); break;
+      case 1: run(integral_constant<int, 1>(), w, o, ridx, t0, r0, nr); break;
+      case 2: run(integral_constant<int, 2>(), w, o, ridx, t0, r0, nr); break;
+      case 3: run(integral_constant<int, 3>(), w, o, ridx, t0, r0, nr); break;
+      case 4: run(integral_constant<int, 4>(), w, o, ridx, t0, r0, nr); break;
+      case 5: run(integral_constant<int, 5>(), w, o, ridx, t0, r0, nr); break;
+      case 6: run(integral_constant<int, 6>(), w, o, ridx, t0, r0, nr); break;
+      case 7: run(integral_constant<int, 7>(), w, o, ridx, t0, r0, nr); break;
       default: break;
     }
   }
+}
+
+template <int KIND>
+void dot_rows8(const DotArgs &a) {
+  for_groups(a, [&](auto nt, const uint8_t *w, const size_t(&o)[8], const __m256i &ridx, int t0,
+                    int64_t r0, int nr) {
+    run_tokens<KIND, decltype(nt)::value>(a, w, o, ridx, t0, r0, nr);
+  });
 }
 
 // ---- Q4_K: the same over 256-value blocks of 8 sub-blocks with 6-bit scales and minimums ----
@@ -339,24 +350,10 @@ void run_tokens_q4k(const DotArgs &a, const uint8_t *w, const size_t (&o)[8],
 }
 
 void dot_rows8_q4k(const DotArgs &a) {
-  for (int64_t r0 = 0; r0 < a.nrows; r0 += 8) {
-    const int nr = int(std::min<int64_t>(8, a.nrows - r0));
-    size_t o[8];
-    const __m256i ridx = row_offsets(a, nr, o);
-    const uint8_t *w = a.w + size_t(r0) * a.row_bytes;
-    int t0 = 0;
-    for (; t0 + 8 <= a.T; t0 += 8) run_tokens_q4k<8>(a, w, o, ridx, t0, r0, nr);
-    switch (a.T - t0) {
-      case 1: run_tokens_q4k<1>(a, w, o, ridx, t0, r0, nr); break;
-      case 2: run_tokens_q4k<2>(a, w, o, ridx, t0, r0, nr); break;
-      case 3: run_tokens_q4k<3>(a, w, o, ridx, t0, r0, nr); break;
-      case 4: run_tokens_q4k<4>(a, w, o, ridx, t0, r0, nr); break;
-      case 5: run_tokens_q4k<5>(a, w, o, ridx, t0, r0, nr); break;
-      case 6: run_tokens_q4k<6>(a, w, o, ridx, t0, r0, nr); break;
-      case 7: run_tokens_q4k<7>(a, w, o, ridx, t0, r0, nr); break;
-      default: break;
-    }
-  }
+  for_groups(a, [&](auto nt, const uint8_t *w, const size_t(&o)[8], const __m256i &ridx, int t0,
+                    int64_t r0, int nr) {
+    run_tokens_q4k<decltype(nt)::value>(a, w, o, ridx, t0, r0, nr);
+  });
 }
 
 }  // namespace
