@@ -73,23 +73,10 @@ struct Q0Panels {
   // sum[r][p] += row r . quad p over nblk blocks; a[p] is quad p's first block.
   template <int NQ>
   static void tile(const RowQuad *w, const QuadA8 *const *a, int nblk, __m256 (&sum)[4][NQ]) {
-    for (int i = 0; i < nblk; ++i) {
-#pragma GCC unroll 4
-      for (int r = 0; r < 4; ++r) {
-        const __m256i u = _mm256_load_si256(reinterpret_cast<const __m256i *>(w[i].u[r]));
-        const __m256 dr = _mm256_broadcast_ss(&w[i].d[r]);
-#pragma GCC unroll 2
-        for (int p = 0; p < NQ; ++p) {
-          const QuadA8 &q = a[p][i];
-          const __m256i corr = _mm256_broadcastsi128_si256(
-              _mm_loadu_si128(reinterpret_cast<const __m128i *>(q.corr)));
-          const __m256i s =
-              _mm256_add_epi32(_mm256_madd_epi16(fold4(u, q.qs), _mm256_set1_epi16(1)), corr);
-          const __m256 da = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(q.d));
-          sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(da, dr), sum[r][p]);
-        }
-      }
-    }
+    tile_blocks<NQ>(w, a, nblk, sum, unsigned_codes, [](__m256i u, const QuadA8 &q) {
+      return _mm256_add_epi32(_mm256_madd_epi16(fold4(u, q.qs), _mm256_set1_epi16(1)),
+                              quad_corr(q));
+    });
   }
 };
 
@@ -115,27 +102,15 @@ struct Q8Panels {
 
   template <int NQ>
   static void tile(const RowQuad *w, const QuadA8 *const *a, int nblk, __m256 (&sum)[4][NQ]) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int i = 0; i < nblk; ++i) {
+    tile_blocks<NQ>(w, a, nblk, sum, signed_codes, [](const SignedCodes &w8, const QuadA8 &q) {
+      const __m256i ones = _mm256_set1_epi16(1);
+      __m256i s[4];
 #pragma GCC unroll 4
-      for (int r = 0; r < 4; ++r) {
-        const __m256i c = _mm256_load_si256(reinterpret_cast<const __m256i *>(w[i].u[r]));
-        const __m256i u = _mm256_abs_epi8(c);
-        const __m256 dr = _mm256_broadcast_ss(&w[i].d[r]);
-#pragma GCC unroll 2
-        for (int p = 0; p < NQ; ++p) {
-          const QuadA8 &q = a[p][i];
-          __m256i s[4];
-#pragma GCC unroll 4
-          for (int t = 0; t < 4; ++t)
-            s[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_sign_epi8(loadu(q.qs[t]), c)),
-                                     ones);
-          const __m256i st = fold4_i32(s);
-          const __m256 da = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(q.d));
-          sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(st), _mm256_mul_ps(da, dr), sum[r][p]);
-        }
-      }
-    }
+      for (int t = 0; t < 4; ++t)
+        s[t] = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(w8.u, _mm256_sign_epi8(loadu(q.qs[t]), w8.c)), ones);
+      return fold4_i32(s);
+    });
   }
 };
 

@@ -39,26 +39,14 @@ struct Q8PanelsVnni {
 
   template <int NQ>
   static void tile(const RowQuad *w, const QuadA8 *const *a, int nblk, __m256 (&sum)[4][NQ]) {
-    for (int i = 0; i < nblk; ++i) {
+    tile_blocks<NQ>(w, a, nblk, sum, signed_codes, [](const SignedCodes &w8, const QuadA8 &q) {
+      __m256i s[4];
 #pragma GCC unroll 4
-      for (int r = 0; r < 4; ++r) {
-        const __m256i c = _mm256_load_si256(reinterpret_cast<const __m256i *>(w[i].u[r]));
-        const __m256i u = _mm256_abs_epi8(c);  // -128 -> 0x80: 128 as the unsigned operand
-        const __m256 dr = _mm256_broadcast_ss(&w[i].d[r]);
-#pragma GCC unroll 2
-        for (int p = 0; p < NQ; ++p) {
-          const QuadA8 &q = a[p][i];
-          __m256i s[4];
-#pragma GCC unroll 4
-          for (int t = 0; t < 4; ++t)
-            s[t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u,
-                                       _mm256_sign_epi8(load256(q.qs[t]), c));
-          const __m256i st = fold4_i32(s);
-          const __m256 da = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(q.d));
-          sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(st), _mm256_mul_ps(da, dr), sum[r][p]);
-        }
-      }
-    }
+      for (int t = 0; t < 4; ++t)
+        s[t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w8.u,
+                                   _mm256_sign_epi8(load256(q.qs[t]), w8.c));
+      return fold4_i32(s);
+    });
   }
 };
 
@@ -100,26 +88,13 @@ struct Q0PanelsVnni {
 
   template <int NQ>
   static void tile(const RowQuad *w, const QuadA8 *const *a, int nblk, __m256 (&sum)[4][NQ]) {
-    for (int i = 0; i < nblk; ++i) {
+    tile_blocks<NQ>(w, a, nblk, sum, unsigned_codes, [](__m256i u, const QuadA8 &q) {
+      __m256i s[4];
 #pragma GCC unroll 4
-      for (int r = 0; r < 4; ++r) {
-        const __m256i u = _mm256_load_si256(reinterpret_cast<const __m256i *>(w[i].u[r]));
-        const __m256 dr = _mm256_broadcast_ss(&w[i].d[r]);
-#pragma GCC unroll 2
-        for (int p = 0; p < NQ; ++p) {
-          const QuadA8 &q = a[p][i];
-          __m256i s[4];
-#pragma GCC unroll 4
-          for (int t = 0; t < 4; ++t)
-            s[t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, load256(q.qs[t]));
-          const __m256i corr = _mm256_broadcastsi128_si256(
-              _mm_loadu_si128(reinterpret_cast<const __m128i *>(q.corr)));
-          const __m256i st = _mm256_add_epi32(fold4_i32(s), corr);
-          const __m256 da = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(q.d));
-          sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(st), _mm256_mul_ps(da, dr), sum[r][p]);
-        }
-      }
-    }
+      for (int t = 0; t < 4; ++t)
+        s[t] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, load256(q.qs[t]));
+      return _mm256_add_epi32(fold4_i32(s), quad_corr(q));
+    });
   }
 };
 

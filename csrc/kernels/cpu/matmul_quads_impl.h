@@ -50,6 +50,40 @@ inline __m256i fold4_i32(const __m256i (&s)[4]) {
   return _mm256_add_epi32(_mm256_unpacklo_epi64(p01, p23), _mm256_unpackhi_epi64(p01, p23));
 }
 
+// The float side of every one-scale (*_0) tile: sum[r][p] += d_r * d_a(p) * isum(ops, quad p),
+// over nblk blocks, 4 rows, NQ quads. prep(codes) makes a row block's operands once (for all
+// quads); isum(operands, quad) gives the quad's 4 token sums as i32 (token t in lanes t and t + 4).
+template <int NQ, class Prep, class ISum>
+inline void tile_blocks(const RowQuad *w, const QuadA8 *const *a, int nblk,
+                        __m256 (&sum)[4][NQ], Prep prep, ISum isum) {
+  for (int i = 0; i < nblk; ++i) {
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) {
+      const auto ops = prep(_mm256_load_si256(reinterpret_cast<const __m256i *>(w[i].u[r])));
+      const __m256 dr = _mm256_broadcast_ss(&w[i].d[r]);
+#pragma GCC unroll 2
+      for (int p = 0; p < NQ; ++p) {
+        const QuadA8 &q = a[p][i];
+        const __m256i st = isum(ops, q);
+        const __m256 da = _mm256_broadcast_ps(reinterpret_cast<const __m128 *>(q.d));
+        sum[r][p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(st), _mm256_mul_ps(da, dr), sum[r][p]);
+      }
+    }
+  }
+}
+
+// Signed codes for the sign trick: |w| as the unsigned operand (abs(-128) = 0x80, read as 128),
+// w for the activations' signs.
+struct SignedCodes {
+  __m256i u, c;
+};
+inline SignedCodes signed_codes(__m256i c) { return {_mm256_abs_epi8(c), c}; }
+inline __m256i unsigned_codes(__m256i u) { return u; }
+// The zero point's term of a quad, per token in lanes t and t + 4 (QuadA8::corr).
+inline __m256i quad_corr(const QuadA8 &q) {
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(q.corr)));
+}
+
 // 4 rows x NQ quads of f32 sums (token t of a quad in lanes t and t + 4) -> y rows [0, nr) of
 // tokens [0, nt).
 template <int NQ>
