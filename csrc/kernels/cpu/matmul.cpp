@@ -157,7 +157,7 @@ const uint8_t *prepare_acts_r8(const KernelTable &kt, int type, const float *x, 
 void matmul_vec(const KernelTable &kt, int ti, const Weight &w, const float *x, int64_t ldx,
                 float *y, int64_t ldy, int T, bool acc, ThreadPool &pool, Workspace &ws) {
   size_t stride = 0;
-  const bool r8 = T >= 2 && kt.dot_r8[ti] && w.row_bytes <= size_t(INT32_MAX / 8);
+  const bool r8 = T >= 2 && kt.dot_r8[ti];
   auto *act = r8 ? prepare_acts_r8(kt, w.type, x, ldx, w.n_in, T, ws, stride)
                  : static_cast<const uint8_t *>(
                        prepare_acts(kt, act_kind(w.type), x, ldx, w.n_in, T, ws, stride));

@@ -126,8 +126,7 @@ void quad_gemm_q5_0_vnni(const QuadArgs &a);
 // The AVX-512 VNNI dots for several tokens, one row per lane, 8 rows at a time
 // (matmul_rows8_avx512.cpp). Their activations: A8 blocks with the weights' zero-point term as an
 // integer, interleaved by block in groups of 8 tokens, the last group T % 8 (block i of token t of
-// a group of g tokens at [g i + t]; DotArgs::act_stride = bytes per whole group of 8). Rows must be
-// under INT32_MAX / 8 bytes (their offsets are gathered as 32-bit).
+// a group of g tokens at [g i + t]; DotArgs::act_stride = bytes per whole group of 8).
 struct BlockA8R {
   float d;
   int32_t corr;  // -zero * sum(qs): zero = 8 (Q4_0), 16 (Q5_0), 128 (Q8_0, codes biased)

@@ -75,9 +75,10 @@ struct Fmt<2> {
 };
 
 // The 8 rows' codes of one block as unsigned bytes, transposed: lane k of v[g] = values 4g..4g+3
-// of row k (Q8_0's biased by 128). Row k's block is at p + o[k]; ridx holds the o[k] as i32.
+// of row k (Q8_0's biased by 128). Row k's block is at p + o[k]; head holds the first 16 bytes
+// of each row's block, transposed (load_t at offset 0).
 template <int KIND>
-inline void codes8(const uint8_t *p, const size_t (&o)[8], const __m256i &ridx,
+inline void codes8(const uint8_t *p, const size_t (&o)[8], const __m256i (&head)[4],
                    __m256i (&v)[8]) {
   using B = typename Fmt<KIND>::B;
   if constexpr (KIND == 0) {
@@ -100,10 +101,11 @@ inline void codes8(const uint8_t *p, const size_t (&o)[8], const __m256i &ridx,
       v[g + 4] = _mm256_and_si256(_mm256_srli_epi16(q[g], 4), m4);  // 16+4g..: high nibbles
     }
     if constexpr (KIND == 2) {
-      // qh of each row in its lane; byte j of lane k in v[g] wants bit (4g + j) of qh: its byte
+      // qh of each row in its lane (its bytes 2..5: from the header's dwords 0 and 1); byte j of lane k in v[g] wants bit (4g + j) of qh: its byte
       // (4g + j) / 8 copied to the 4 bytes, tested against 1 << ((4g + j) % 8).
-      const __m256i qh =
-          _mm256_i32gather_epi32(reinterpret_cast<const int *>(p + offsetof(B, qh)), ridx, 1);
+      static_assert(offsetof(B, qh) == 2, "Q5_0: d, then qh");
+      const __m256i qh = _mm256_or_si256(_mm256_srli_epi32(head[0], 16),  // qh bytes 0..1
+                                         _mm256_slli_epi32(head[1], 16));  // qh bytes 2..3
 #pragma GCC unroll 8
       for (int g = 0; g < 8; ++g) {
         const char b = char(g / 2);
@@ -122,7 +124,7 @@ inline void codes8(const uint8_t *p, const size_t (&o)[8], const __m256i &ridx,
 // Rows at w + o[k] (rows past the real ones repeat the last) against NT tokens' activations,
 // interleaved by block (a[i * NT + t]); out[t] = the 8 dots of token t.
 template <int KIND, int NT>
-void rows8(const uint8_t *w, const size_t (&o)[8], const __m256i &ridx, const BlockA8R *a,
+void rows8(const uint8_t *w, const size_t (&o)[8], const BlockA8R *a,
            int64_t nb, const uint8_t *next, bool first, __m256 (&out)[NT]) {
   using B = typename Fmt<KIND>::B;
   __m256 acc[NT];
@@ -147,24 +149,31 @@ void rows8(const uint8_t *w, const size_t (&o)[8], const __m256i &ridx, const Bl
       for (int k = 0; k < 8; ++k)
         _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead, _MM_HINT_T0);
     }
+    // The first 16 bytes of each row's block, transposed as the codes are: the f16 scale d is the
+    // low half of dword 0 (Q5_0's qh follows it). Plain loads and shuffles, not gathers: two
+    // vpgatherdd a block-row (d, qh) took about a third of the Q5_0 kernel's cycles on Zen 4.
+    __m256i head[4];
+    load_t(p, o, 0, head);
     __m256i v[8];
-    codes8<KIND>(p, o, ridx, v);
-    // The 8 rows' f16 scales (a 32-bit gather at the block start; d is the low half).
-    const __m256i dg = _mm256_i32gather_epi32(reinterpret_cast<const int *>(p), ridx, 1);
-    const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(dg));
+    codes8<KIND>(p, o, head, v);
+    const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(head[0]));
 #pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
       const BlockA8R &x = a[t];
-      // The zero point's term starts the sum: exact, and no float work per token for it. Two
-      // chains of 4 vpdpbusd: one of 8 made each block wait on the latency of the last.
-      __m256i s[2] = {_mm256_set1_epi32(x.corr), _mm256_setzero_si256()};
+      // The zero point's term starts the sum: exact, and no float work per token for it. Four
+      // chains of 2 vpdpbusd: with two chains of 4 the dependent products held the scheduler and
+      // 4 / 8 tokens ran 4-7% slower (Zen 4, in L2).
+      __m256i s[4] = {_mm256_set1_epi32(x.corr), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                      _mm256_setzero_si256()};
 #pragma GCC unroll 8
       for (int g = 0; g < 8; ++g) {
         int32_t q4;
         std::memcpy(&q4, x.qs + 4 * g, sizeof q4);
-        s[g & 1] = _mm256_dpbusd_epi32(s[g & 1], v[g], _mm256_set1_epi32(q4));
+        s[g & 3] = _mm256_dpbusd_epi32(s[g & 3], v[g], _mm256_set1_epi32(q4));
       }
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s[0], s[1])),
+      const __m256i sum =
+          _mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_add_epi32(s[2], s[3]));
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum),
                                _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[t]);
     }
   }
@@ -188,45 +197,40 @@ inline const uint8_t *next_group(const DotArgs &a, int64_t r0) {
   return r0 + 16 <= a.nrows ? a.w + size_t(r0 + 8) * a.row_bytes : nullptr;
 }
 
-// The byte offsets of a group's nr rows (rows past them: the last row again), also as i32 lanes.
-inline __m256i row_offsets(const DotArgs &a, int nr, size_t (&o)[8]) {
-  alignas(32) int32_t off[8];
-  for (int k = 0; k < 8; ++k) {
-    o[k] = size_t(std::min(k, nr - 1)) * a.row_bytes;
-    off[k] = int32_t(o[k]);
-  }
-  return _mm256_load_si256(reinterpret_cast<const __m256i *>(off));
+// The byte offsets of a group's nr rows (rows past them: the last row again).
+inline void row_offsets(int nr, size_t row_bytes, size_t (&o)[8]) {
+  for (int k = 0; k < 8; ++k) o[k] = size_t(std::min(k, nr - 1)) * row_bytes;
 }
 
 template <int KIND, int NT>
-void run_tokens(const DotArgs &a, const uint8_t *w, const size_t (&o)[8], const __m256i &ridx,
-                int t0, int64_t r0, int nr) {
+void run_tokens(const DotArgs &a, const uint8_t *w, const size_t (&o)[8], int t0, int64_t r0,
+                int nr) {
   const auto *act = reinterpret_cast<const BlockA8R *>(a.act + size_t(t0 / 8) * a.act_stride);
   __m256 out[NT];
-  rows8<KIND, NT>(w, o, ridx, act, a.n / QK, next_group(a, r0), r0 == 0, out);
+  rows8<KIND, NT>(w, o, act, a.n / QK, next_group(a, r0), r0 == 0, out);
   store_rows8<NT>(a, out, t0, r0, nr);
 }
 
 // Each group of 8 rows (the last one partial) against the tokens in groups of 8 (the last one
-// T % 8): run(NT, w, o, ridx, t0, r0, nr) with NT as std::integral_constant.
+// T % 8): run(NT, w, o, t0, r0, nr) with NT as std::integral_constant.
 template <class Run>
 void for_groups(const DotArgs &a, Run run) {
   using std::integral_constant;
   for (int64_t r0 = 0; r0 < a.nrows; r0 += 8) {
     const int nr = int(std::min<int64_t>(8, a.nrows - r0));
     size_t o[8];
-    const __m256i ridx = row_offsets(a, nr, o);
+    row_offsets(nr, a.row_bytes, o);
     const uint8_t *w = a.w + size_t(r0) * a.row_bytes;
     int t0 = 0;
-    for (; t0 + 8 <= a.T; t0 += 8) run(integral_constant<int, 8>(), w, o, ridx, t0, r0, nr);
+    for (; t0 + 8 <= a.T; t0 += 8) run(integral_constant<int, 8>(), w, o, t0, r0, nr);
     switch (a.T - t0) {
-      case 1: run(integral_constant<int, 1>(), w, o, ridx, t0, r0, nr); break;
-      case 2: run(integral_constant<int, 2>(), w, o, ridx, t0, r0, nr); break;
-      case 3: run(integral_constant<int, 3>(), w, o, ridx, t0, r0, nr); break;
-      case 4: run(integral_constant<int, 4>(), w, o, ridx, t0, r0, nr); break;
-      case 5: run(integral_constant<int, 5>(), w, o, ridx, t0, r0, nr); break;
-      case 6: run(integral_constant<int, 6>(), w, o, ridx, t0, r0, nr); break;
-      case 7: run(integral_constant<int, 7>(), w, o, ridx, t0, r0, nr); break;
+      case 1: run(integral_constant<int, 1>(), w, o, t0, r0, nr); break;
+      case 2: run(integral_constant<int, 2>(), w, o, t0, r0, nr); break;
+      case 3: run(integral_constant<int, 3>(), w, o, t0, r0, nr); break;
+      case 4: run(integral_constant<int, 4>(), w, o, t0, r0, nr); break;
+      case 5: run(integral_constant<int, 5>(), w, o, t0, r0, nr); break;
+      case 6: run(integral_constant<int, 6>(), w, o, t0, r0, nr); break;
+      case 7: run(integral_constant<int, 7>(), w, o, t0, r0, nr); break;
       default: break;
     }
   }
@@ -234,21 +238,21 @@ void for_groups(const DotArgs &a, Run run) {
 
 template <int KIND>
 void dot_rows8(const DotArgs &a) {
-  for_groups(a, [&](auto nt, const uint8_t *w, const size_t(&o)[8], const __m256i &ridx, int t0,
-                    int64_t r0, int nr) {
-    run_tokens<KIND, decltype(nt)::value>(a, w, o, ridx, t0, r0, nr);
+  for_groups(a, [&](auto nt, const uint8_t *w, const size_t(&o)[8], int t0, int64_t r0, int nr) {
+    run_tokens<KIND, decltype(nt)::value>(a, w, o, t0, r0, nr);
   });
 }
 
 // ---- Q4_K: the same over 256-value blocks of 8 sub-blocks with 6-bit scales and minimums ----
 //
-// Per row and block the 12 packed bytes of scales and minimums are gathered (3 dwords a lane)
-// and unpacked in the lanes as ggml does. A sub-block's integer sum (u4 codes x s8, at most 32 *
+// Per row and block the header (d, dmin and the 12 packed bytes of scales and minimums: 16
+// bytes, 4 dwords a lane) is loaded and transposed as the codes are, and unpacked in the lanes as
+// ggml does. A sub-block's integer sum (u4 codes x s8, at most 32 *
 // 15 * 127) times its scale (<= 63) stays in i32 over the block (8 * 60960 * 63 < 2^31); the
 // minimums' term sum_j m_j S_j (S_j = the activations' sum over sub-block j) takes 4 vpdpwssd on
 // 16-bit pairs (m_j, m_j+2) against (S_j, S_j+2) made with the activations.
 template <int NT>
-void rows8_q4k(const uint8_t *w, const size_t (&o)[8], const __m256i &ridx, const BlockA8KR *a,
+void rows8_q4k(const uint8_t *w, const size_t (&o)[8], const BlockA8KR *a,
                int64_t nb, const uint8_t *next, bool first, __m256 (&out)[NT]) {
   __m256 acc[NT];
 #pragma GCC unroll 8
@@ -270,10 +274,10 @@ void rows8_q4k(const uint8_t *w, const size_t (&o)[8], const __m256i &ridx, cons
         _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead + 64, _MM_HINT_T0);
       }
     }
-    const auto gather = [&](size_t off) {
-      return _mm256_i32gather_epi32(reinterpret_cast<const int *>(p + off), ridx, 1);
-    };
-    const __m256i g0 = gather(0), g1 = gather(4), g2 = gather(8), g3 = gather(12);
+    static_assert(offsetof(BlockQ4_K, qs) == 16, "Q4_K: 16 bytes of d, dmin and scales");
+    __m256i head[4];
+    load_t(p, o, 0, head);
+    const __m256i g0 = head[0], g1 = head[1], g2 = head[2], g3 = head[3];
     const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(g0));
     const __m256 dmw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(g0, 16)));
     const __m256i sc_lo = _mm256_and_si256(g1, lo6);  // scale bytes 0..3, then 4..7
@@ -341,18 +345,17 @@ void rows8_q4k(const uint8_t *w, const size_t (&o)[8], const __m256i &ridx, cons
 }
 
 template <int NT>
-void run_tokens_q4k(const DotArgs &a, const uint8_t *w, const size_t (&o)[8],
-                    const __m256i &ridx, int t0, int64_t r0, int nr) {
+void run_tokens_q4k(const DotArgs &a, const uint8_t *w, const size_t (&o)[8], int t0, int64_t r0,
+                    int nr) {
   const auto *act = reinterpret_cast<const BlockA8KR *>(a.act + size_t(t0 / 8) * a.act_stride);
   __m256 out[NT];
-  rows8_q4k<NT>(w, o, ridx, act, a.n / QK_K, next_group(a, r0), r0 == 0, out);
+  rows8_q4k<NT>(w, o, act, a.n / QK_K, next_group(a, r0), r0 == 0, out);
   store_rows8<NT>(a, out, t0, r0, nr);
 }
 
 void dot_rows8_q4k(const DotArgs &a) {
-  for_groups(a, [&](auto nt, const uint8_t *w, const size_t(&o)[8], const __m256i &ridx, int t0,
-                    int64_t r0, int nr) {
-    run_tokens_q4k<decltype(nt)::value>(a, w, o, ridx, t0, r0, nr);
+  for_groups(a, [&](auto nt, const uint8_t *w, const size_t(&o)[8], int t0, int64_t r0, int nr) {
+    run_tokens_q4k<decltype(nt)::value>(a, w, o, t0, r0, nr);
   });
 }
 
