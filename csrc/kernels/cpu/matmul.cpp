@@ -161,10 +161,10 @@ void matmul_vec(const KernelTable &kt, int ti, const Weight &w, const float *x, 
   auto *act = r8 ? prepare_acts_r8(kt, w.type, x, ldx, w.n_in, T, ws, stride)
                  : static_cast<const uint8_t *>(
                        prepare_acts(kt, act_kind(w.type), x, ldx, w.n_in, T, ws, stride));
-  // About 8 items per thread for balance on a busy machine; rows per item a multiple of 8 (the
-  // 8-row kernels' group).
+  // About 8 items per thread for balance on a busy machine; rows per item a multiple of 16 (the
+  // several-token kernels' group: 16 rows, or 8 for Q4_K).
   int64_t per = (w.n_out + int64_t(pool.size()) * 8 - 1) / (int64_t(pool.size()) * 8);
-  per = std::max<int64_t>(8, (per + 7) / 8 * 8);
+  per = std::max<int64_t>(16, (per + 15) / 16 * 16);
   const int64_t items = (w.n_out + per - 1) / per;
   const DotFn dot = r8 ? kt.dot_r8[ti] : kt.dot[ti];
   pool.parallel_for(items, [&](int64_t it, int) {

@@ -1,6 +1,6 @@
 // AVX-512 VNNI dots for a few tokens at once (batched decode, the experts of a MoE prefill):
-// Q4_0, Q5_0 and Q8_0 weights, 8 rows at a time with one row per 32-bit lane. Built with the
-// AVX-512 flags; entered only after use_avx512().
+// Q4_0, Q5_0 and Q8_0 weights 16 rows at a time (zmm), Q4_K 8 (ymm), one row per 32-bit lane.
+// Built with the AVX-512 flags; entered only after use_avx512(). Described below for 8 rows.
 //
 // Why lanes = rows. A one-row dot keeps a block's 32 codes in one vector, so every token then
 // spends a vpdpbusd, a convert and an FMA with a broadcast scale on that block: 4 tokens cost
@@ -8,7 +8,7 @@
 // (Q5_0 4480x15360, 2 threads: 1.8 ms at 1 token, 5.1 ms at 2 with the AVX2 multi-token dots).
 // Here the 8 rows' blocks are transposed in registers so that vector g holds bytes 4g..4g+3 of
 // each row's block in that row's lane. A token's block is then 8 vpdpbusd against its own
-// 4-byte groups broadcast from memory (the broadcast folds into the instruction), and one
+// 4-byte groups broadcast from memory (a load, no shuffle), and one
 // convert and FMA serve 8 rows: per token and block-row 1.5 vector instructions instead of 4,
 // and the sums land one row per lane, ready to store with no horizontal reduction. The transpose
 // costs about 2 instructions per block-row, paid once for all tokens.
@@ -16,10 +16,10 @@
 // The activations come interleaved by block (BlockA8R, groups of up to 8 tokens, made once per
 // call): one pointer reaches every token's block, and a group of 2 tokens is 80 bytes a block, not
 // 8 tokens' 320 (whose unused bytes pushed a row's activations out of L1: 1120x3936 Q5_0 at 2
-// tokens took 2.1x one token's time, against 1.5x with the group packed). Integer sums are exact and the same as the other
-// kernels' (u8 codes x s8 activations): each starts at the zero point's term corr = -zero *
-// sum(a) (Q8_0's signed codes are biased by 128 to unsigned, so its zero is 128) and gains 32
-// products of at most 255 * 127. Only the order of the float additions differs.
+// tokens took 2.1x one token's time, against 1.5x with the group packed). Integer sums are exact
+// and the same as the other kernels' (u8 codes x s8 activations): each starts at the zero point's
+// term corr = -zero * sum(a) (Q8_0's signed codes are biased by 128 to unsigned, so its zero is
+// 128) and gains 32 products of at most 255 * 127. Only the order of the float additions differs.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -74,152 +74,182 @@ struct Fmt<2> {
   using B = BlockQ5_0;
 };
 
-// The 8 rows' codes of one block as unsigned bytes, transposed: lane k of v[g] = values 4g..4g+3
-// of row k (Q8_0's biased by 128). Row k's block is at p + o[k]; head holds the first 16 bytes
-// of each row's block, transposed (load_t at offset 0).
+// ---- Q8_0, Q4_0, Q5_0: 16 rows at a time, one row per 32-bit lane of a zmm ----
+//
+// As the 8-row ymm layout below (Q4_K), with twice the rows per vector: a token's block costs 8
+// vpdpbusd, a convert and an FMA for 16 rows, so the broadcasts, converts, FMAs and the integer
+// chains' adds per row are halved, and each token's activations are read once per 16 rows. On Zen 4
+// a zmm product is one instruction issued at half the ymm rate (the same products a cycle), so the
+// gain is only in the work around the products: Q5_0 at 4 / 8 tokens took 0.96x / 0.93x the time
+// of two 8-row ymm passes in L2 on one core, 0.91x / 0.89x from DRAM on two (15360x4480).
+
+// 16 bytes of rows k, k + 4, k + 8, k + 12 in the four 128-bit lanes.
+inline __m512i load4x128(const uint8_t *p, const size_t (&o)[16], int k, size_t off) {
+  const auto ld = [&](int r) {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i *>(p + o[r] + off));
+  };
+  __m512i v = _mm512_castsi128_si512(ld(k));
+  v = _mm512_inserti32x4(v, ld(k + 4), 1);
+  v = _mm512_inserti32x4(v, ld(k + 8), 2);
+  return _mm512_inserti32x4(v, ld(k + 12), 3);
+}
+
+// 16 bytes at byte offset off of the block at p + o[k] of each of the 16 rows, transposed: lane k
+// of out[g] is dword g of row k (the 4x4 dword transpose inside each 128-bit lane).
+inline void load_t16(const uint8_t *p, const size_t (&o)[16], size_t off, __m512i (&out)[4]) {
+  __m512i r[4];
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) r[k] = load4x128(p, o, k, off);
+  const __m512i a = _mm512_unpacklo_epi32(r[0], r[1]), b = _mm512_unpackhi_epi32(r[0], r[1]);
+  const __m512i c = _mm512_unpacklo_epi32(r[2], r[3]), d = _mm512_unpackhi_epi32(r[2], r[3]);
+  out[0] = _mm512_unpacklo_epi64(a, c);
+  out[1] = _mm512_unpackhi_epi64(a, c);
+  out[2] = _mm512_unpacklo_epi64(b, d);
+  out[3] = _mm512_unpackhi_epi64(b, d);
+}
+
+// The 16 rows' codes of one block as unsigned bytes, transposed: lane k of v[g] = values 4g..4g+3
+// of row k (Q8_0's biased by 128). head holds the first 16 bytes of each row's block, transposed.
 template <int KIND>
-inline void codes8(const uint8_t *p, const size_t (&o)[8], const __m256i (&head)[4],
-                   __m256i (&v)[8]) {
+inline void codes16(const uint8_t *p, const size_t (&o)[16], const __m512i (&head)[4],
+                    __m512i (&v)[8]) {
   using B = typename Fmt<KIND>::B;
   if constexpr (KIND == 0) {
-    __m256i lo[4], hi[4];
-    load_t(p, o, offsetof(B, qs), lo);
-    load_t(p, o, offsetof(B, qs) + 16, hi);
-    const __m256i bias = _mm256_set1_epi8(char(0x80));
+    __m512i lo[4], hi[4];
+    load_t16(p, o, offsetof(B, qs), lo);
+    load_t16(p, o, offsetof(B, qs) + 16, hi);
+    const __m512i bias = _mm512_set1_epi8(char(0x80));
 #pragma GCC unroll 4
     for (int g = 0; g < 4; ++g) {
-      v[g] = _mm256_xor_si256(lo[g], bias);
-      v[g + 4] = _mm256_xor_si256(hi[g], bias);
+      v[g] = _mm512_xor_si512(lo[g], bias);
+      v[g + 4] = _mm512_xor_si512(hi[g], bias);
     }
   } else {
-    __m256i q[4];
-    load_t(p, o, offsetof(B, qs), q);
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m512i q[4];
+    load_t16(p, o, offsetof(B, qs), q);
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
 #pragma GCC unroll 4
     for (int g = 0; g < 4; ++g) {
-      v[g] = _mm256_and_si256(q[g], m4);                            // values 4g..: low nibbles
-      v[g + 4] = _mm256_and_si256(_mm256_srli_epi16(q[g], 4), m4);  // 16+4g..: high nibbles
+      v[g] = _mm512_and_si512(q[g], m4);                            // values 4g..: low nibbles
+      v[g + 4] = _mm512_and_si512(_mm512_srli_epi16(q[g], 4), m4);  // 16+4g..: high nibbles
     }
     if constexpr (KIND == 2) {
-      // qh of each row in its lane (its bytes 2..5: from the header's dwords 0 and 1); byte j of lane k in v[g] wants bit (4g + j) of qh: its byte
-      // (4g + j) / 8 copied to the 4 bytes, tested against 1 << ((4g + j) % 8).
+      // qh of each row in its lane (its bytes 2..5: from the header's dwords 0 and 1); byte j
+      // of lane k in v[g] wants bit (4g + j) of qh: its byte (4g + j) / 8 copied to the 4 bytes,
+      // tested against 1 << ((4g + j) % 8).
       static_assert(offsetof(B, qh) == 2, "Q5_0: d, then qh");
-      const __m256i qh = _mm256_or_si256(_mm256_srli_epi32(head[0], 16),  // qh bytes 0..1
-                                         _mm256_slli_epi32(head[1], 16));  // qh bytes 2..3
+      const __m512i qh = _mm512_or_si512(_mm512_srli_epi32(head[0], 16),  // qh bytes 0..1
+                                         _mm512_slli_epi32(head[1], 16));  // qh bytes 2..3
 #pragma GCC unroll 8
       for (int g = 0; g < 8; ++g) {
         const char b = char(g / 2);
         const int m = g % 2 ? 0x80402010 : 0x08040201;
-        const __m256i sel = _mm256_shuffle_epi8(
-            qh, _mm256_setr_epi8(b, b, b, b, 4 + b, 4 + b, 4 + b, 4 + b, 8 + b, 8 + b, 8 + b, 8 + b,
-                                 12 + b, 12 + b, 12 + b, 12 + b, b, b, b, b, 4 + b, 4 + b, 4 + b,
-                                 4 + b, 8 + b, 8 + b, 8 + b, 8 + b, 12 + b, 12 + b, 12 + b, 12 + b));
-        const __mmask32 k = _mm256_test_epi8_mask(sel, _mm256_set1_epi32(m));
-        v[g] = _mm256_mask_add_epi8(v[g], k, v[g], _mm256_set1_epi8(16));
+        const __m512i sel = _mm512_shuffle_epi8(
+            qh, _mm512_broadcast_i32x4(_mm_setr_epi8(b, b, b, b, 4 + b, 4 + b, 4 + b, 4 + b, 8 + b,
+                                                     8 + b, 8 + b, 8 + b, 12 + b, 12 + b, 12 + b,
+                                                     12 + b)));
+        const __mmask64 k = _mm512_test_epi8_mask(sel, _mm512_set1_epi32(m));
+        v[g] = _mm512_mask_add_epi8(v[g], k, v[g], _mm512_set1_epi8(16));
       }
     }
   }
 }
 
 // Rows at w + o[k] (rows past the real ones repeat the last) against NT tokens' activations,
-// interleaved by block (a[i * NT + t]); out[t] = the 8 dots of token t.
+// interleaved by block (a[i * NT + t]); out[t] = the 16 dots of token t.
 template <int KIND, int NT>
-void rows8(const uint8_t *w, const size_t (&o)[8], const BlockA8R *a,
-           int64_t nb, const uint8_t *next, bool first, __m256 (&out)[NT]) {
+void rows16(const uint8_t *w, const size_t (&o)[16], const BlockA8R *a, int64_t nb,
+            const uint8_t *next, bool first, __m512 (&out)[NT]) {
   using B = typename Fmt<KIND>::B;
-  __m256 acc[NT];
+  __m512 acc[NT];
 #pragma GCC unroll 8
-  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t i = 0; i < nb; ++i, a += NT) {
     const uint8_t *p = w + size_t(i) * sizeof(B);
-    // The next 8 rows are one contiguous run of memory: stream it in at this group's pace (its
-    // 8 x sizeof(B) bytes per block), so no group starts on 8 cold rows. The group itself was
-    // fetched so by the one before; the first of a work item (and a tail) by its own rows'
-    // prefetches. Widths/4 9B-v2 Q4_K_M, 2 threads, batched decode at 2 / 4 / 8 sequences:
-    // 1.48x / 2.28x / 2.93x one sequence's tokens a second, against 0.85x / 1.29x / 1.73x with
-    // the rows' prefetches alone (8 rows 3 KB apart: 16 streams that the hardware prefetcher
-    // and a 1 KB lead did not keep fed from DRAM).
+    // The next 16 rows are one contiguous run of memory: stream it into L2 at this group's pace
+    // (its 16 x sizeof(B) bytes per block), so no group starts on 16 cold rows. The group itself
+    // was fetched so by the one before; the first of a work item (and a tail) by its own rows'
+    // prefetches. (Rows 3-5 KB apart are as many streams, which the hardware prefetcher did not
+    // keep fed from DRAM: 2 / 4 / 8 sequences of widths/4 9B-v2 Q4_K_M decoded 0.85x / 1.29x /
+    // 1.73x one sequence's tokens a second with the rows' prefetches alone.) Into L2, not L1: a
+    // prefetch to L1 holds one of the core's few L1 miss buffers for a whole DRAM latency, which
+    // capped this stream at about 15 GB/s a core on Zen 4 (Q8_0 15360x4480, 2 threads: 0.61-0.76x
+    // the time at 1 to 4 tokens with the L2 hint).
     if (next) {
-      const char *q = reinterpret_cast<const char *>(next) + size_t(i) * 8 * sizeof(B);
-#pragma GCC unroll 8
-      for (size_t b = 0; b < 8 * sizeof(B); b += 64) _mm_prefetch(q + b, _MM_HINT_T0);
+      const char *q = reinterpret_cast<const char *>(next) + size_t(i) * 16 * sizeof(B);
+#pragma GCC unroll 16
+      for (size_t b = 0; b < 16 * sizeof(B); b += 64) _mm_prefetch(q + b, _MM_HINT_T1);
     }
     if ((!next || first) && (i & 1) == 0) {
-#pragma GCC unroll 8
-      for (int k = 0; k < 8; ++k)
+#pragma GCC unroll 16
+      for (int k = 0; k < 16; ++k)
         _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead, _MM_HINT_T0);
     }
     // The first 16 bytes of each row's block, transposed as the codes are: the f16 scale d is the
     // low half of dword 0 (Q5_0's qh follows it). Plain loads and shuffles, not gathers: two
     // vpgatherdd a block-row (d, qh) took about a third of the Q5_0 kernel's cycles on Zen 4.
-    __m256i head[4];
-    load_t(p, o, 0, head);
-    __m256i v[8];
-    codes8<KIND>(p, o, head, v);
-    const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(head[0]));
+    __m512i head[4];
+    load_t16(p, o, 0, head);
+    __m512i v[8];
+    codes16<KIND>(p, o, head, v);
+    const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(head[0]));
 #pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
       const BlockA8R &x = a[t];
       // The zero point's term starts the sum: exact, and no float work per token for it. Four
       // chains of 2 vpdpbusd: with two chains of 4 the dependent products held the scheduler and
       // 4 / 8 tokens ran 4-7% slower (Zen 4, in L2).
-      __m256i s[4] = {_mm256_set1_epi32(x.corr), _mm256_setzero_si256(), _mm256_setzero_si256(),
-                      _mm256_setzero_si256()};
+      __m512i s[4] = {_mm512_set1_epi32(x.corr), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                      _mm512_setzero_si512()};
 #pragma GCC unroll 8
       for (int g = 0; g < 8; ++g) {
         int32_t q4;
         std::memcpy(&q4, x.qs + 4 * g, sizeof q4);
-        s[g & 3] = _mm256_dpbusd_epi32(s[g & 3], v[g], _mm256_set1_epi32(q4));
+        s[g & 3] = _mm512_dpbusd_epi32(s[g & 3], v[g], _mm512_set1_epi32(q4));
       }
-      const __m256i sum =
-          _mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_add_epi32(s[2], s[3]));
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum),
-                               _mm256_mul_ps(dw, _mm256_set1_ps(x.d)), acc[t]);
+      const __m512i sum =
+          _mm512_add_epi32(_mm512_add_epi32(s[0], s[1]), _mm512_add_epi32(s[2], s[3]));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(dw, _mm512_set1_ps(x.d)),
+                               acc[t]);
     }
   }
 #pragma GCC unroll 8
   for (int t = 0; t < NT; ++t) out[t] = acc[t];
 }
 
-// Token t's 8 sums to y rows [r0, r0 + nr).
-template <int NT>
-inline void store_rows8(const DotArgs &a, const __m256 (&out)[NT], int t0, int64_t r0, int nr) {
-  const __mmask8 m = __mmask8((1u << nr) - 1);
+// Token t's sums (G of them: 8 or 16 rows) to y rows [r0, r0 + nr).
+template <int NT, class V>
+inline void store_rows(const DotArgs &a, const V (&out)[NT], int t0, int64_t r0, int nr) {
   for (int t = 0; t < NT; ++t) {
     float *y = a.y + int64_t(t0 + t) * a.ldy + r0;
-    const __m256 v = a.acc ? _mm256_add_ps(out[t], _mm256_maskz_loadu_ps(m, y)) : out[t];
-    _mm256_mask_storeu_ps(y, m, v);
+    if constexpr (sizeof(V) == 64) {  // __m512: 16 rows
+      const __mmask16 m = __mmask16((1u << nr) - 1);
+      const __m512 v = a.acc ? _mm512_add_ps(out[t], _mm512_maskz_loadu_ps(m, y)) : out[t];
+      _mm512_mask_storeu_ps(y, m, v);
+    } else {
+      const __mmask8 m = __mmask8((1u << nr) - 1);
+      const __m256 v = a.acc ? _mm256_add_ps(out[t], _mm256_maskz_loadu_ps(m, y)) : out[t];
+      _mm256_mask_storeu_ps(y, m, v);
+    }
   }
 }
 
-// The 8 rows after the group at r0, when they are whole (nullptr: none, or a tail).
+// The G rows after the group at r0, when they are whole (nullptr: none, or a tail).
+template <int G>
 inline const uint8_t *next_group(const DotArgs &a, int64_t r0) {
-  return r0 + 16 <= a.nrows ? a.w + size_t(r0 + 8) * a.row_bytes : nullptr;
+  return r0 + 2 * G <= a.nrows ? a.w + size_t(r0 + G) * a.row_bytes : nullptr;
 }
 
-// The byte offsets of a group's nr rows (rows past them: the last row again).
-inline void row_offsets(int nr, size_t row_bytes, size_t (&o)[8]) {
-  for (int k = 0; k < 8; ++k) o[k] = size_t(std::min(k, nr - 1)) * row_bytes;
-}
-
-template <int KIND, int NT>
-void run_tokens(const DotArgs &a, const uint8_t *w, const size_t (&o)[8], int t0, int64_t r0,
-                int nr) {
-  const auto *act = reinterpret_cast<const BlockA8R *>(a.act + size_t(t0 / 8) * a.act_stride);
-  __m256 out[NT];
-  rows8<KIND, NT>(w, o, act, a.n / QK, next_group(a, r0), r0 == 0, out);
-  store_rows8<NT>(a, out, t0, r0, nr);
-}
-
-// Each group of 8 rows (the last one partial) against the tokens in groups of 8 (the last one
-// T % 8): run(NT, w, o, t0, r0, nr) with NT as std::integral_constant.
-template <class Run>
+// Each group of G rows (the last one partial; rows past it: the last row again, at byte offsets
+// o[k]) against the tokens in groups of 8 (the last one T % 8): run(NT, w, o, t0, r0, nr) with NT
+// as std::integral_constant.
+template <int G, class Run>
 void for_groups(const DotArgs &a, Run run) {
   using std::integral_constant;
-  for (int64_t r0 = 0; r0 < a.nrows; r0 += 8) {
-    const int nr = int(std::min<int64_t>(8, a.nrows - r0));
-    size_t o[8];
-    row_offsets(nr, a.row_bytes, o);
+  for (int64_t r0 = 0; r0 < a.nrows; r0 += G) {
+    const int nr = int(std::min<int64_t>(G, a.nrows - r0));
+    size_t o[G];
+    for (int k = 0; k < G; ++k) o[k] = size_t(std::min(k, nr - 1)) * a.row_bytes;
     const uint8_t *w = a.w + size_t(r0) * a.row_bytes;
     int t0 = 0;
     for (; t0 + 8 <= a.T; t0 += 8) run(integral_constant<int, 8>(), w, o, t0, r0, nr);
@@ -237,9 +267,14 @@ void for_groups(const DotArgs &a, Run run) {
 }
 
 template <int KIND>
-void dot_rows8(const DotArgs &a) {
-  for_groups(a, [&](auto nt, const uint8_t *w, const size_t(&o)[8], int t0, int64_t r0, int nr) {
-    run_tokens<KIND, decltype(nt)::value>(a, w, o, t0, r0, nr);
+void dot_rows16(const DotArgs &a) {
+  for_groups<16>(a, [&](auto nt, const uint8_t *w, const size_t(&o)[16], int t0, int64_t r0,
+                        int nr) {
+    constexpr int NT = decltype(nt)::value;
+    const auto *act = reinterpret_cast<const BlockA8R *>(a.act + size_t(t0 / 8) * a.act_stride);
+    __m512 out[NT];
+    rows16<KIND, NT>(w, o, act, a.n / QK, next_group<16>(a, r0), r0 == 0, out);
+    store_rows<NT>(a, out, t0, r0, nr);
   });
 }
 
@@ -262,10 +297,10 @@ void rows8_q4k(const uint8_t *w, const size_t (&o)[8], const BlockA8KR *a,
                 ff = _mm256_set1_epi32(0xff);
   for (int64_t i = 0; i < nb; ++i, a += NT) {
     const uint8_t *p = w + size_t(i) * sizeof(BlockQ4_K);
-    if (next) {  // as rows8: the next group's contiguous bytes at this group's pace
+    if (next) {  // as rows16: the next group's contiguous bytes into L2 at this group's pace
       const char *q = reinterpret_cast<const char *>(next) + size_t(i) * 8 * sizeof(BlockQ4_K);
 #pragma GCC unroll 18
-      for (size_t b = 0; b < 8 * sizeof(BlockQ4_K); b += 64) _mm_prefetch(q + b, _MM_HINT_T0);
+      for (size_t b = 0; b < 8 * sizeof(BlockQ4_K); b += 64) _mm_prefetch(q + b, _MM_HINT_T1);
     }
     if (!next || first) {
 #pragma GCC unroll 8
@@ -344,26 +379,22 @@ void rows8_q4k(const uint8_t *w, const size_t (&o)[8], const BlockA8KR *a,
   for (int t = 0; t < NT; ++t) out[t] = acc[t];
 }
 
-template <int NT>
-void run_tokens_q4k(const DotArgs &a, const uint8_t *w, const size_t (&o)[8], int t0, int64_t r0,
-                    int nr) {
-  const auto *act = reinterpret_cast<const BlockA8KR *>(a.act + size_t(t0 / 8) * a.act_stride);
-  __m256 out[NT];
-  rows8_q4k<NT>(w, o, act, a.n / QK_K, next_group(a, r0), r0 == 0, out);
-  store_rows8<NT>(a, out, t0, r0, nr);
-}
-
 void dot_rows8_q4k(const DotArgs &a) {
-  for_groups(a, [&](auto nt, const uint8_t *w, const size_t(&o)[8], int t0, int64_t r0, int nr) {
-    run_tokens_q4k<decltype(nt)::value>(a, w, o, t0, r0, nr);
+  for_groups<8>(a, [&](auto nt, const uint8_t *w, const size_t(&o)[8], int t0, int64_t r0,
+                       int nr) {
+    constexpr int NT = decltype(nt)::value;
+    const auto *act = reinterpret_cast<const BlockA8KR *>(a.act + size_t(t0 / 8) * a.act_stride);
+    __m256 out[NT];
+    rows8_q4k<NT>(w, o, act, a.n / QK_K, next_group<8>(a, r0), r0 == 0, out);
+    store_rows<NT>(a, out, t0, r0, nr);
   });
 }
 
 }  // namespace
 
-void dot_rows8_q8_0(const DotArgs &a) { dot_rows8<0>(a); }
-void dot_rows8_q4_0(const DotArgs &a) { dot_rows8<1>(a); }
-void dot_rows8_q5_0(const DotArgs &a) { dot_rows8<2>(a); }
+void dot_rows8_q8_0(const DotArgs &a) { dot_rows16<0>(a); }
+void dot_rows8_q4_0(const DotArgs &a) { dot_rows16<1>(a); }
+void dot_rows8_q5_0(const DotArgs &a) { dot_rows16<2>(a); }
 void dot_rows8_q4_k(const DotArgs &a) { dot_rows8_q4k(a); }
 
 }  // namespace edgenano::kern
