@@ -229,16 +229,16 @@ def test_avx512_decode_dots_extreme_codes(qtype):
     assert nmse(y, f64(x)[0] @ f64(w)[0].T) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
-ROWS8_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K]
+ROW_LANE_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K]
 
 
 # under one group (8 rows for Q4_K, 16 for the others), one, one and a half, groups and a tail;
 # 301: several groups in each thread's rows
 @pytest.mark.parametrize("rows", [5, 8, 16, 24, 37, 301])
 @pytest.mark.parametrize("T", [2, 3, 7, 8, 9, 17, 64, 96])  # partial and whole token groups
-@pytest.mark.parametrize("qtype", ROWS8_TYPES, ids=lambda t: t.name)
-def test_avx512_rows8_dots_match_scalar(qtype, T, rows):
-    """The AVX-512 8-row dots (several tokens; one row per lane, blocks transposed in registers,
+@pytest.mark.parametrize("qtype", ROW_LANE_TYPES, ids=lambda t: t.name)
+def test_avx512_row_lanes_dots_match_scalar(qtype, T, rows):
+    """The AVX-512 row-lane dots (several tokens; one row per lane, blocks transposed in registers,
     activations interleaved by block with the zero point's integer term) compute the scalar
     kernels' integer sums: equal to rounding for every row and token count, tails included."""
     if not K.cpu_has_avx512():
@@ -260,9 +260,9 @@ def test_avx512_rows8_dots_match_scalar(qtype, T, rows):
     assert nmse(out["avx512"], one) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
-@pytest.mark.parametrize("qtype", ROWS8_TYPES[:3], ids=lambda t: t.name)
-def test_avx512_rows8_extreme_codes(qtype):
-    """The 8-row dots at the bound of their integer sums: every weight code at its extreme (Q8_0
+@pytest.mark.parametrize("qtype", ROW_LANE_TYPES[:3], ids=lambda t: t.name)
+def test_avx512_row_lanes_extreme_codes(qtype):
+    """The row-lane dots at the bound of their integer sums: every weight code at its extreme (Q8_0
     -128 / 127, Q4_0 -8 / 7, Q5_0 -16 / 15) against activation codes +-127 of one sign per row, so
     each 32-value sum is as large as it gets, with the zero point's term folded in first."""
     if not K.cpu_has_avx512():
@@ -275,8 +275,8 @@ def test_avx512_rows8_extreme_codes(qtype):
     assert nmse(y, xx @ ww.T) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
-def test_avx512_rows8_q4_k_extreme_codes():
-    """Q4_K's 8-row dots at the bound of their integer sums: every scale and minimum 63 (all 12
+def test_avx512_row_lanes_q4_k_extreme_codes():
+    """Q4_K's row-lane dots at the bound of their integer sums: every scale and minimum 63 (all 12
     packed bytes 0xff), codes 0 / 15 against activation codes +-127 of one sign per row: each
     sub-block sum times its scale, over the block, and the minimums' pairs, all at their largest."""
     if not K.cpu_has_avx512():

@@ -106,7 +106,7 @@ const void *prepare_acts(const KernelTable &kt, int kind, const float *x, int64_
   return buf;
 }
 
-// The activations of the 8-row dots (matmul_impl.h): each token quantized as for the one-token
+// The activations of the row-lane dots (matmul_impl.h): each token quantized as for the one-token
 // dots (A: BlockA8 / BlockA8K, by quant), then each block placed by fill into R (BlockA8R /
 // BlockA8KR) in groups of 8 tokens, the last T % 8.
 template <class A, class R, class Quant, class Fill>
@@ -128,7 +128,7 @@ const uint8_t *interleave_acts(const float *x, int64_t ldx, int64_t n, int T, in
 
 // With the zero point's integer term (*_0: -zero * sum(qs)), or Q4_K's sub-block sums paired for
 // its minimums.
-const uint8_t *prepare_acts_r8(const KernelTable &kt, int type, const float *x, int64_t ldx,
+const uint8_t *prepare_acts_rows(const KernelTable &kt, int type, const float *x, int64_t ldx,
                                int64_t n, int T, Workspace &ws, size_t &group_stride) {
   if (type == T_Q4_K)
     return interleave_acts<BlockA8K, BlockA8KR>(
@@ -157,16 +157,16 @@ const uint8_t *prepare_acts_r8(const KernelTable &kt, int type, const float *x, 
 void matmul_vec(const KernelTable &kt, int ti, const Weight &w, const float *x, int64_t ldx,
                 float *y, int64_t ldy, int T, bool acc, ThreadPool &pool, Workspace &ws) {
   size_t stride = 0;
-  const bool r8 = T >= 2 && kt.dot_r8[ti];
-  auto *act = r8 ? prepare_acts_r8(kt, w.type, x, ldx, w.n_in, T, ws, stride)
-                 : static_cast<const uint8_t *>(
-                       prepare_acts(kt, act_kind(w.type), x, ldx, w.n_in, T, ws, stride));
+  const bool lanes = T >= 2 && kt.dot_rows[ti];
+  auto *act = lanes ? prepare_acts_rows(kt, w.type, x, ldx, w.n_in, T, ws, stride)
+                    : static_cast<const uint8_t *>(
+                          prepare_acts(kt, act_kind(w.type), x, ldx, w.n_in, T, ws, stride));
   // About 8 items per thread for balance on a busy machine; rows per item a multiple of 16 (the
   // several-token kernels' group: 16 rows, or 8 for Q4_K).
   int64_t per = (w.n_out + int64_t(pool.size()) * 8 - 1) / (int64_t(pool.size()) * 8);
   per = std::max<int64_t>(16, (per + 15) / 16 * 16);
   const int64_t items = (w.n_out + per - 1) / per;
-  const DotFn dot = r8 ? kt.dot_r8[ti] : kt.dot[ti];
+  const DotFn dot = lanes ? kt.dot_rows[ti] : kt.dot[ti];
   pool.parallel_for(items, [&](int64_t it, int) {
     const int64_t r0 = it * per;
     dot({w.data + r0 * w.row_bytes, w.row_bytes, std::min(per, w.n_out - r0), w.n_in, act, stride,
@@ -289,11 +289,11 @@ MatmulPath resolve_path(int type, int T, MatmulPath path) {
   const bool i8 = has_i8gemm(active_kernels(), ti);
   if (path == MatmulPath::I8Gemm && i8) return path;
   if (path == MatmulPath::Vec || path == MatmulPath::Gemm) return path;
-  // The 8-row dots lead the VNNI panels up to here (one Zen 4 core, 256 rows of 4480 in L2, us,
-  // 8-row dots vs panels: Q5_0 84 vs 101 at 4, 128 vs 169 at 8, 640 vs 727 at 32, 1229 vs 1342 at
+  // The row-lane dots lead the VNNI panels up to here (one Zen 4 core, 256 rows of 4480 in L2, us,
+  // row-lane dots vs panels: Q5_0 84 vs 101 at 4, 128 vs 169 at 8, 640 vs 727 at 32, 1229 vs 1342 at
   // 64; Q8_0 72 vs 111 at 4, 520 vs 864 at 32, 1194 vs 1894 at 64; 2 threads over 15360 rows,
   // machine shared: Q5_0 0.46 vs 0.55 ns a block-row and token at 64, 0.54 vs 0.61 at 96).
-  if (T >= 2 && T <= 96 && active_kernels().dot_r8[ti]) return MatmulPath::Vec;
+  if (T >= 2 && T <= 96 && active_kernels().dot_rows[ti]) return MatmulPath::Vec;
   if (i8 && T >= i8gemm_min_batch(type) && T <= i8gemm_max_batch(type)) return MatmulPath::I8Gemm;
   return T >= gemm_min_batch(type) ? MatmulPath::Gemm : MatmulPath::Vec;
 }

@@ -259,10 +259,10 @@ KernelTable make_table() {
   KernelTable t = avx2_kernels();
   t.dot[I_Q4_0] = rows_or_avx2<BlockA8, dot_q0<1>, I_Q4_0>;
   t.dot[I_Q5_0] = rows_or_avx2<BlockA8, dot_q0<2>, I_Q5_0>;
-  t.dot_r8[I_Q8_0] = dot_rows8_q8_0;
-  t.dot_r8[I_Q4_0] = dot_rows8_q4_0;
-  t.dot_r8[I_Q5_0] = dot_rows8_q5_0;
-  t.dot_r8[I_Q4_K] = dot_rows8_q4_k;
+  t.dot_rows[I_Q8_0] = dot_rows_q8_0;
+  t.dot_rows[I_Q4_0] = dot_rows_q4_0;
+  t.dot_rows[I_Q5_0] = dot_rows_q5_0;
+  t.dot_rows[I_Q4_K] = dot_rows_q4_k;
   t.dot[I_Q4_K] = rows_or_avx2<BlockA8K, dot_k45_512<false>, I_Q4_K>;
   t.dot[I_Q5_K] = rows_or_avx2<BlockA8K, dot_k45_512<true>, I_Q5_K>;
   t.dot[I_Q6_K] = rows_or_avx2<BlockA8K, dot_q6_k_512, I_Q6_K>;

@@ -115,16 +115,17 @@ struct KernelTable {
   void (*quant_quads_k)(const float *x, int64_t ldx, int T, int q0, int q1, int64_t n,
                         QuadA8K *out);
   QuadFn quad_gemm[I_COUNT];
-  // Several tokens' dots over BlockA8R activations (see below; nullptr: the type has none).
-  DotFn dot_r8[I_COUNT];
+  // Several tokens' dots, one row per lane, over BlockA8R / BlockA8KR activations (see below;
+  // nullptr: the type has none).
+  DotFn dot_rows[I_COUNT];
 };
 
 // The AVX-512 VNNI int8 panels (matmul_quads_avx512.cpp).
 void quad_gemm_q8_vnni(const QuadArgs &a);
 void quad_gemm_q4_0_vnni(const QuadArgs &a);
 void quad_gemm_q5_0_vnni(const QuadArgs &a);
-// The AVX-512 VNNI dots for several tokens, one row per lane, 8 rows at a time
-// (matmul_rows8_avx512.cpp). Their activations: A8 blocks with the weights' zero-point term as an
+// The AVX-512 VNNI dots for several tokens, one row per lane, 16 rows at a time (8 for Q4_K)
+// (matmul_rows_avx512.cpp). Their activations: A8 blocks with the weights' zero-point term as an
 // integer, interleaved by block in groups of 8 tokens, the last group T % 8 (block i of token t of
 // a group of g tokens at [g i + t]; DotArgs::act_stride = bytes per whole group of 8).
 struct BlockA8R {
@@ -141,10 +142,10 @@ struct BlockA8KR {
   int8_t qs[QK_K];
 };
 static_assert(sizeof(BlockA8KR) == 276);
-void dot_rows8_q4_k(const DotArgs &a);
-void dot_rows8_q8_0(const DotArgs &a);
-void dot_rows8_q4_0(const DotArgs &a);
-void dot_rows8_q5_0(const DotArgs &a);
+void dot_rows_q4_k(const DotArgs &a);
+void dot_rows_q8_0(const DotArgs &a);
+void dot_rows_q4_0(const DotArgs &a);
+void dot_rows_q5_0(const DotArgs &a);
 
 const KernelTable &scalar_kernels();
 const KernelTable &avx2_kernels();    // only on x86-64 builds; call after use_avx2()

@@ -379,7 +379,7 @@ void rows8_q4k(const uint8_t *w, const size_t (&o)[8], const BlockA8KR *a,
   for (int t = 0; t < NT; ++t) out[t] = acc[t];
 }
 
-void dot_rows8_q4k(const DotArgs &a) {
+void dot_rows_q4k(const DotArgs &a) {
   for_groups<8>(a, [&](auto nt, const uint8_t *w, const size_t(&o)[8], int t0, int64_t r0,
                        int nr) {
     constexpr int NT = decltype(nt)::value;
@@ -392,9 +392,9 @@ void dot_rows8_q4k(const DotArgs &a) {
 
 }  // namespace
 
-void dot_rows8_q8_0(const DotArgs &a) { dot_rows16<0>(a); }
-void dot_rows8_q4_0(const DotArgs &a) { dot_rows16<1>(a); }
-void dot_rows8_q5_0(const DotArgs &a) { dot_rows16<2>(a); }
-void dot_rows8_q4_k(const DotArgs &a) { dot_rows8_q4k(a); }
+void dot_rows_q8_0(const DotArgs &a) { dot_rows16<0>(a); }
+void dot_rows_q4_0(const DotArgs &a) { dot_rows16<1>(a); }
+void dot_rows_q5_0(const DotArgs &a) { dot_rows16<2>(a); }
+void dot_rows_q4_k(const DotArgs &a) { dot_rows_q4k(a); }
 
 }  // namespace edgenano::kern
