@@ -259,10 +259,12 @@ void matmul_i8gemm(const KernelTable &kt, int ti, const Weight &w, const float *
 // and the f32 panels (2 threads, best of 9, machine shared, 4480x15616 / 15616x4608): 81 / 156
 // vs 88 / 159 (dots) at 16, 85 / 183 vs 85 / 172 at 24, 119 / 243 vs 94 / 196 (panels) at 256,
 // 230 / 223 vs 174 / 164 at 512.
-// With VNNI the *_0 panels spend one vpdpbusd per token and block: ahead of the dots from 3
-// tokens for Q4_0 / Q5_0 (one Zen 4 core, 256 rows of 4480 in L2, us a token, panels vs dots:
-// Q5_0 33 vs 51 at 3, 25 vs 38 at 4, 20 vs 30 at 8; Q4_0 31 vs 39, 24 vs 31, 19 vs 29) and
-// from 8 for Q8_0 (28 vs 27 at 4, 23 vs 26 at 8): batched decode of a few sequences lands here.
+// With VNNI the *_0 panels spend one vpdpbusd per token and block: ahead of the one-token dots
+// from 3 tokens for Q4_0 / Q5_0 (one Zen 4 core, 256 rows of 4480 in L2, us a token, panels vs
+// dots: Q5_0 33 vs 51 at 3, 25 vs 38 at 4, 20 vs 30 at 8; Q4_0 31 vs 39, 24 vs 31, 19 vs 29) and
+// from 8 for Q8_0 (28 vs 27 at 4, 23 vs 26 at 8). Where the row-lane dots exist (AVX-512 VNNI:
+// Q4_0, Q5_0, Q8_0, Q4_K) they take every batch instead (resolve_path), and these panels run only
+// when asked for by path.
 static bool vnni_panels() { return active_kernels().quad_gemm[I_Q5_0] == quad_gemm_q5_0_vnni; }
 static int i8gemm_min_batch(int type) {
   if (vnni_panels()) {
@@ -289,11 +291,11 @@ MatmulPath resolve_path(int type, int T, MatmulPath path) {
   const bool i8 = has_i8gemm(active_kernels(), ti);
   if (path == MatmulPath::I8Gemm && i8) return path;
   if (path == MatmulPath::Vec || path == MatmulPath::Gemm) return path;
-  // The row-lane dots lead the VNNI panels up to here (one Zen 4 core, 256 rows of 4480 in L2, us,
-  // row-lane dots vs panels: Q5_0 84 vs 101 at 4, 128 vs 169 at 8, 640 vs 727 at 32, 1229 vs 1342 at
-  // 64; Q8_0 72 vs 111 at 4, 520 vs 864 at 32, 1194 vs 1894 at 64; 2 threads over 15360 rows,
-  // machine shared: Q5_0 0.46 vs 0.55 ns a block-row and token at 64, 0.54 vs 0.61 at 96).
-  if (T >= 2 && T <= 96 && active_kernels().dot_rows[ti]) return MatmulPath::Vec;
+  // The row-lane dots lead the VNNI int8 panels and the f32 panels at every batch (2 threads,
+  // ms, dots vs panels: Q5_0 15360x4480 21.1 vs 33.2 at 64, 41.8 vs 63.3 at 128, 166.8 vs 247.1
+  // at 512, 374.7 vs 542.4 at 1024; Q8_0 21.2 vs 39.5, 39.8 vs 73.2, 159.4 vs 286.3, 363.9 vs
+  // 632.4; Q4_K 4480x8192 against the f32 panels 16.5 vs 39.7 at 96, 88.9 vs 209.4 at 512).
+  if (T >= 2 && active_kernels().dot_rows[ti]) return MatmulPath::Vec;
   if (i8 && T >= i8gemm_min_batch(type) && T <= i8gemm_max_batch(type)) return MatmulPath::I8Gemm;
   return T >= gemm_min_batch(type) ? MatmulPath::Gemm : MatmulPath::Vec;
 }
