@@ -232,7 +232,7 @@ def test_avx512_decode_dots_extreme_codes(qtype):
 ROW_LANE_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K]
 
 
-# under one group (8 rows for Q4_K, 16 for the others), one, one and a half, groups and a tail;
+# under one group of 16 rows, one, one and a half, groups and a tail;
 # 301: several groups in each thread's rows
 @pytest.mark.parametrize("rows", [5, 8, 16, 24, 37, 301])
 @pytest.mark.parametrize("T", [2, 3, 7, 8, 9, 17, 64, 96])  # partial and whole token groups

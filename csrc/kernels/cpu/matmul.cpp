@@ -162,7 +162,7 @@ void matmul_vec(const KernelTable &kt, int ti, const Weight &w, const float *x, 
                     : static_cast<const uint8_t *>(
                           prepare_acts(kt, act_kind(w.type), x, ldx, w.n_in, T, ws, stride));
   // About 8 items per thread for balance on a busy machine; rows per item a multiple of 16 (the
-  // several-token kernels' group: 16 rows, or 8 for Q4_K).
+  // row-lane dots' group).
   int64_t per = (w.n_out + int64_t(pool.size()) * 8 - 1) / (int64_t(pool.size()) * 8);
   per = std::max<int64_t>(16, (per + 15) / 16 * 16);
   const int64_t items = (w.n_out + per - 1) / per;

@@ -1,17 +1,19 @@
-// AVX-512 VNNI dots for a few tokens at once (batched decode, the experts of a MoE prefill):
-// Q4_0, Q5_0 and Q8_0 weights 16 rows at a time (zmm), Q4_K 8 (ymm), one row per 32-bit lane.
-// Built with the AVX-512 flags; entered only after use_avx512(). Described below for 8 rows.
+// AVX-512 VNNI row-lane dots for two tokens or more (batched decode, prefill, the tokens of a MoE
+// expert): Q4_0, Q5_0, Q8_0 and Q4_K weights, 16 rows at a time with one row per 32-bit lane of a
+// zmm. Built with the AVX-512 flags; entered only after use_avx512().
 //
 // Why lanes = rows. A one-row dot keeps a block's 32 codes in one vector, so every token then
 // spends a vpdpbusd, a convert and an FMA with a broadcast scale on that block: 4 tokens cost
 // about 4x one token's vector work, and a core stops keeping up with memory from 2 tokens on
 // (Q5_0 4480x15360, 2 threads: 1.8 ms at 1 token, 5.1 ms at 2 with the AVX2 multi-token dots).
-// Here the 8 rows' blocks are transposed in registers so that vector g holds bytes 4g..4g+3 of
-// each row's block in that row's lane. A token's block is then 8 vpdpbusd against its own
-// 4-byte groups broadcast from memory (a load, no shuffle), and one
-// convert and FMA serve 8 rows: per token and block-row 1.5 vector instructions instead of 4,
-// and the sums land one row per lane, ready to store with no horizontal reduction. The transpose
-// costs about 2 instructions per block-row, paid once for all tokens.
+// Here the 16 rows' blocks are transposed in registers so that vector g holds bytes 4g..4g+3 of
+// each row's block in that row's lane. A token's block is then 8 vpdpbusd against its own 4-byte
+// groups broadcast from memory, and one convert and FMA serve 16 rows; the sums land one row per
+// lane, ready to store with no horizontal reduction. The transpose is paid once for all tokens.
+// On Zen 4 a zmm product issues at half the ymm rate (the same products a cycle), so 16 rows a
+// vector rather than 8 only halves the work around the products and the activations' reads:
+// 0.91x / 0.89x the time at 4 / 8 tokens for Q5_0 (15360x4480), 0.91x / 0.83x for Q4_K
+// (4480x16384), 2 threads from DRAM.
 //
 // The activations come interleaved by block (BlockA8R, groups of up to 8 tokens, made once per
 // call): one pointer reaches every token's block, and a group of 2 tokens is 80 bytes a block, not
@@ -34,30 +36,7 @@ namespace {
 
 constexpr int kAhead = 1024;  // bytes of each row prefetched ahead of its loads
 
-inline __m256i load2x128(const uint8_t *lo, const uint8_t *hi) {
-  return _mm256_inserti128_si256(
-      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i *>(lo))),
-      _mm_loadu_si128(reinterpret_cast<const __m128i *>(hi)), 1);
-}
-
-// r[k] holds 16 bytes of row k (low half) and of row k + 4 (high half); out: out[g] holds dword g
-// of rows 0..3 (low half) and 4..7 (high half), so lane k of out[g] is dword g of row k.
-inline void transpose4(const __m256i (&r)[4], __m256i (&out)[4]) {
-  const __m256i a = _mm256_unpacklo_epi32(r[0], r[1]), b = _mm256_unpackhi_epi32(r[0], r[1]);
-  const __m256i c = _mm256_unpacklo_epi32(r[2], r[3]), d = _mm256_unpackhi_epi32(r[2], r[3]);
-  out[0] = _mm256_unpacklo_epi64(a, c);
-  out[1] = _mm256_unpackhi_epi64(a, c);
-  out[2] = _mm256_unpacklo_epi64(b, d);
-  out[3] = _mm256_unpackhi_epi64(b, d);
-}
-
-// 16 bytes at byte offset off of the block at p + o[k] of each of the 8 rows, transposed.
-inline void load_t(const uint8_t *p, const size_t (&o)[8], size_t off, __m256i (&out)[4]) {
-  __m256i r[4];
-#pragma GCC unroll 4
-  for (int k = 0; k < 4; ++k) r[k] = load2x128(p + o[k] + off, p + o[k + 4] + off);
-  transpose4(r, out);
-}
+constexpr int kRows = 16;  // rows a group: one per 32-bit lane of a zmm
 
 template <int KIND>  // 0 Q8_0, 1 Q4_0, 2 Q5_0
 struct Fmt;
@@ -74,17 +53,10 @@ struct Fmt<2> {
   using B = BlockQ5_0;
 };
 
-// ---- Q8_0, Q4_0, Q5_0: 16 rows at a time, one row per 32-bit lane of a zmm ----
-//
-// As the 8-row ymm layout below (Q4_K), with twice the rows per vector: a token's block costs 8
-// vpdpbusd, a convert and an FMA for 16 rows, so the broadcasts, converts, FMAs and the integer
-// chains' adds per row are halved, and each token's activations are read once per 16 rows. On Zen 4
-// a zmm product is one instruction issued at half the ymm rate (the same products a cycle), so the
-// gain is only in the work around the products: Q5_0 at 4 / 8 tokens took 0.96x / 0.93x the time
-// of two 8-row ymm passes in L2 on one core, 0.91x / 0.89x from DRAM on two (15360x4480).
+// ---- Q8_0, Q4_0, Q5_0: 32-value blocks ----
 
 // 16 bytes of rows k, k + 4, k + 8, k + 12 in the four 128-bit lanes.
-inline __m512i load4x128(const uint8_t *p, const size_t (&o)[16], int k, size_t off) {
+inline __m512i load4x128(const uint8_t *p, const size_t (&o)[kRows], int k, size_t off) {
   const auto ld = [&](int r) {
     return _mm_loadu_si128(reinterpret_cast<const __m128i *>(p + o[r] + off));
   };
@@ -96,7 +68,7 @@ inline __m512i load4x128(const uint8_t *p, const size_t (&o)[16], int k, size_t 
 
 // 16 bytes at byte offset off of the block at p + o[k] of each of the 16 rows, transposed: lane k
 // of out[g] is dword g of row k (the 4x4 dword transpose inside each 128-bit lane).
-inline void load_t16(const uint8_t *p, const size_t (&o)[16], size_t off, __m512i (&out)[4]) {
+inline void load_t16(const uint8_t *p, const size_t (&o)[kRows], size_t off, __m512i (&out)[4]) {
   __m512i r[4];
 #pragma GCC unroll 4
   for (int k = 0; k < 4; ++k) r[k] = load4x128(p, o, k, off);
@@ -111,7 +83,7 @@ inline void load_t16(const uint8_t *p, const size_t (&o)[16], size_t off, __m512
 // The 16 rows' codes of one block as unsigned bytes, transposed: lane k of v[g] = values 4g..4g+3
 // of row k (Q8_0's biased by 128). head holds the first 16 bytes of each row's block, transposed.
 template <int KIND>
-inline void codes16(const uint8_t *p, const size_t (&o)[16], const __m512i (&head)[4],
+inline void codes16(const uint8_t *p, const size_t (&o)[kRows], const __m512i (&head)[4],
                     __m512i (&v)[8]) {
   using B = typename Fmt<KIND>::B;
   if constexpr (KIND == 0) {
@@ -158,7 +130,7 @@ inline void codes16(const uint8_t *p, const size_t (&o)[16], const __m512i (&hea
 // Rows at w + o[k] (rows past the real ones repeat the last) against NT tokens' activations,
 // interleaved by block (a[i * NT + t]); out[t] = the 16 dots of token t.
 template <int KIND, int NT>
-void rows16(const uint8_t *w, const size_t (&o)[16], const BlockA8R *a, int64_t nb,
+void rows16(const uint8_t *w, const size_t (&o)[kRows], const BlockA8R *a, int64_t nb,
             const uint8_t *next, bool first, __m512 (&out)[NT]) {
   using B = typename Fmt<KIND>::B;
   __m512 acc[NT];
@@ -176,13 +148,13 @@ void rows16(const uint8_t *w, const size_t (&o)[16], const BlockA8R *a, int64_t 
     // capped this stream at about 15 GB/s a core on Zen 4 (Q8_0 15360x4480, 2 threads: 0.61-0.76x
     // the time at 1 to 4 tokens with the L2 hint).
     if (next) {
-      const char *q = reinterpret_cast<const char *>(next) + size_t(i) * 16 * sizeof(B);
+      const char *q = reinterpret_cast<const char *>(next) + size_t(i) * kRows * sizeof(B);
 #pragma GCC unroll 16
-      for (size_t b = 0; b < 16 * sizeof(B); b += 64) _mm_prefetch(q + b, _MM_HINT_T1);
+      for (size_t b = 0; b < kRows * sizeof(B); b += 64) _mm_prefetch(q + b, _MM_HINT_T1);
     }
     if ((!next || first) && (i & 1) == 0) {
 #pragma GCC unroll 16
-      for (int k = 0; k < 16; ++k)
+      for (int k = 0; k < kRows; ++k)
         _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead, _MM_HINT_T0);
     }
     // The first 16 bytes of each row's block, transposed as the codes are: the f16 scale d is the
@@ -217,39 +189,32 @@ void rows16(const uint8_t *w, const size_t (&o)[16], const BlockA8R *a, int64_t 
   for (int t = 0; t < NT; ++t) out[t] = acc[t];
 }
 
-// Token t's sums (G of them: 8 or 16 rows) to y rows [r0, r0 + nr).
-template <int NT, class V>
-inline void store_rows(const DotArgs &a, const V (&out)[NT], int t0, int64_t r0, int nr) {
+// Token t's 16 sums to y rows [r0, r0 + nr).
+template <int NT>
+inline void store_rows(const DotArgs &a, const __m512 (&out)[NT], int t0, int64_t r0, int nr) {
+  const __mmask16 m = __mmask16((1u << nr) - 1);
   for (int t = 0; t < NT; ++t) {
     float *y = a.y + int64_t(t0 + t) * a.ldy + r0;
-    if constexpr (sizeof(V) == 64) {  // __m512: 16 rows
-      const __mmask16 m = __mmask16((1u << nr) - 1);
-      const __m512 v = a.acc ? _mm512_add_ps(out[t], _mm512_maskz_loadu_ps(m, y)) : out[t];
-      _mm512_mask_storeu_ps(y, m, v);
-    } else {
-      const __mmask8 m = __mmask8((1u << nr) - 1);
-      const __m256 v = a.acc ? _mm256_add_ps(out[t], _mm256_maskz_loadu_ps(m, y)) : out[t];
-      _mm256_mask_storeu_ps(y, m, v);
-    }
+    const __m512 v = a.acc ? _mm512_add_ps(out[t], _mm512_maskz_loadu_ps(m, y)) : out[t];
+    _mm512_mask_storeu_ps(y, m, v);
   }
 }
 
-// The G rows after the group at r0, when they are whole (nullptr: none, or a tail).
-template <int G>
+// The 16 rows after the group at r0, when they are whole (nullptr: none, or a tail).
 inline const uint8_t *next_group(const DotArgs &a, int64_t r0) {
-  return r0 + 2 * G <= a.nrows ? a.w + size_t(r0 + G) * a.row_bytes : nullptr;
+  return r0 + 2 * kRows <= a.nrows ? a.w + size_t(r0 + kRows) * a.row_bytes : nullptr;
 }
 
-// Each group of G rows (the last one partial; rows past it: the last row again, at byte offsets
+// Each group of 16 rows (the last one partial; rows past it: the last row again, at byte offsets
 // o[k]) against the tokens in groups of 8 (the last one T % 8): run(NT, w, o, t0, r0, nr) with NT
 // as std::integral_constant.
-template <int G, class Run>
+template <class Run>
 void for_groups(const DotArgs &a, Run run) {
   using std::integral_constant;
-  for (int64_t r0 = 0; r0 < a.nrows; r0 += G) {
-    const int nr = int(std::min<int64_t>(G, a.nrows - r0));
-    size_t o[G];
-    for (int k = 0; k < G; ++k) o[k] = size_t(std::min(k, nr - 1)) * a.row_bytes;
+  for (int64_t r0 = 0; r0 < a.nrows; r0 += kRows) {
+    const int nr = int(std::min<int64_t>(kRows, a.nrows - r0));
+    size_t o[kRows];
+    for (int k = 0; k < kRows; ++k) o[k] = size_t(std::min(k, nr - 1)) * a.row_bytes;
     const uint8_t *w = a.w + size_t(r0) * a.row_bytes;
     int t0 = 0;
     for (; t0 + 8 <= a.T; t0 += 8) run(integral_constant<int, 8>(), w, o, t0, r0, nr);
@@ -268,12 +233,12 @@ void for_groups(const DotArgs &a, Run run) {
 
 template <int KIND>
 void dot_rows16(const DotArgs &a) {
-  for_groups<16>(a, [&](auto nt, const uint8_t *w, const size_t(&o)[16], int t0, int64_t r0,
+  for_groups(a, [&](auto nt, const uint8_t *w, const size_t(&o)[kRows], int t0, int64_t r0,
                         int nr) {
     constexpr int NT = decltype(nt)::value;
     const auto *act = reinterpret_cast<const BlockA8R *>(a.act + size_t(t0 / 8) * a.act_stride);
     __m512 out[NT];
-    rows16<KIND, NT>(w, o, act, a.n / QK, next_group<16>(a, r0), r0 == 0, out);
+    rows16<KIND, NT>(w, o, act, a.n / QK, next_group(a, r0), r0 == 0, out);
     store_rows<NT>(a, out, t0, r0, nr);
   });
 }
@@ -282,110 +247,110 @@ void dot_rows16(const DotArgs &a) {
 //
 // Per row and block the header (d, dmin and the 12 packed bytes of scales and minimums: 16
 // bytes, 4 dwords a lane) is loaded and transposed as the codes are, and unpacked in the lanes as
-// ggml does. A sub-block's integer sum (u4 codes x s8, at most 32 *
-// 15 * 127) times its scale (<= 63) stays in i32 over the block (8 * 60960 * 63 < 2^31); the
+// ggml does. A sub-block's integer sum (u4 codes x s8, at most 32 * 15 * 127) times its scale
+// (<= 63) stays in i32 over the block (8 * 60960 * 63 < 2^31); the
 // minimums' term sum_j m_j S_j (S_j = the activations' sum over sub-block j) takes 4 vpdpwssd on
 // 16-bit pairs (m_j, m_j+2) against (S_j, S_j+2) made with the activations.
 template <int NT>
-void rows8_q4k(const uint8_t *w, const size_t (&o)[8], const BlockA8KR *a,
-               int64_t nb, const uint8_t *next, bool first, __m256 (&out)[NT]) {
-  __m256 acc[NT];
+void rows16_q4k(const uint8_t *w, const size_t (&o)[kRows], const BlockA8KR *a,
+               int64_t nb, const uint8_t *next, bool first, __m512 (&out)[NT]) {
+  __m512 acc[NT];
 #pragma GCC unroll 8
-  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-  const __m256i m4 = _mm256_set1_epi8(0x0f), lo6 = _mm256_set1_epi8(0x3f),
-                top2 = _mm256_set1_epi8(0x30), words = _mm256_set1_epi32(0x00ff00ff),
-                ff = _mm256_set1_epi32(0xff);
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  const __m512i m4 = _mm512_set1_epi8(0x0f), lo6 = _mm512_set1_epi8(0x3f),
+                top2 = _mm512_set1_epi8(0x30), words = _mm512_set1_epi32(0x00ff00ff),
+                ff = _mm512_set1_epi32(0xff);
   for (int64_t i = 0; i < nb; ++i, a += NT) {
     const uint8_t *p = w + size_t(i) * sizeof(BlockQ4_K);
     if (next) {  // as rows16: the next group's contiguous bytes into L2 at this group's pace
-      const char *q = reinterpret_cast<const char *>(next) + size_t(i) * 8 * sizeof(BlockQ4_K);
-#pragma GCC unroll 18
-      for (size_t b = 0; b < 8 * sizeof(BlockQ4_K); b += 64) _mm_prefetch(q + b, _MM_HINT_T1);
+      const char *q = reinterpret_cast<const char *>(next) + size_t(i) * kRows * sizeof(BlockQ4_K);
+#pragma GCC unroll 36
+      for (size_t b = 0; b < kRows * sizeof(BlockQ4_K); b += 64) _mm_prefetch(q + b, _MM_HINT_T1);
     }
     if (!next || first) {
-#pragma GCC unroll 8
-      for (int k = 0; k < 8; ++k) {
+#pragma GCC unroll 16
+      for (int k = 0; k < kRows; ++k) {
         _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead, _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead + 64, _MM_HINT_T0);
       }
     }
     static_assert(offsetof(BlockQ4_K, qs) == 16, "Q4_K: 16 bytes of d, dmin and scales");
-    __m256i head[4];
-    load_t(p, o, 0, head);
-    const __m256i g0 = head[0], g1 = head[1], g2 = head[2], g3 = head[3];
-    const __m256 dw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(g0));
-    const __m256 dmw = _mm256_cvtph_ps(_mm256_cvtepi32_epi16(_mm256_srli_epi32(g0, 16)));
-    const __m256i sc_lo = _mm256_and_si256(g1, lo6);  // scale bytes 0..3, then 4..7
-    const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(g3, m4),
-                                          _mm256_and_si256(_mm256_srli_epi32(g1, 2), top2));
-    const __m256i mn_lo = _mm256_and_si256(g2, lo6);
-    const __m256i mn_hi =
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(g3, 4), m4),
-                        _mm256_and_si256(_mm256_srli_epi32(g2, 2), top2));
-    const __m256i mp[4] = {_mm256_and_si256(mn_lo, words),
-                           _mm256_and_si256(_mm256_srli_epi32(mn_lo, 8), words),
-                           _mm256_and_si256(mn_hi, words),
-                           _mm256_and_si256(_mm256_srli_epi32(mn_hi, 8), words)};
-    __m256i tot[NT], mins[NT];
+    __m512i head[4];
+    load_t16(p, o, 0, head);
+    const __m512i g0 = head[0], g1 = head[1], g2 = head[2], g3 = head[3];
+    const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g0));
+    const __m512 dmw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g0, 16)));
+    const __m512i sc_lo = _mm512_and_si512(g1, lo6);  // scale bytes 0..3, then 4..7
+    const __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(g3, m4),
+                                          _mm512_and_si512(_mm512_srli_epi32(g1, 2), top2));
+    const __m512i mn_lo = _mm512_and_si512(g2, lo6);
+    const __m512i mn_hi =
+        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(g3, 4), m4),
+                        _mm512_and_si512(_mm512_srli_epi32(g2, 2), top2));
+    const __m512i mp[4] = {_mm512_and_si512(mn_lo, words),
+                           _mm512_and_si512(_mm512_srli_epi32(mn_lo, 8), words),
+                           _mm512_and_si512(mn_hi, words),
+                           _mm512_and_si512(_mm512_srli_epi32(mn_hi, 8), words)};
+    __m512i tot[NT], mins[NT];
 #pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
-      tot[t] = _mm256_setzero_si256();
-      mins[t] = _mm256_setzero_si256();
+      tot[t] = _mm512_setzero_si512();
+      mins[t] = _mm512_setzero_si512();
 #pragma GCC unroll 4
       for (int q = 0; q < 4; ++q)
-        mins[t] = _mm256_dpwssd_epi32(mins[t], mp[q], _mm256_set1_epi32(a[t].msum[q]));
+        mins[t] = _mm512_dpwssd_epi32(mins[t], mp[q], _mm512_set1_epi32(a[t].msum[q]));
     }
 #pragma GCC unroll 1
     for (int c = 0; c < 4; ++c) {
-      __m256i q[8];
+      __m512i q[8];
       {
-        __m256i lo[4], hi[4];
-        load_t(p, o, offsetof(BlockQ4_K, qs) + 32 * c, lo);
-        load_t(p, o, offsetof(BlockQ4_K, qs) + 32 * c + 16, hi);
+        __m512i lo[4], hi[4];
+        load_t16(p, o, offsetof(BlockQ4_K, qs) + 32 * c, lo);
+        load_t16(p, o, offsetof(BlockQ4_K, qs) + 32 * c + 16, hi);
 #pragma GCC unroll 4
         for (int g = 0; g < 4; ++g) q[g] = lo[g], q[g + 4] = hi[g];
       }
 #pragma GCC unroll 2
       for (int h = 0; h < 2; ++h) {  // sub-block 2c + h: low nibbles, then high
         const int j = 2 * c + h;
-        const __m256i scw = j < 4 ? sc_lo : sc_hi;
-        const __m256i sc = _mm256_and_si256(_mm256_srli_epi32(scw, 8 * (j % 4)), ff);
-        __m256i v[8];
+        const __m512i scw = j < 4 ? sc_lo : sc_hi;
+        const __m512i sc = _mm512_and_si512(_mm512_srli_epi32(scw, 8 * (j % 4)), ff);
+        __m512i v[8];
 #pragma GCC unroll 8
         for (int g = 0; g < 8; ++g)
-          v[g] = _mm256_and_si256(h ? _mm256_srli_epi16(q[g], 4) : q[g], m4);
+          v[g] = _mm512_and_si512(h ? _mm512_srli_epi16(q[g], 4) : q[g], m4);
 #pragma GCC unroll 8
         for (int t = 0; t < NT; ++t) {
           const int8_t *x = a[t].qs + 32 * j;
-          __m256i s2[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+          __m512i s2[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
 #pragma GCC unroll 8
           for (int g = 0; g < 8; ++g) {
             int32_t q4;
             std::memcpy(&q4, x + 4 * g, sizeof q4);
-            s2[g & 1] = _mm256_dpbusd_epi32(s2[g & 1], v[g], _mm256_set1_epi32(q4));
+            s2[g & 1] = _mm512_dpbusd_epi32(s2[g & 1], v[g], _mm512_set1_epi32(q4));
           }
-          tot[t] = _mm256_add_epi32(tot[t], _mm256_mullo_epi32(_mm256_add_epi32(s2[0], s2[1]), sc));
+          tot[t] = _mm512_add_epi32(tot[t], _mm512_mullo_epi32(_mm512_add_epi32(s2[0], s2[1]), sc));
         }
       }
     }
 #pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
-      const __m256 da = _mm256_set1_ps(a[t].d);
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(tot[t]), _mm256_mul_ps(dw, da), acc[t]);
-      acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(mins[t]), _mm256_mul_ps(dmw, da), acc[t]);
+      const __m512 da = _mm512_set1_ps(a[t].d);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot[t]), _mm512_mul_ps(dw, da), acc[t]);
+      acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins[t]), _mm512_mul_ps(dmw, da), acc[t]);
     }
   }
 #pragma GCC unroll 8
   for (int t = 0; t < NT; ++t) out[t] = acc[t];
 }
 
-void dot_rows_q4k(const DotArgs &a) {
-  for_groups<8>(a, [&](auto nt, const uint8_t *w, const size_t(&o)[8], int t0, int64_t r0,
-                       int nr) {
+void dot_rows16_q4k(const DotArgs &a) {
+  for_groups(a, [&](auto nt, const uint8_t *w, const size_t(&o)[kRows], int t0, int64_t r0,
+                        int nr) {
     constexpr int NT = decltype(nt)::value;
     const auto *act = reinterpret_cast<const BlockA8KR *>(a.act + size_t(t0 / 8) * a.act_stride);
-    __m256 out[NT];
-    rows8_q4k<NT>(w, o, act, a.n / QK_K, next_group<8>(a, r0), r0 == 0, out);
+    __m512 out[NT];
+    rows16_q4k<NT>(w, o, act, a.n / QK_K, next_group(a, r0), r0 == 0, out);
     store_rows<NT>(a, out, t0, r0, nr);
   });
 }
@@ -395,6 +360,6 @@ void dot_rows_q4k(const DotArgs &a) {
 void dot_rows_q8_0(const DotArgs &a) { dot_rows16<0>(a); }
 void dot_rows_q4_0(const DotArgs &a) { dot_rows16<1>(a); }
 void dot_rows_q5_0(const DotArgs &a) { dot_rows16<2>(a); }
-void dot_rows_q4_k(const DotArgs &a) { dot_rows_q4k(a); }
+void dot_rows_q4_k(const DotArgs &a) { dot_rows16_q4k(a); }
 
 }  // namespace edgenano::kern
