@@ -260,6 +260,28 @@ def test_avx512_row_lanes_dots_match_scalar(qtype, T, rows):
     assert nmse(out["avx512"], one) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
+@pytest.mark.parametrize("qtype", ROW_LANE_TYPES, ids=lambda t: t.name)
+def test_avx512_row_lanes_one_token_large_matrix(qtype):
+    """One token over a matrix of 16 MB or more takes the row-lane dots as well (their L2 stream
+    pays there): the scalar kernels' sums to rounding, and the one-token dots' rows on the same
+    matrix cut under the size (a slice of its rows)."""
+    if not K.cpu_has_avx512():
+        pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
+    rng, rows = rng_for("r1big", qtype), 7301  # 456 groups of 16 and a tail of 5
+    cols = 4096 if qtype == QT.Q4_K else 4480
+    raw, x = random_rows(qtype, rows, cols, rng), rng.standard_normal((1, cols)).astype(np.float32)
+    assert raw.nbytes >= 16 << 20
+    y = K.matmul(raw, int(qtype), cols, x, path="vec", n_threads=2)
+    K.set_force_scalar(True)
+    try:
+        ref = K.matmul(raw, int(qtype), cols, x, path="vec", n_threads=2)
+    finally:
+        K.set_force_scalar(False)
+    assert nmse(y, ref) <= KERNEL_SCALAR_VS_AVX2_NMSE
+    part = K.matmul(np.ascontiguousarray(raw[:64]), int(qtype), cols, x, path="vec")  # small
+    assert nmse(y[:, :64], part) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
 @pytest.mark.parametrize("qtype", ROW_LANE_TYPES[:3], ids=lambda t: t.name)
 def test_avx512_row_lanes_extreme_codes(qtype):
     """The row-lane dots at the bound of their integer sums: every weight code at its extreme (Q8_0
