@@ -206,41 +206,37 @@ inline const uint8_t *next_group(const DotArgs &a, int64_t r0) {
 }
 
 // Each group of 16 rows (the last one partial; rows past it: the last row again, at byte offsets
-// o[k]) against the tokens in groups of 8 (the last one T % 8): run(NT, w, o, t0, r0, nr) with NT
-// as std::integral_constant.
-template <class Run>
-void for_groups(const DotArgs &a, Run run) {
-  using std::integral_constant;
+// o[k]) against the tokens in groups of 8 (the last one T % 8), A activations of BS-value blocks:
+// kernel(NT, w, o, act, blocks, next, first, out) with NT as std::integral_constant, then the
+// group's sums stored.
+template <class A, int BS, class Kernel>
+void dot_rows(const DotArgs &a, Kernel kernel) {
   for (int64_t r0 = 0; r0 < a.nrows; r0 += kRows) {
     const int nr = int(std::min<int64_t>(kRows, a.nrows - r0));
     size_t o[kRows];
     for (int k = 0; k < kRows; ++k) o[k] = size_t(std::min(k, nr - 1)) * a.row_bytes;
     const uint8_t *w = a.w + size_t(r0) * a.row_bytes;
+    const auto run = [&](auto nt, int t0) {
+      constexpr int NT = decltype(nt)::value;
+      const auto *act = reinterpret_cast<const A *>(a.act + size_t(t0 / 8) * a.act_stride);
+      __m512 out[NT];
+      kernel(nt, w, o, act, a.n / BS, next_group(a, r0), r0 == 0, out);
+      store_rows<NT>(a, out, t0, r0, nr);
+    };
+    using std::integral_constant;
     int t0 = 0;
-    for (; t0 + 8 <= a.T; t0 += 8) run(integral_constant<int, 8>(), w, o, t0, r0, nr);
+    for (; t0 + 8 <= a.T; t0 += 8) run(integral_constant<int, 8>(), t0);
     switch (a.T - t0) {
-      case 1: run(integral_constant<int, 1>(), w, o, t0, r0, nr); break;
-      case 2: run(integral_constant<int, 2>(), w, o, t0, r0, nr); break;
-      case 3: run(integral_constant<int, 3>(), w, o, t0, r0, nr); break;
-      case 4: run(integral_constant<int, 4>(), w, o, t0, r0, nr); break;
-      case 5: run(integral_constant<int, 5>(), w, o, t0, r0, nr); break;
-      case 6: run(integral_constant<int, 6>(), w, o, t0, r0, nr); break;
-      case 7: run(integral_constant<int, 7>(), w, o, t0, r0, nr); break;
+      case 1: run(integral_constant<int, 1>(), t0); break;
+      case 2: run(integral_constant<int, 2>(), t0); break;
+      case 3: run(integral_constant<int, 3>(), t0); break;
+      case 4: run(integral_constant<int, 4>(), t0); break;
+      case 5: run(integral_constant<int, 5>(), t0); break;
+      case 6: run(integral_constant<int, 6>(), t0); break;
+      case 7: run(integral_constant<int, 7>(), t0); break;
       default: break;
     }
   }
-}
-
-template <int KIND>
-void dot_rows16(const DotArgs &a) {
-  for_groups(a, [&](auto nt, const uint8_t *w, const size_t(&o)[kRows], int t0, int64_t r0,
-                        int nr) {
-    constexpr int NT = decltype(nt)::value;
-    const auto *act = reinterpret_cast<const BlockA8R *>(a.act + size_t(t0 / 8) * a.act_stride);
-    __m512 out[NT];
-    rows16<KIND, NT>(w, o, act, a.n / QK, next_group(a, r0), r0 == 0, out);
-    store_rows<NT>(a, out, t0, r0, nr);
-  });
 }
 
 // ---- Q4_K: the same over 256-value blocks of 8 sub-blocks with 6-bit scales and minimums ----
@@ -344,22 +340,20 @@ void rows16_q4k(const uint8_t *w, const size_t (&o)[kRows], const BlockA8KR *a,
   for (int t = 0; t < NT; ++t) out[t] = acc[t];
 }
 
-void dot_rows16_q4k(const DotArgs &a) {
-  for_groups(a, [&](auto nt, const uint8_t *w, const size_t(&o)[kRows], int t0, int64_t r0,
-                        int nr) {
-    constexpr int NT = decltype(nt)::value;
-    const auto *act = reinterpret_cast<const BlockA8KR *>(a.act + size_t(t0 / 8) * a.act_stride);
-    __m512 out[NT];
-    rows16_q4k<NT>(w, o, act, a.n / QK_K, next_group(a, r0), r0 == 0, out);
-    store_rows<NT>(a, out, t0, r0, nr);
-  });
+template <int KIND>  // the kernel for each token count (nt's value)
+void dot_rows_0(const DotArgs &a) {
+  dot_rows<BlockA8R, QK>(
+      a, [](auto nt, auto &&...args) { rows16<KIND, decltype(nt)::value>(args...); });
 }
 
 }  // namespace
 
-void dot_rows_q8_0(const DotArgs &a) { dot_rows16<0>(a); }
-void dot_rows_q4_0(const DotArgs &a) { dot_rows16<1>(a); }
-void dot_rows_q5_0(const DotArgs &a) { dot_rows16<2>(a); }
-void dot_rows_q4_k(const DotArgs &a) { dot_rows16_q4k(a); }
+void dot_rows_q8_0(const DotArgs &a) { dot_rows_0<0>(a); }
+void dot_rows_q4_0(const DotArgs &a) { dot_rows_0<1>(a); }
+void dot_rows_q5_0(const DotArgs &a) { dot_rows_0<2>(a); }
+void dot_rows_q4_k(const DotArgs &a) {
+  dot_rows<BlockA8KR, QK_K>(
+      a, [](auto nt, auto &&...args) { rows16_q4k<decltype(nt)::value>(args...); });
+}
 
 }  // namespace edgenano::kern
