@@ -129,7 +129,7 @@ const uint8_t *interleave_acts(const float *x, int64_t ldx, int64_t n, int T, in
 // With the zero point's integer term (*_0: -zero * sum(qs)), or Q4_K's sub-block sums paired for
 // its minimums.
 const uint8_t *prepare_acts_rows(const KernelTable &kt, int type, const float *x, int64_t ldx,
-                               int64_t n, int T, Workspace &ws, size_t &group_stride) {
+                                 int64_t n, int T, Workspace &ws, size_t &group_stride) {
   if (type == T_Q4_K)
     return interleave_acts<BlockA8K, BlockA8KR>(
         x, ldx, n, T, QK_K, ws, group_stride, kt.quant_a8k,
