@@ -4,6 +4,7 @@ the NumPy reference (whose eval_batch is a loop, so it must agree exactly)."""
 
 from __future__ import annotations
 
+import gguf
 import numpy as np
 import pytest
 
@@ -117,3 +118,41 @@ def test_bad_batches_are_refused(gguf_file):
     with pytest.raises(ContextOverflow):
         m.eval_batch([a, b], [1, 2])
     assert b.n_past == 0  # nothing was fed on refusal
+
+
+@pytest.mark.parametrize("outtype", ["q8_0", "q4_0", "q4_k_m"])
+def test_packed_weights_agree_with_file_layout(gguf_file, outtype, monkeypatch):
+    """With AVX-512 VNNI the CPU backend packs its Q4_0/Q5_0/Q8_0/Q4_K matmul weights at load into
+    the row-lane dots' 16-row layout (EDGENANO_REPACK=0 keeps the file's). Several tokens take the
+    same kernel either way; one token (the logits of a prefill too) takes the one-token dots from
+    the file's rows, which sum in another order: within the batch bound. With the AVX-512 dots
+    switched off after loading, the packed model unpacks its rows for the AVX2 kernels: bit-identical
+    to the file's layout on them."""
+    if not _C.kernels.packable(int(gguf.GGMLQuantizationType.Q8_0)):
+        pytest.skip("no AVX-512 VNNI on this CPU (or not built): nothing is packed")
+    path = gguf_file(outtype)
+    packed = Model(path, n_ctx=256, n_threads=2)
+    monkeypatch.setenv("EDGENANO_REPACK", "0")
+    plain = Model(path, n_ctx=256, n_threads=2)
+    assert packed.backend.impl.packed_bytes > 0 and plain.backend.impl.packed_bytes == 0
+    rng = np.random.default_rng(5)
+    prompts = [rng.integers(16, 400, size=n).tolist() for n in (7, 12, 3)]
+
+    def run(m):
+        states = [m.new_state() for _ in prompts]
+        pre = [m.eval(s, p) for s, p in zip(states, prompts)]
+        step = m.eval_batch(states, [17, 18, 19])
+        one = m.eval(states[0], [20])
+        return np.stack(pre), step, one
+
+    a, b = run(packed), run(plain)
+    for x, y in zip(a, b):
+        assert nmse(x, y) <= BATCH_DECODE_VS_SOLO_NMSE["quantized"]
+    _C.kernels.set_allow_avx512(False)
+    try:
+        c, d = run(packed), run(plain)
+    finally:
+        _C.kernels.set_allow_avx512(True)
+    for x, y in zip(c, d):
+        assert np.array_equal(x, y)
+    assert nmse(c[1], a[1]) <= BATCH_DECODE_VS_SOLO_NMSE["quantized"]

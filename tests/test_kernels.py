@@ -322,6 +322,73 @@ def test_avx512_row_lanes_q4_k_extreme_codes():
     assert nmse(y, xx @ ww.T) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
+@pytest.mark.parametrize("rows", [5, 16, 37, 301])
+@pytest.mark.parametrize("qtype", ROW_LANE_TYPES, ids=lambda t: t.name)
+def test_packed_rows_round_trip(qtype, rows):
+    """pack_rows16 (the row-lane dots' layout, made at load) rearranges each whole group of 16 rows
+    in place of its bytes, leaves the last rows % 16 as they are, and unpack_rows16 undoes it."""
+    rng = rng_for("pack", qtype, rows)
+    cols = gguf.GGML_QUANT_SIZES[qtype][0] * (9 if qtype != QT.Q4_K else 3)
+    raw = random_rows(qtype, rows, cols, rng)
+    packed = K.pack_rows16(raw, int(qtype), cols)
+    assert packed.shape == raw.shape
+    full = rows // 16 * 16
+    assert np.array_equal(packed[full:], raw[full:])
+    if full:
+        assert not np.array_equal(packed[:full], raw[:full])
+        # a group's bytes stay its own: packing 16 rows alone gives the same bytes
+        assert np.array_equal(K.pack_rows16(np.ascontiguousarray(raw[:16]), int(qtype), cols),
+                              packed[:16])
+    assert np.array_equal(K.unpack_rows16(packed, int(qtype), cols), raw)
+
+
+def test_packed_rows_refuse_other_types():
+    raw = random_rows(QT.Q6_K, 16, 256, rng_for("pack6"))
+    with pytest.raises(ValueError, match="no packed layout"):
+        K.pack_rows16(raw, int(QT.Q6_K), 256)
+
+
+@pytest.mark.parametrize("rows", [5, 16, 24, 37, 301])
+@pytest.mark.parametrize("T", [1, 2, 4, 9, 17])
+@pytest.mark.parametrize("qtype", ROW_LANE_TYPES, ids=lambda t: t.name)
+def test_avx512_packed_rows_match_file_rows(qtype, T, rows):
+    """The row-lane dots over packed rows (plain loads, Q8_0 pre-biased, Q5_0's high bits
+    reordered) compute what they compute from the file's rows: the same integer sums in the same
+    order, so equal bits from 2 tokens on; one token (on file rows the one-token dots) to rounding,
+    and both to the scalar kernels' rounding."""
+    if not K.packable(int(qtype)):
+        pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
+    rng = rng_for("packmm", qtype, T, rows)
+    cols = gguf.GGML_QUANT_SIZES[qtype][0] * (35 if qtype != QT.Q4_K else 8)
+    raw, x = random_rows(qtype, rows, cols, rng), rng.standard_normal((T, cols)).astype(np.float32)
+    packed = K.pack_rows16(raw, int(qtype), cols)
+    y = K.matmul(packed, int(qtype), cols, x, n_threads=2, packed=True)
+    ref = K.matmul(raw, int(qtype), cols, x, path="vec", n_threads=2)
+    if T >= 2:
+        assert np.array_equal(y, ref)
+    K.set_force_scalar(True)
+    try:
+        scalar = K.matmul(raw, int(qtype), cols, x, path="vec", n_threads=2)
+    finally:
+        K.set_force_scalar(False)
+    assert nmse(y, scalar) <= KERNEL_SCALAR_VS_AVX2_NMSE
+    assert nmse(y, ref) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
+@pytest.mark.parametrize("qtype", ROW_LANE_TYPES[:3], ids=lambda t: t.name)
+def test_avx512_packed_rows_extreme_codes(qtype):
+    """Packed rows at the bound of the integer sums (as test_avx512_row_lanes_extreme_codes): every
+    code at its extreme, 2 whole groups and a tail, so Q5_0's reordered high bits all count."""
+    if not K.packable(int(qtype)):
+        pytest.skip("no AVX-512 VNNI on this CPU (or not built)")
+    rng, cols, rows, T = rng_for("packx", qtype), 1120, 37, 3
+    x = np.where(rng.random((T, cols)) < 0.5, -1.0, 1.0).astype(np.float32)
+    raw, w = extreme_rows(qtype, x[0], rows, rng)
+    y = K.matmul(K.pack_rows16(raw, int(qtype), cols), int(qtype), cols, x, packed=True)
+    xx, ww = f64(x, w)
+    assert nmse(y, xx @ ww.T) <= KERNEL_SCALAR_VS_AVX2_NMSE
+
+
 I8_PANEL_TYPES = [QT.Q8_0, QT.Q4_0, QT.Q5_0, QT.Q4_K, QT.Q5_K, QT.Q6_K]
 
 

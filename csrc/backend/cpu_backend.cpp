@@ -1,5 +1,8 @@
 // CpuBackend: host memory (the weights used in place from the file mapping) and the kernels of
 // kernels/cpu on one thread pool.
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -13,14 +16,20 @@ namespace edgenano::backend {
 
 namespace {
 
-// 64-byte aligned, zero-filled host memory.
+// 64-byte aligned host memory, zero-filled; or, for weights, 2 MiB aligned, on huge pages where
+// the kernel gives them (decode reads every weight once a token: a TLB miss every 4 KiB
+// otherwise), and not filled.
 class HostBuffer final : public Buffer {
  public:
-  explicit HostBuffer(size_t nbytes) : Buffer(nullptr, nbytes) {
+  explicit HostBuffer(size_t nbytes, bool weights = false) : Buffer(nullptr, nbytes) {
     if (!nbytes) return;
-    data_ = std::aligned_alloc(64, (nbytes + 63) / 64 * 64);
+    const size_t align = weights ? size_t(2) << 20 : 64;
+    data_ = std::aligned_alloc(align, (nbytes + align - 1) / align * align);
     if (!data_) throw std::bad_alloc();
-    std::memset(data_, 0, nbytes);
+    if (weights)
+      madvise(data_, (nbytes + align - 1) / align * align, MADV_HUGEPAGE);
+    else
+      std::memset(data_, 0, nbytes);
   }
   ~HostBuffer() override { std::free(data_); }
 };
@@ -40,6 +49,25 @@ class CpuBackend final : public Backend {
   BufferPtr alloc(size_t nbytes) override { return std::make_unique<HostBuffer>(nbytes); }
   BufferPtr map_weights(const void *host, size_t nbytes) override {
     return std::make_unique<HostView>(host, nbytes);
+  }
+  // Q4_0 / Q5_0 / Q8_0 / Q4_K in the row-lane dots' 16-row layout (kern::pack_rows16), where
+  // this CPU's kernels read it; the packing is spread over the pool in slices of whole groups.
+  BufferPtr pack_weight(Weight &w, int64_t n_mats,
+                        const std::function<void(const uint8_t *, size_t)> &done) override {
+    if (w.packed || !kern::packable(w.type) || w.n_out < 1 || n_mats < 1) return nullptr;
+    const size_t mat = size_t(w.n_out) * w.row_bytes;
+    auto buf = std::make_unique<HostBuffer>(mat * size_t(n_mats), true);
+    constexpr int64_t kSlice = 16 * 64;  // rows a task
+    const int64_t per_mat = (w.n_out + kSlice - 1) / kSlice;
+    pool_.parallel_for(per_mat * n_mats, [&](int64_t it, int) {
+      const size_t at = size_t(it / per_mat) * mat + size_t(it % per_mat * kSlice) * w.row_bytes;
+      const int64_t rows = std::min(kSlice, w.n_out - it % per_mat * kSlice);
+      kern::pack_rows16(w.type, w.n_in, w.data + at, buf->as<uint8_t>() + at, rows);
+      done(w.data + at, size_t(rows) * w.row_bytes);
+    });
+    w.data = buf->as<const uint8_t>();
+    w.packed = true;
+    return buf;
   }
   void upload(Buffer &dst, size_t offset, const void *src, size_t nbytes) override {
     if (nbytes) std::memcpy(dst.as<uint8_t>() + offset, src, nbytes);

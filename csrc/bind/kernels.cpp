@@ -67,8 +67,12 @@ kern::MatmulPath parse_path(const std::string &p) {
 }
 
 nb::ndarray<nb::numpy, float> matmul(In<uint8_t, 2> w, int type, int64_t n_in, In<float, 2> x,
-                                     const std::string &path, int n_threads) {
-  const kern::Weight wt = make_weight(w, type, n_in);
+                                     const std::string &path, int n_threads, bool packed) {
+  kern::Weight wt = make_weight(w, type, n_in);
+  if (packed && !kern::packable(type))
+    throw std::invalid_argument(std::string("packed: this CPU's kernels have no packed ") +
+                                kern::type_name(type));
+  wt.packed = packed;
   if (int64_t(x.shape(1)) != n_in) throw std::invalid_argument("x.shape[1] != n_in");
   auto y = new_array<float>({x.shape(0), size_t(wt.n_out)});
   const auto mode = parse_path(path);
@@ -77,6 +81,14 @@ nb::ndarray<nb::numpy, float> matmul(In<uint8_t, 2> w, int type, int64_t n_in, I
   auto lease = lease_pool(n_threads);
   kern::matmul(wt, x.data(), n_in, y.data(), wt.n_out, int(x.shape(0)), false, lease.pool, lease.ws,
                mode);
+  return y;
+}
+
+// pack_rows16 (pack) or unpack_rows16 of rows in ggml's layout / packed.
+nb::ndarray<nb::numpy, uint8_t> repack(In<uint8_t, 2> w, int type, int64_t n_in, bool pack) {
+  const kern::Weight wt = make_weight(w, type, n_in);
+  auto y = new_array<uint8_t>({w.shape(0), w.shape(1)});
+  (pack ? kern::pack_rows16 : kern::unpack_rows16)(type, n_in, wt.data, y.data(), wt.n_out);
   return y;
 }
 
@@ -219,8 +231,21 @@ void bind_kernels(nb::module_ &parent) {
       "products; int8 activations for quantized types), 'i8gemm' (int8 panels, Q4_0/Q5_0 on "
       "AVX2) or 'gemm' (f32 panels, f32 activations).");
   m.def("matmul", &matmul, nb::arg("w"), nb::arg("type"), nb::arg("n_in"), nb::arg("x"),
-        nb::arg("path") = "auto", nb::arg("n_threads") = 1,
-        "y (T, n_out) = x (T, n_in) @ W.T for W given as raw GGUF rows (n_out, row_bytes).");
+        nb::arg("path") = "auto", nb::arg("n_threads") = 1, nb::arg("packed") = false,
+        "y (T, n_out) = x (T, n_in) @ W.T for W given as raw GGUF rows (n_out, row_bytes), or "
+        "with packed as pack_rows16 made them (then the row-lane dots run, whatever the path).");
+  m.def("packable", &kern::packable, nb::arg("type"),
+        "Whether this CPU's kernels read the 16-row packed layout of this type (the engine then "
+        "packs such weights at load).");
+  m.def(
+      "pack_rows16",
+      [](In<uint8_t, 2> w, int type, int64_t n_in) { return repack(w, type, n_in, true); },
+      nb::arg("w"), nb::arg("type"), nb::arg("n_in"),
+      "GGUF rows (n_out, row_bytes) of Q4_0/Q5_0/Q8_0/Q4_K in the row-lane dots' 16-row layout.");
+  m.def(
+      "unpack_rows16",
+      [](In<uint8_t, 2> w, int type, int64_t n_in) { return repack(w, type, n_in, false); },
+      nb::arg("w"), nb::arg("type"), nb::arg("n_in"), "pack_rows16 undone.");
   m.def("rmsnorm", &rmsnorm, nb::arg("x"), nb::arg("w"), nb::arg("eps"));
   m.def("gated_rmsnorm", &gated_rmsnorm, nb::arg("y"), nb::arg("z"), nb::arg("w"),
         nb::arg("n_group"), nb::arg("eps"));

@@ -198,7 +198,10 @@ void bind_model(nb::module_ &m) {
       .def_prop_ro("n_threads", &Model::n_threads)
       .def_prop_ro("kv_type", &Model::kv_type)
       .def_prop_ro("n_vocab", [](const Model &x) { return x.config().n_vocab; })
-      .def_prop_ro("backend", &Model::backend_name, "The backend it runs on.");
+      .def_prop_ro("backend", &Model::backend_name, "The backend it runs on.")
+      .def_prop_ro("packed_bytes", &Model::packed_bytes,
+                   "Bytes of matmul weights held in the backend's own layout (the CPU row-lane "
+                   "dots' 16-row interleave; 0 with EDGENANO_REPACK=0 or where it has none).");
 
   m.def(
       "backend_registry",

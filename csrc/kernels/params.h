@@ -15,6 +15,9 @@ struct Weight {
   int64_t n_in = 0;               // ne0: the reduced dimension
   int64_t n_out = 0;              // ne1: output features
   size_t row_bytes = 0;
+  // The rows in the CPU row-lane dots' 16-row interleave (kern::pack_rows16), not ggml's layout:
+  // only the CPU backend's matmul reads such a weight.
+  bool packed = false;
 };
 
 struct ConvParams {

@@ -52,7 +52,9 @@ Model::Model(const std::string &path, Config cfg, const std::vector<TensorInfo> 
   try {
     weights_ = backend_->map_weights(map_, map_bytes_);
     build(tensors);
+    pack_weights();
   } catch (...) {
+    packed_.clear();
     converted_.clear();
     weights_.reset();
     munmap(const_cast<uint8_t *>(map_), map_bytes_);
@@ -253,6 +255,37 @@ void Model::build_moe(Layer &l, const std::string &p, int i,
     l.latent_down = weight(get(p + "ffn_latent_down.weight"), E, L);
     l.latent_up = weight(get(p + "ffn_latent_up.weight"), L, E);
   }
+}
+
+// The matmul weights in the backend's own layout where it has one (the CPU backend's 16-row
+// interleave for its row-lane dots; EDGENANO_REPACK=0 keeps the file's layout). The file's pages
+// of a packed matrix are then dropped from this process (the page cache keeps them), so the
+// weights are resident once. Not the token embeddings: rows of them are looked up, not multiplied.
+void Model::pack_weights() {
+  const char *env = std::getenv("EDGENANO_REPACK");
+  if (env && *env == '0') return;
+  const uint8_t *base = weights_->as<const uint8_t>();
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  // The whole pages inside a packed range of the file's bytes (neighbours may share the ends).
+  const auto release = [&](const uint8_t *p, size_t n) {
+    if (p < base || p + n > base + map_bytes_) return;  // not the CPU backend's view of the file
+    const uintptr_t at = uintptr_t(map_ + (p - base));
+    const uintptr_t lo = (at + page - 1) / page * page, hi = (at + n) / page * page;
+    if (hi > lo) madvise(reinterpret_cast<void *>(lo), hi - lo, MADV_DONTNEED);
+  };
+  const auto pack = [&](backend::Weight &w, int64_t n_mats) {
+    if (!w.data) return;
+    if (auto buf = backend_->pack_weight(w, n_mats, release)) packed_.push_back(std::move(buf));
+  };
+  for (Layer &l : layers_) {
+    for (backend::Weight *w : {&l.ssm_in, &l.ssm_out, &l.wq, &l.wk, &l.wv, &l.wo, &l.up, &l.down,
+                               &l.gate_inp, &l.up_shexp, &l.down_shexp, &l.latent_down,
+                               &l.latent_up})
+      pack(*w, 1);
+    pack(l.up_exps, cfg_.n_expert);
+    pack(l.down_exps, cfg_.n_expert);
+  }
+  pack(output_, 1);
 }
 
 size_t State::nbytes() const {

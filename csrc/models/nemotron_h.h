@@ -152,6 +152,11 @@ class Model {
   // stream once per step); conv, scan, KV store and attention run per sequence on its own state
   // and KV length. The states must be distinct.
   void eval_batch(const std::vector<State *> &states, const int32_t *ids, float *logits);
+  size_t packed_bytes() const {
+    size_t n = 0;
+    for (const auto &b : packed_) n += b->nbytes();
+    return n;
+  }
 
  private:
   void map_file(const std::string &path, bool use_mmap);
@@ -162,6 +167,7 @@ class Model {
   void build(const std::vector<TensorInfo> &tensors);
   void build_moe(Layer &l, const std::string &p, int i,
                  const std::function<const TensorInfo &(const std::string &)> &get);
+  void pack_weights();
   void reserve_kv(State &s, int rows) const;
   void ensure_scratch(int T);
   void forward(State &s, const int32_t *ids, int T, float *logits, bool all_logits);
@@ -180,6 +186,7 @@ class Model {
   size_t map_bytes_ = 0;
   backend::BufferPtr weights_;                 // the file's bytes as the backend reads them
   std::vector<backend::BufferPtr> converted_;  // small tensors not stored as F32, converted once
+  std::vector<backend::BufferPtr> packed_;     // matmul weights in the backend's own layout
   backend::Weight tok_embd_, output_;
   const float *output_norm_ = nullptr;
   std::vector<Layer> layers_;

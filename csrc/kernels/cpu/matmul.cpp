@@ -6,6 +6,7 @@
 #include <climits>
 #include <cstring>
 #include <stdexcept>
+#include <vector>
 
 #include "kernels/cpu/matmul_impl.h"
 
@@ -163,8 +164,8 @@ constexpr int64_t kLanesOneToken = int64_t(16) << 20;
 void matmul_vec(const KernelTable &kt, int ti, const Weight &w, const float *x, int64_t ldx,
                 float *y, int64_t ldy, int T, bool acc, ThreadPool &pool, Workspace &ws) {
   size_t stride = 0;
-  const bool lanes =
-      kt.dot_rows[ti] && (T >= 2 || w.n_out * int64_t(w.row_bytes) >= kLanesOneToken);
+  const bool lanes = kt.dot_rows[ti] && (w.packed || T >= 2 ||
+                                         w.n_out * int64_t(w.row_bytes) >= kLanesOneToken);
   auto *act = lanes ? prepare_acts_rows(kt, w.type, x, ldx, w.n_in, T, ws, stride)
                     : static_cast<const uint8_t *>(
                           prepare_acts(kt, act_kind(w.type), x, ldx, w.n_in, T, ws, stride));
@@ -177,7 +178,7 @@ void matmul_vec(const KernelTable &kt, int ti, const Weight &w, const float *x, 
   pool.parallel_for(items, [&](int64_t it, int) {
     const int64_t r0 = it * per;
     dot({w.data + r0 * w.row_bytes, w.row_bytes, std::min(per, w.n_out - r0), w.n_in, act, stride,
-         T, y + r0, ldy, acc});
+         T, y + r0, ldy, acc, w.packed});
   });
 }
 
@@ -316,6 +317,17 @@ void matmul(const Weight &w, const float *x, int64_t ldx, float *y, int64_t ldy,
     throw std::invalid_argument("matmul: row size does not match the type and n_in");
   if (T <= 0 || w.n_out <= 0) return;
   const KernelTable &kt = active_kernels();
+  if (w.packed) {
+    if (kt.dot_rows[ti]) return matmul_vec(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);
+    // The AVX-512 dots switched off after the weight was packed (tests, EDGENANO_NO_AVX512 is
+    // read at start): its rows unpacked for this call, then the kernels chosen as for any weight.
+    std::vector<uint8_t> rows(size_t(w.n_out) * w.row_bytes);
+    unpack_rows16(w.type, w.n_in, w.data, rows.data(), w.n_out);
+    Weight u = w;
+    u.data = rows.data();
+    u.packed = false;
+    return matmul(u, x, ldx, y, ldy, T, accumulate, pool, ws, path);
+  }
   switch (resolve_path(w.type, T, path)) {
     case MatmulPath::I8Gemm:
       return matmul_i8gemm(kt, ti, w, x, ldx, y, ldy, T, accumulate, pool, ws);

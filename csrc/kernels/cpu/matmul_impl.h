@@ -45,6 +45,7 @@ struct DotArgs {
   float *y;
   int64_t ldy;
   bool acc;
+  bool packed = false;  // whole groups of 16 rows in pack_rows16's layout (the dot_rows kernels)
 };
 using DotFn = void (*)(const DotArgs &a);
 

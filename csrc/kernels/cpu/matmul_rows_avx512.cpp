@@ -127,9 +127,40 @@ inline void codes16(const uint8_t *p, const size_t (&o)[kRows], const __m512i (&
   }
 }
 
+// The same from pack_rows16's layout: block i of the group at p, its 16 scales then its dwords
+// as 64-byte vectors, Q8_0's codes already biased. Q5_0's high bits come reordered: bit 8j + g of
+// a lane's word is that of value 4g + j, so one shift brings the 4 of v[g] to bit 4 of its bytes.
+template <int KIND>
+inline __m512 codes16_packed(const uint8_t *p, __m512i (&v)[8]) {
+  const auto ld = [p](int k) { return _mm512_loadu_si512(p + 32 + 64 * k); };
+  if constexpr (KIND == 0) {
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; ++g) v[g] = ld(g);
+  } else {
+    constexpr int q0 = KIND == 2 ? 1 : 0;  // Q5_0: the high bits are dword 0
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      const __m512i q = ld(q0 + g);
+      v[g] = _mm512_and_si512(q, m4);
+      v[g + 4] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    }
+    if constexpr (KIND == 2) {
+      const __m512i qh = ld(0), b4 = _mm512_set1_epi8(0x10);
+#pragma GCC unroll 8
+      for (int g = 0; g < 8; ++g) {
+        const __m512i h = g < 4 ? _mm512_slli_epi32(qh, 4 - g) : _mm512_srli_epi32(qh, g - 4);
+        v[g] = _mm512_ternarylogic_epi32(v[g], h, b4, 0xF8);  // v | (h & 0x10)
+      }
+    }
+  }
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(p)));
+}
+
 // Rows at w + o[k] (rows past the real ones repeat the last) against NT tokens' activations,
-// interleaved by block (a[i * NT + t]); out[t] = the 16 dots of token t.
-template <int KIND, int NT>
+// interleaved by block (a[i * NT + t]); out[t] = the 16 dots of token t. P: a whole group in
+// pack_rows16's layout at w (o unused).
+template <int KIND, bool P, int NT>
 void rows16(const uint8_t *w, const size_t (&o)[kRows], const BlockA8R *a, int64_t nb,
             const uint8_t *next, bool first, __m512 (&out)[NT]) {
   using B = typename Fmt<KIND>::B;
@@ -152,20 +183,32 @@ void rows16(const uint8_t *w, const size_t (&o)[kRows], const BlockA8R *a, int64
 #pragma GCC unroll 16
       for (size_t b = 0; b < kRows * sizeof(B); b += 64) _mm_prefetch(q + b, _MM_HINT_T1);
     }
-    if ((!next || first) && (i & 1) == 0) {
-#pragma GCC unroll 16
-      for (int k = 0; k < kRows; ++k)
-        _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead, _MM_HINT_T0);
-    }
-    // The first 16 bytes of each row's block, transposed as the codes are: the f16 scale d is the
-    // low half of dword 0 (Q5_0's qh follows it). Plain loads and shuffles, not gathers: two
-    // vpgatherdd a block-row (d, qh) held about a third of the Q5_0 kernel's perf samples on Zen 4
-    // (0.86x / 0.90x the time at 2 / 4 tokens without them).
-    __m512i head[4];
-    load_t16(p, o, 0, head);
     __m512i v[8];
-    codes16<KIND>(p, o, head, v);
-    const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(head[0]));
+    __m512 dw;
+    if constexpr (P) {
+      // One contiguous run: the group's own stream ahead into L1 where nothing fetched it.
+      const uint8_t *q = w + size_t(i) * kRows * sizeof(B);
+      if (!next || first) {
+#pragma GCC unroll 16
+        for (size_t b = 0; b < kRows * sizeof(B); b += 64)
+          _mm_prefetch(reinterpret_cast<const char *>(q) + 4 * kAhead + b, _MM_HINT_T0);
+      }
+      dw = codes16_packed<KIND>(q, v);
+    } else {
+      if ((!next || first) && (i & 1) == 0) {
+#pragma GCC unroll 16
+        for (int k = 0; k < kRows; ++k)
+          _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead, _MM_HINT_T0);
+      }
+      // The first 16 bytes of each row's block, transposed as the codes are: the f16 scale d is
+      // the low half of dword 0 (Q5_0's qh follows it). Plain loads and shuffles, not gathers: two
+      // vpgatherdd a block-row (d, qh) held about a third of the Q5_0 kernel's perf samples on Zen
+      // 4 (0.86x / 0.90x the time at 2 / 4 tokens without them).
+      __m512i head[4];
+      load_t16(p, o, 0, head);
+      codes16<KIND>(p, o, head, v);
+      dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(head[0]));
+    }
 #pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
       const BlockA8R &x = a[t];
@@ -207,23 +250,29 @@ inline const uint8_t *next_group(const DotArgs &a, int64_t r0) {
 
 // Each group of 16 rows (the last one partial; rows past it: the last row again, at byte offsets
 // o[k]) against the tokens in groups of 8 (the last one T % 8), A activations of BS-value blocks:
-// kernel(NT, w, o, act, blocks, next, first, out) with NT as std::integral_constant, then the
-// group's sums stored.
+// kernel(NT, P, w, o, act, blocks, next, first, out) with NT and P (the group packed) as
+// std::integral_constant, then the group's sums stored.
 template <class A, int BS, class Kernel>
 void dot_rows(const DotArgs &a, Kernel kernel) {
+  using std::integral_constant;
   for (int64_t r0 = 0; r0 < a.nrows; r0 += kRows) {
     const int nr = int(std::min<int64_t>(kRows, a.nrows - r0));
     size_t o[kRows];
     for (int k = 0; k < kRows; ++k) o[k] = size_t(std::min(k, nr - 1)) * a.row_bytes;
     const uint8_t *w = a.w + size_t(r0) * a.row_bytes;
+    const bool packed = a.packed && nr == kRows;
     const auto run = [&](auto nt, int t0) {
       constexpr int NT = decltype(nt)::value;
       const auto *act = reinterpret_cast<const A *>(a.act + size_t(t0 / 8) * a.act_stride);
       __m512 out[NT];
-      kernel(nt, w, o, act, a.n / BS, next_group(a, r0), r0 == 0, out);
+      if (packed)
+        kernel(nt, integral_constant<bool, true>(), w, o, act, a.n / BS, next_group(a, r0),
+               r0 == 0, out);
+      else
+        kernel(nt, integral_constant<bool, false>(), w, o, act, a.n / BS, next_group(a, r0),
+               r0 == 0, out);
       store_rows<NT>(a, out, t0, r0, nr);
     };
-    using std::integral_constant;
     int t0 = 0;
     for (; t0 + 8 <= a.T; t0 += 8) run(integral_constant<int, 8>(), t0);
     switch (a.T - t0) {
@@ -247,7 +296,9 @@ void dot_rows(const DotArgs &a, Kernel kernel) {
 // (<= 63) stays in i32 over the block (8 * 60960 * 63 < 2^31); the
 // minimums' term sum_j m_j S_j (S_j = the activations' sum over sub-block j) takes 4 vpdpwssd on
 // 16-bit pairs (m_j, m_j+2) against (S_j, S_j+2) made with the activations.
-template <int NT>
+// P: a whole group in pack_rows16's layout at w: block i's 36 dwords as 64-byte vectors (the
+// header's 4, then the codes' 32).
+template <bool P, int NT>
 void rows16_q4k(const uint8_t *w, const size_t (&o)[kRows], const BlockA8KR *a,
                int64_t nb, const uint8_t *next, bool first, __m512 (&out)[NT]) {
   __m512 acc[NT];
@@ -263,16 +314,29 @@ void rows16_q4k(const uint8_t *w, const size_t (&o)[kRows], const BlockA8KR *a,
 #pragma GCC unroll 36
       for (size_t b = 0; b < kRows * sizeof(BlockQ4_K); b += 64) _mm_prefetch(q + b, _MM_HINT_T1);
     }
+    const uint8_t *pk = w + size_t(i) * kRows * sizeof(BlockQ4_K);  // P: the block's vectors
+    const auto vec = [pk](int k) { return _mm512_loadu_si512(pk + 64 * k); };
     if (!next || first) {
+      if constexpr (P) {
+#pragma GCC unroll 36
+        for (size_t b = 0; b < kRows * sizeof(BlockQ4_K); b += 64)
+          _mm_prefetch(reinterpret_cast<const char *>(pk) + 4 * kAhead + b, _MM_HINT_T0);
+      } else {
 #pragma GCC unroll 16
-      for (int k = 0; k < kRows; ++k) {
-        _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead, _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead + 64, _MM_HINT_T0);
+        for (int k = 0; k < kRows; ++k) {
+          _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead, _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char *>(p + o[k]) + kAhead + 64, _MM_HINT_T0);
+        }
       }
     }
     static_assert(offsetof(BlockQ4_K, qs) == 16, "Q4_K: 16 bytes of d, dmin and scales");
     __m512i head[4];
-    load_t16(p, o, 0, head);
+    if constexpr (P) {
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) head[k] = vec(k);
+    } else {
+      load_t16(p, o, 0, head);
+    }
     const __m512i g0 = head[0], g1 = head[1], g2 = head[2], g3 = head[3];
     const __m512 dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g0));
     const __m512 dmw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(g0, 16)));
@@ -299,7 +363,10 @@ void rows16_q4k(const uint8_t *w, const size_t (&o)[kRows], const BlockA8KR *a,
 #pragma GCC unroll 1
     for (int c = 0; c < 4; ++c) {
       __m512i q[8];
-      {
+      if constexpr (P) {
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; ++g) q[g] = vec(4 + 8 * c + g);
+      } else {
         __m512i lo[4], hi[4];
         load_t16(p, o, offsetof(BlockQ4_K, qs) + 32 * c, lo);
         load_t16(p, o, offsetof(BlockQ4_K, qs) + 32 * c + 16, hi);
@@ -342,8 +409,9 @@ void rows16_q4k(const uint8_t *w, const size_t (&o)[kRows], const BlockA8KR *a,
 
 template <int KIND>  // the kernel for each token count (nt's value)
 void dot_rows_0(const DotArgs &a) {
-  dot_rows<BlockA8R, QK>(
-      a, [](auto nt, auto &&...args) { rows16<KIND, decltype(nt)::value>(args...); });
+  dot_rows<BlockA8R, QK>(a, [](auto nt, auto p, auto &&...args) {
+    rows16<KIND, decltype(p)::value, decltype(nt)::value>(args...);
+  });
 }
 
 }  // namespace
@@ -352,8 +420,9 @@ void dot_rows_q8_0(const DotArgs &a) { dot_rows_0<0>(a); }
 void dot_rows_q4_0(const DotArgs &a) { dot_rows_0<1>(a); }
 void dot_rows_q5_0(const DotArgs &a) { dot_rows_0<2>(a); }
 void dot_rows_q4_k(const DotArgs &a) {
-  dot_rows<BlockA8KR, QK_K>(
-      a, [](auto nt, auto &&...args) { rows16_q4k<decltype(nt)::value>(args...); });
+  dot_rows<BlockA8KR, QK_K>(a, [](auto nt, auto p, auto &&...args) {
+    rows16_q4k<decltype(p)::value, decltype(nt)::value>(args...);
+  });
 }
 
 }  // namespace edgenano::kern
