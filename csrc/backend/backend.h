@@ -106,6 +106,15 @@ class Backend {
                              int64_t ldo, int T, int H) = 0;
   virtual void causal_conv(const ConvParams &p) = 0;
   virtual void ssm_scan(const ScanParams &p, int chunk) = 0;
+  // The same for n independent problems at once (the sequences of a batched decode step, each
+  // with its own state; the scan as the recurrence), in one dispatch where the backend can: a
+  // decode step of 4 sequences made 4 conv and 4 scan calls a Mamba layer. By default one by one.
+  virtual void causal_conv_many(const ConvParams *p, int n) {
+    for (int i = 0; i < n; ++i) causal_conv(p[i]);
+  }
+  virtual void ssm_scan_many(const ScanParams *p, int n) {
+    for (int i = 0; i < n; ++i) ssm_scan(p[i], 0);
+  }
   virtual void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type,
                         uint8_t *dst) = 0;
   virtual void attention(const AttnParams &p) = 0;

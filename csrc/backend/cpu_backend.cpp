@@ -105,6 +105,8 @@ class CpuBackend final : public Backend {
   }
   void causal_conv(const ConvParams &p) override { kern::causal_conv(p, pool_); }
   void ssm_scan(const ScanParams &p, int chunk) override { kern::ssm_scan(p, chunk, pool_, ws_); }
+  void causal_conv_many(const ConvParams *p, int n) override { kern::causal_conv_many(p, n, pool_); }
+  void ssm_scan_many(const ScanParams *p, int n) override { kern::ssm_scan_many(p, n, pool_); }
   void kv_store(const float *src, int64_t lds, int T, int64_t width, int kv_type,
                 uint8_t *dst) override {
     kern::kv_store(src, lds, T, width, kv_type, dst);

@@ -79,6 +79,12 @@ class Profiler final : public ProfilingBackend {
   void causal_conv(const ConvParams &p) override {
     run("causal_conv", [&] { in_->causal_conv(p); });
   }
+  void causal_conv_many(const ConvParams *p, int n) override {
+    run("causal_conv", [&] { in_->causal_conv_many(p, n); });
+  }
+  void ssm_scan_many(const ScanParams *p, int n) override {
+    run("ssm_scan recurrent", [&] { in_->ssm_scan_many(p, n); });
+  }
   void ssm_scan(const ScanParams &p, int chunk) override {
     run(chunk ? "ssm_scan chunked" : "ssm_scan recurrent", [&] { in_->ssm_scan(p, chunk); });
   }

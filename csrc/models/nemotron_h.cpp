@@ -550,24 +550,26 @@ void Model::forward_batch(const std::vector<State *> &states, const int32_t *ids
       const int H = c.ssm_n_head, G = c.ssm_n_group, N = c.ssm_d_state;
       float *zxbcdt = big_->as<float>();
       be.matmul(l.ssm_in, xn_->as<float>(), E, zxbcdt, W, B, false);
+      std::vector<backend::ConvParams> cps(static_cast<size_t>(B));
       for (int b = 0; b < B; ++b) {
-        backend::ConvParams cp;
+        backend::ConvParams &cp = cps[size_t(b)];
         cp.T = 1, cp.C = C, cp.K = c.ssm_d_conv, cp.x = zxbcdt + b * W + D, cp.ldx = W;
         cp.w = l.conv_w, cp.b = l.conv_b, cp.state = states[size_t(b)]->conv[il]->as<float>();
         cp.y = conv_->as<float>() + b * C, cp.ldy = C, cp.silu = true;
-        be.causal_conv(cp);
       }
+      be.causal_conv_many(cps.data(), B);
       be.softplus_bias(zxbcdt + D + C, W, l.dt_bias, dt_->as<float>(), H, B, H);
+      std::vector<backend::ScanParams> sps(static_cast<size_t>(B));
       for (int b = 0; b < B; ++b) {
-        backend::ScanParams sp;
+        backend::ScanParams &sp = sps[size_t(b)];
         const float *xb = conv_->as<float>() + b * C;
         sp.T = 1, sp.H = H, sp.P = c.ssm_head_dim(), sp.N = N, sp.G = G;
         sp.x = xb, sp.ldx = C, sp.B = xb + D, sp.C = xb + D + G * N, sp.ldbc = C;
         sp.dt = dt_->as<float>() + b * H, sp.lddt = H, sp.A = l.A, sp.D = l.D;
         sp.state = states[size_t(b)]->ssm[il]->as<float>(), sp.y = y_->as<float>() + b * D;
         sp.ldy = D;
-        be.ssm_scan(sp, 0);
       }
+      be.ssm_scan_many(sps.data(), B);
       be.gated_rmsnorm(y_->as<float>(), D, zxbcdt, W, l.ssm_norm, yn_->as<float>(), D, B, D, G,
                        c.eps);
       be.matmul(l.ssm_out, yn_->as<float>(), D, x_->as<float>(), E, B, true);

@@ -150,6 +150,32 @@ void causal_conv(const ConvParams &p, ThreadPool &pool) {
   for_ranges(pool, p.C, 256, [&](int64_t a, int64_t b) { f(p, a, b); });
 }
 
+void causal_conv_many(const ConvParams *p, int n, ThreadPool &pool) {
+  if (n < 1) return;
+  for (int i = 0; i < n; ++i)
+    if (p[i].K < 1 || p[i].K > 8 || p[i].C != p[0].C)
+      throw std::invalid_argument("causal_conv_many: kernel widths 1..8 and one channel count");
+  const auto f = nn().conv_channels;
+  const int64_t per = (p[0].C + 255) / 256;  // ranges of 256 channels, as causal_conv
+  pool.parallel_for(n * per, [&](int64_t it, int) {
+    const ConvParams &q = p[it / per];
+    const int64_t a = it % per * 256;
+    f(q, a, std::min(q.C, a + 256));
+  });
+}
+
+void ssm_scan_many(const ScanParams *p, int n, ThreadPool &pool) {
+  if (n < 1) return;
+  for (int i = 0; i < n; ++i)
+    if (p[i].G <= 0 || p[i].H % p[i].G || p[i].H != p[0].H)
+      throw std::invalid_argument("ssm_scan_many: one head count, a multiple of G");
+  const NnTable &k = nn();
+  const int H = p[0].H;
+  pool.parallel_for(int64_t(n) * H, [&](int64_t it, int) {
+    k.scan_head_recurrent(p[it / H], int(it % H));
+  });
+}
+
 void ssm_scan(const ScanParams &p, int chunk, ThreadPool &pool, Workspace &ws) {
   if (p.G <= 0 || p.H % p.G) throw std::invalid_argument("ssm_scan: H must be a multiple of G");
   const NnTable &k = nn();

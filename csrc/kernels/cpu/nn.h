@@ -33,6 +33,11 @@ void causal_conv(const ConvParams &p, ThreadPool &pool);
 // chunks of `chunk` tokens (same result up to rounding).
 void ssm_scan(const ScanParams &p, int chunk, ThreadPool &pool, Workspace &ws);
 
+// n problems in one dispatch (items over problems x channel ranges / heads); the scan as the
+// recurrence. Each gives what causal_conv / ssm_scan(p, 0) give it alone.
+void causal_conv_many(const ConvParams *p, int n, ThreadPool &pool);
+void ssm_scan_many(const ScanParams *p, int n, ThreadPool &pool);
+
 // Causal GQA attention of T new queries over the cache (params.h: AttnParams).
 void attention(const AttnParams &p, ThreadPool &pool, Workspace &ws);
 
