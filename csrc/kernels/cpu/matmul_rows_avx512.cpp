@@ -351,14 +351,18 @@ void rows16_q4k(const uint8_t *w, const size_t (&o)[kRows], const BlockA8KR *a,
                            _mm512_and_si512(_mm512_srli_epi32(mn_lo, 8), words),
                            _mm512_and_si512(mn_hi, words),
                            _mm512_and_si512(_mm512_srli_epi32(mn_hi, 8), words)};
-    __m512i tot[NT], mins[NT];
+    // The minimums' term first, so that nothing of it stays live over the codes (registers:
+    // with NT = 4, the sums, the accumulators and the codes come near all 32).
+    __m512i tot[NT];
 #pragma GCC unroll 8
     for (int t = 0; t < NT; ++t) {
       tot[t] = _mm512_setzero_si512();
-      mins[t] = _mm512_setzero_si512();
+      __m512i mins = _mm512_setzero_si512();
 #pragma GCC unroll 4
       for (int q = 0; q < 4; ++q)
-        mins[t] = _mm512_dpwssd_epi32(mins[t], mp[q], _mm512_set1_epi32(a[t].msum[q]));
+        mins = _mm512_dpwssd_epi32(mins, mp[q], _mm512_set1_epi32(a[t].msum[q]));
+      acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins),
+                                _mm512_mul_ps(dmw, _mm512_set1_ps(a[t].d)), acc[t]);
     }
 #pragma GCC unroll 1
     for (int c = 0; c < 4; ++c) {
@@ -400,7 +404,6 @@ void rows16_q4k(const uint8_t *w, const size_t (&o)[kRows], const BlockA8KR *a,
     for (int t = 0; t < NT; ++t) {
       const __m512 da = _mm512_set1_ps(a[t].d);
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot[t]), _mm512_mul_ps(dw, da), acc[t]);
-      acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins[t]), _mm512_mul_ps(dmw, da), acc[t]);
     }
   }
 #pragma GCC unroll 8
