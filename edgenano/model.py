@@ -42,7 +42,8 @@ class Model:
     more than the trained context warns. n_batch (prefill chunk, default 512) and kv_type ("f16",
     "q8_0" or "f32") tune the native engine. use_mmap (default True) maps the weights from the
     file, shared with the page cache; False reads them into memory (as llama.cpp's --no-mmap), so
-    the file may then change or go away. With a mapping, a file changed on disk after loading is
+    the file may then change or go away. With AVX-512 VNNI the native engine copies its Q4_0 /
+    Q5_0 / Q8_0 / Q4_K matrices into its kernels' layout at load (EDGENANO_REPACK=0: not). With a mapping, a file changed on disk after loading is
     a GGUFError at the next evaluation. chat_template replaces the GGUF's own; verbose lets
     llama.cpp's log through.
 

@@ -71,13 +71,18 @@ class Backend {
   // The weights: nbytes of host memory (a read-only file mapping) that stays valid and unchanged
   // while the Buffer lives. The CPU backend uses them in place, a GPU backend uploads them once.
   virtual BufferPtr map_weights(const void *host, size_t nbytes) = 0;
-  // A matmul weight (n_mats matrices of w.n_out rows one after another: a stack of experts)
-  // rearranged once, at load, into a layout this backend's kernels read faster: the new bytes in
-  // a Buffer of their own, w pointed at them; done(p, n) is told of each range of the old bytes
-  // once it is no longer needed (from any thread). nullptr: w stays as it is (the default).
-  virtual BufferPtr pack_weight(Weight &w, int64_t n_mats,
-                                const std::function<void(const uint8_t *, size_t)> &done) {
-    (void)w, (void)n_mats, (void)done;
+  // Matmul weights (each n_mats matrices of w->n_out rows one after another: a stack of
+  // experts) rearranged once, at load, into a layout this backend's kernels read faster: the new
+  // bytes in a Buffer of their own, each w packed pointed into it; done(p, n) is told of each
+  // range of the old bytes once it is no longer needed (from any thread). nullptr: nothing was
+  // packed (the default).
+  struct PackItem {
+    Weight *w;
+    int64_t n_mats;
+  };
+  virtual BufferPtr pack_weights(const std::vector<PackItem> &items,
+                                 const std::function<void(const uint8_t *, size_t)> &done) {
+    (void)items, (void)done;
     return nullptr;
   }
   virtual void upload(Buffer &dst, size_t offset, const void *src, size_t nbytes) = 0;

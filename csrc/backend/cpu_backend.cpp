@@ -51,22 +51,39 @@ class CpuBackend final : public Backend {
     return std::make_unique<HostView>(host, nbytes);
   }
   // Q4_0 / Q5_0 / Q8_0 / Q4_K in the row-lane dots' 16-row layout (kern::pack_rows16), where
-  // this CPU's kernels read it; the packing is spread over the pool in slices of whole groups.
-  BufferPtr pack_weight(Weight &w, int64_t n_mats,
-                        const std::function<void(const uint8_t *, size_t)> &done) override {
-    if (w.packed || !kern::packable(w.type) || w.n_out < 1 || n_mats < 1) return nullptr;
-    const size_t mat = size_t(w.n_out) * w.row_bytes;
-    auto buf = std::make_unique<HostBuffer>(mat * size_t(n_mats), true);
-    constexpr int64_t kSlice = 16 * 64;  // rows a task
-    const int64_t per_mat = (w.n_out + kSlice - 1) / kSlice;
-    pool_.parallel_for(per_mat * n_mats, [&](int64_t it, int) {
-      const size_t at = size_t(it / per_mat) * mat + size_t(it % per_mat * kSlice) * w.row_bytes;
-      const int64_t rows = std::min(kSlice, w.n_out - it % per_mat * kSlice);
-      kern::pack_rows16(w.type, w.n_in, w.data + at, buf->as<uint8_t>() + at, rows);
-      done(w.data + at, size_t(rows) * w.row_bytes);
-    });
-    w.data = buf->as<const uint8_t>();
-    w.packed = true;
+  // this CPU's kernels read it: all of them in one buffer (on huge pages: one per matrix would
+  // round each up to 2 MiB, 130 MB more for the ~130 small matrices of a widths/4 9B-v2), each
+  // packed over the pool in slices of whole groups.
+  BufferPtr pack_weights(const std::vector<PackItem> &items,
+                         const std::function<void(const uint8_t *, size_t)> &done) override {
+    const auto bytes = [](const PackItem &p) {
+      return (size_t(p.w->n_out) * p.w->row_bytes * size_t(p.n_mats) + 63) / 64 * 64;
+    };
+    const auto wanted = [](const PackItem &p) {
+      return p.w && p.w->data && !p.w->packed && p.w->n_out > 0 && p.n_mats > 0 &&
+             kern::packable(p.w->type);
+    };
+    size_t total = 0;
+    for (const PackItem &p : items) total += wanted(p) ? bytes(p) : 0;
+    if (!total) return nullptr;
+    auto buf = std::make_unique<HostBuffer>(total, true);
+    uint8_t *at = buf->as<uint8_t>();
+    for (const PackItem &p : items) {
+      if (!wanted(p)) continue;
+      Weight &w = *p.w;
+      const size_t mat = size_t(w.n_out) * w.row_bytes;
+      constexpr int64_t kSlice = 16 * 64;  // rows a task
+      const int64_t per_mat = (w.n_out + kSlice - 1) / kSlice;
+      pool_.parallel_for(per_mat * p.n_mats, [&](int64_t it, int) {
+        const size_t off = size_t(it / per_mat) * mat + size_t(it % per_mat * kSlice) * w.row_bytes;
+        const int64_t rows = std::min(kSlice, w.n_out - it % per_mat * kSlice);
+        kern::pack_rows16(w.type, w.n_in, w.data + off, at + off, rows);
+        done(w.data + off, size_t(rows) * w.row_bytes);
+      });
+      w.data = at;
+      w.packed = true;
+      at += bytes(p);
+    }
     return buf;
   }
   void upload(Buffer &dst, size_t offset, const void *src, size_t nbytes) override {

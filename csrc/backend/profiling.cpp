@@ -24,9 +24,9 @@ class Profiler final : public ProfilingBackend {
   BufferPtr map_weights(const void *host, size_t nbytes) override {
     return in_->map_weights(host, nbytes);
   }
-  BufferPtr pack_weight(Weight &w, int64_t n_mats,
-                        const std::function<void(const uint8_t *, size_t)> &done) override {
-    return in_->pack_weight(w, n_mats, done);
+  BufferPtr pack_weights(const std::vector<PackItem> &items,
+                         const std::function<void(const uint8_t *, size_t)> &done) override {
+    return in_->pack_weights(items, done);
   }
   void upload(Buffer &dst, size_t offset, const void *src, size_t nbytes) override {
     in_->upload(dst, offset, src, nbytes);

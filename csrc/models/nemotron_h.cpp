@@ -273,19 +273,17 @@ void Model::pack_weights() {
     const uintptr_t lo = (at + page - 1) / page * page, hi = (at + n) / page * page;
     if (hi > lo) madvise(reinterpret_cast<void *>(lo), hi - lo, MADV_DONTNEED);
   };
-  const auto pack = [&](backend::Weight &w, int64_t n_mats) {
-    if (!w.data) return;
-    if (auto buf = backend_->pack_weight(w, n_mats, release)) packed_.push_back(std::move(buf));
-  };
+  std::vector<backend::Backend::PackItem> items;
   for (Layer &l : layers_) {
     for (backend::Weight *w : {&l.ssm_in, &l.ssm_out, &l.wq, &l.wk, &l.wv, &l.wo, &l.up, &l.down,
                                &l.gate_inp, &l.up_shexp, &l.down_shexp, &l.latent_down,
                                &l.latent_up})
-      pack(*w, 1);
-    pack(l.up_exps, cfg_.n_expert);
-    pack(l.down_exps, cfg_.n_expert);
+      if (w->data) items.push_back({w, 1});
+    for (backend::Weight *w : {&l.up_exps, &l.down_exps})
+      if (w->data) items.push_back({w, cfg_.n_expert});
   }
-  pack(output_, 1);
+  items.push_back({&output_, 1});
+  if (auto buf = backend_->pack_weights(items, release)) packed_.push_back(std::move(buf));
 }
 
 size_t State::nbytes() const {
