@@ -1,8 +1,10 @@
 // CpuBackend: host memory (the weights used in place from the file mapping) and the kernels of
 // kernels/cpu on one thread pool.
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -40,6 +42,18 @@ class HostView final : public Buffer {
   HostView(const void *data, size_t nbytes) : Buffer(const_cast<void *>(data), nbytes) {}
 };
 
+// MemAvailable from /proc/meminfo in bytes (0 where it cannot be read).
+size_t available_memory() {
+  std::FILE *f = std::fopen("/proc/meminfo", "r");
+  if (!f) return 0;
+  char line[256];
+  size_t kb = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+  std::fclose(f);
+  return kb << 10;
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int n_threads) : pool_(n_threads) {}
@@ -66,9 +80,29 @@ class CpuBackend final : public Backend {
     size_t total = 0;
     for (const PackItem &p : items) total += wanted(p) ? bytes(p) : 0;
     if (!total) return nullptr;
+    // The copy is anonymous memory: where it would not fit beside what is in use, the weights
+    // stay mapped from the file (which the page cache can always give back), rather than the
+    // process being killed for memory.
+    const size_t avail = available_memory();
+    if (avail && total + (size_t(256) << 20) > avail) {
+      std::fprintf(stderr,
+                   "edgenano: %zu MiB of weights stay mapped from the file, not packed for the CPU "
+                   "kernels: %zu MiB of memory is available (batches and prefill run slower)\n",
+                   total >> 20, avail >> 20);
+      return nullptr;
+    }
     auto buf = std::make_unique<HostBuffer>(total, true);
     uint8_t *at = buf->as<uint8_t>();
+    // A progress line on a terminal for big models (a 9B takes seconds).
+    const bool show = total >= (size_t(1) << 30) && isatty(STDERR_FILENO);
+    size_t shown = 0;
     for (const PackItem &p : items) {
+      const size_t done_bytes = size_t(at - buf->as<uint8_t>());
+      if (show && done_bytes >= shown) {  // every 256 MiB
+        std::fprintf(stderr, "\redgenano: packing weights %zu / %zu MiB", done_bytes >> 20,
+                     total >> 20);
+        shown = done_bytes + (size_t(256) << 20);
+      }
       if (!wanted(p)) continue;
       Weight &w = *p.w;
       const size_t mat = size_t(w.n_out) * w.row_bytes;
@@ -84,6 +118,8 @@ class CpuBackend final : public Backend {
       w.packed = true;
       at += bytes(p);
     }
+    if (show) std::fprintf(stderr, "\redgenano: packing weights %zu / %zu MiB\n", total >> 20,
+                           total >> 20);
     return buf;
   }
   void upload(Buffer &dst, size_t offset, const void *src, size_t nbytes) override {
