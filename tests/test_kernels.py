@@ -260,6 +260,15 @@ def test_avx512_row_lanes_dots_match_scalar(qtype, T, rows):
     assert nmse(out["avx512"], one) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 
+def scalar_matmul(raw, qtype, cols, x):
+    """The scalar kernels' product (2 threads), whatever ISA is in use."""
+    K.set_force_scalar(True)
+    try:
+        return K.matmul(raw, int(qtype), cols, x, path="vec", n_threads=2)
+    finally:
+        K.set_force_scalar(False)
+
+
 @pytest.mark.parametrize("qtype", ROW_LANE_TYPES, ids=lambda t: t.name)
 def test_avx512_row_lanes_one_token_large_matrix(qtype):
     """One token over a matrix of 16 MB or more takes the row-lane dots as well (their L2 stream
@@ -272,12 +281,7 @@ def test_avx512_row_lanes_one_token_large_matrix(qtype):
     raw, x = random_rows(qtype, rows, cols, rng), rng.standard_normal((1, cols)).astype(np.float32)
     assert raw.nbytes >= 16 << 20
     y = K.matmul(raw, int(qtype), cols, x, path="vec", n_threads=2)
-    K.set_force_scalar(True)
-    try:
-        ref = K.matmul(raw, int(qtype), cols, x, path="vec", n_threads=2)
-    finally:
-        K.set_force_scalar(False)
-    assert nmse(y, ref) <= KERNEL_SCALAR_VS_AVX2_NMSE
+    assert nmse(y, scalar_matmul(raw, qtype, cols, x)) <= KERNEL_SCALAR_VS_AVX2_NMSE
     part = K.matmul(np.ascontiguousarray(raw[:64]), int(qtype), cols, x, path="vec")  # small
     assert nmse(y[:, :64], part) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
@@ -366,12 +370,7 @@ def test_avx512_packed_rows_match_file_rows(qtype, T, rows):
     ref = K.matmul(raw, int(qtype), cols, x, path="vec", n_threads=2)
     if T >= 2:
         assert np.array_equal(y, ref)
-    K.set_force_scalar(True)
-    try:
-        scalar = K.matmul(raw, int(qtype), cols, x, path="vec", n_threads=2)
-    finally:
-        K.set_force_scalar(False)
-    assert nmse(y, scalar) <= KERNEL_SCALAR_VS_AVX2_NMSE
+    assert nmse(y, scalar_matmul(raw, qtype, cols, x)) <= KERNEL_SCALAR_VS_AVX2_NMSE
     assert nmse(y, ref) <= KERNEL_SCALAR_VS_AVX2_NMSE
 
 

@@ -14,24 +14,16 @@ constexpr int kGroup = 16;
 
 // A block's bytes: `lead` bytes of f16 scale (the *_0 types: 2; Q4_K: none, its header is dwords
 // like the rest) then `dwords` 4-byte words.
+struct Layout {
+  size_t block, lead, dwords;
+};
 template <int TYPE>
-struct Layout;
-template <>
-struct Layout<T_Q8_0> {
-  static constexpr size_t block = sizeof(BlockQ8_0), lead = 2, dwords = 8;
-};
-template <>
-struct Layout<T_Q4_0> {
-  static constexpr size_t block = sizeof(BlockQ4_0), lead = 2, dwords = 4;
-};
-template <>
-struct Layout<T_Q5_0> {
-  static constexpr size_t block = sizeof(BlockQ5_0), lead = 2, dwords = 5;
-};
-template <>
-struct Layout<T_Q4_K> {
-  static constexpr size_t block = sizeof(BlockQ4_K), lead = 0, dwords = 36;
-};
+constexpr Layout layout_of() {
+  if constexpr (TYPE == T_Q8_0) return {sizeof(BlockQ8_0), 2, 8};
+  if constexpr (TYPE == T_Q4_0) return {sizeof(BlockQ4_0), 2, 4};
+  if constexpr (TYPE == T_Q5_0) return {sizeof(BlockQ5_0), 2, 5};
+  return {sizeof(BlockQ4_K), 0, 36};
+}
 
 // Q5_0's high bits, reordered so that one shift brings those of 4 consecutive values to bit 4 of
 // their bytes: bit 8j + g of the packed word = bit 4g + j of qh (j < 4, g < 8): a 4x8 bit
@@ -62,28 +54,28 @@ inline uint32_t dword_out(size_t k, uint32_t v) {
 
 template <int TYPE, bool Pack>
 void convert(int64_t n_in, const uint8_t *src, uint8_t *dst, int64_t n_rows) {
-  using L = Layout<TYPE>;
+  constexpr Layout L = layout_of<TYPE>();
   const size_t rb = row_bytes(TYPE, n_in);
   if (rb == 0) throw std::invalid_argument("pack_rows16: rows are not whole blocks");
-  const int64_t nb = int64_t(rb / L::block), full = n_rows / kGroup * kGroup;
+  const int64_t nb = int64_t(rb / L.block), full = n_rows / kGroup * kGroup;
   for (int64_t g = 0; g < full; g += kGroup) {
     const uint8_t *s = src + size_t(g) * rb;
     uint8_t *d = dst + size_t(g) * rb;
     for (int64_t i = 0; i < nb; ++i) {
       // Block i of the group: the 16 scales, then dword k of every row, row r in lane r.
-      const size_t gb = size_t(i) * kGroup * L::block;
+      const size_t gb = size_t(i) * kGroup * L.block;
       for (int r = 0; r < kGroup; ++r) {
-        const size_t row = size_t(r) * rb + size_t(i) * L::block;  // row r's block, unpacked
+        const size_t row = size_t(r) * rb + size_t(i) * L.block;  // row r's block, unpacked
         const uint8_t *from = Pack ? s + row : s + gb;
         uint8_t *to = Pack ? d + gb : d + row;
-        if constexpr (L::lead != 0) {
+        if constexpr (L.lead != 0) {
           if (Pack)
             std::memcpy(to + 2 * r, from, 2);
           else
             std::memcpy(to, from + 2 * r, 2);
         }
-        for (size_t k = 0; k < L::dwords; ++k) {
-          const size_t u = L::lead + 4 * k, p = kGroup * L::lead + (k * kGroup + size_t(r)) * 4;
+        for (size_t k = 0; k < L.dwords; ++k) {
+          const size_t u = L.lead + 4 * k, p = kGroup * L.lead + (k * kGroup + size_t(r)) * 4;
           uint32_t v;
           std::memcpy(&v, from + (Pack ? u : p), 4);
           v = dword_out<TYPE, Pack>(k, v);
