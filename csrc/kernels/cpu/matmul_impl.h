@@ -147,6 +147,10 @@ void dot_rows_q4_k(const DotArgs &a);
 void dot_rows_q8_0(const DotArgs &a);
 void dot_rows_q4_0(const DotArgs &a);
 void dot_rows_q5_0(const DotArgs &a);
+// pack_rows16 of `groups` whole groups of 16 rows (Q4_0 / Q5_0 / Q8_0 / Q4_K), from the row-lane
+// dots' transposes: the same bytes as the portable packer.
+void pack_groups_avx512(int type, const uint8_t *src, uint8_t *dst, size_t row_bytes,
+                        int64_t groups);
 
 const KernelTable &scalar_kernels();
 const KernelTable &avx2_kernels();    // only on x86-64 builds; call after use_avx2()

@@ -429,3 +429,79 @@ void dot_rows_q4_k(const DotArgs &a) {
 }
 
 }  // namespace edgenano::kern
+
+// ---- pack_rows16 (repack.cpp's layout), the same bytes from the transposes above ----
+
+namespace edgenano::kern {
+
+namespace {
+
+// Q5_0's high bits as packed: bit 8j + g = bit 4g + j of qh, in each lane. For each j the bits
+// 4g + j (stride 4) are gathered into one byte by three shift-or-mask steps.
+inline __m512i qh_pack16(__m512i qh) {
+  __m512i r = _mm512_setzero_si512();
+  for (int j = 0; j < 4; ++j) {
+    __m512i x = _mm512_and_si512(_mm512_srli_epi32(qh, unsigned(j)), _mm512_set1_epi32(0x11111111));
+    x = _mm512_and_si512(_mm512_or_si512(x, _mm512_srli_epi32(x, 3)), _mm512_set1_epi32(0x03030303));
+    x = _mm512_and_si512(_mm512_or_si512(x, _mm512_srli_epi32(x, 6)), _mm512_set1_epi32(0x000F000F));
+    x = _mm512_and_si512(_mm512_or_si512(x, _mm512_srli_epi32(x, 12)), _mm512_set1_epi32(0xFF));
+    r = _mm512_or_si512(r, _mm512_slli_epi32(x, unsigned(8 * j)));
+  }
+  return r;
+}
+
+template <int TYPE>
+void pack_groups(const uint8_t *src, uint8_t *dst, size_t rb, int64_t groups) {
+  constexpr size_t bb = TYPE == T_Q8_0   ? sizeof(BlockQ8_0)
+                        : TYPE == T_Q4_0 ? sizeof(BlockQ4_0)
+                        : TYPE == T_Q5_0 ? sizeof(BlockQ5_0)
+                                         : sizeof(BlockQ4_K);
+  size_t o[kRows];
+  for (int r = 0; r < kRows; ++r) o[r] = size_t(r) * rb;
+  const int64_t nb = int64_t(rb / bb);
+  const auto st = [](uint8_t *q, __m512i v) { _mm512_storeu_si512(q, v); };
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t *s = src + size_t(g) * kRows * rb;
+    uint8_t *d = dst + size_t(g) * kRows * rb;
+    for (int64_t i = 0; i < nb; ++i) {
+      const uint8_t *p = s + size_t(i) * bb;
+      uint8_t *q = d + size_t(i) * kRows * bb;
+      __m512i v[4];
+      if constexpr (TYPE == T_Q4_K) {
+        for (int m = 0; m < 9; ++m) {  // dwords 4m..4m+3 of each row's block
+          load_t16(p, o, size_t(16 * m), v);
+          for (int k = 0; k < 4; ++k) st(q + 64 * (4 * m + k), v[k]);
+        }
+        continue;
+      }
+      load_t16(p, o, 0, v);  // the scale is the low half of dword 0
+      _mm256_storeu_si256(reinterpret_cast<__m256i *>(q), _mm512_cvtepi32_epi16(v[0]));
+      size_t at = 32, off = 2;
+      if constexpr (TYPE == T_Q5_0) {
+        st(q + at, qh_pack16(_mm512_or_si512(_mm512_srli_epi32(v[0], 16),
+                                             _mm512_slli_epi32(v[1], 16))));
+        at += 64, off = 6;
+      }
+      for (int h = 0; h < (TYPE == T_Q8_0 ? 2 : 1); ++h, off += 16) {
+        load_t16(p, o, off, v);
+        for (int k = 0; k < 4; ++k, at += 64)
+          st(q + at, TYPE == T_Q8_0 ? _mm512_xor_si512(v[k], _mm512_set1_epi8(char(0x80))) : v[k]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void pack_groups_avx512(int type, const uint8_t *src, uint8_t *dst, size_t row_bytes,
+                        int64_t groups) {
+  switch (type) {
+    case T_Q8_0: return pack_groups<T_Q8_0>(src, dst, row_bytes, groups);
+    case T_Q4_0: return pack_groups<T_Q4_0>(src, dst, row_bytes, groups);
+    case T_Q5_0: return pack_groups<T_Q5_0>(src, dst, row_bytes, groups);
+    case T_Q4_K: return pack_groups<T_Q4_K>(src, dst, row_bytes, groups);
+    default: break;
+  }
+}
+
+}  // namespace edgenano::kern

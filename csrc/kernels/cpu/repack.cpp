@@ -58,6 +58,11 @@ void convert(int64_t n_in, const uint8_t *src, uint8_t *dst, int64_t n_rows) {
   const size_t rb = row_bytes(TYPE, n_in);
   if (rb == 0) throw std::invalid_argument("pack_rows16: rows are not whole blocks");
   const int64_t nb = int64_t(rb / L.block), full = n_rows / kGroup * kGroup;
+#ifdef EDGENANO_AVX512
+  if (Pack && use_avx512()) {  // the same bytes, about 4x as fast (a 9B model is 6 GB)
+    pack_groups_avx512(TYPE, src, dst, rb, full / kGroup);
+  } else
+#endif
   for (int64_t g = 0; g < full; g += kGroup) {
     const uint8_t *s = src + size_t(g) * rb;
     uint8_t *d = dst + size_t(g) * rb;
