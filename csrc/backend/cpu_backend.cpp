@@ -26,10 +26,11 @@ class HostBuffer final : public Buffer {
   explicit HostBuffer(size_t nbytes, bool weights = false) : Buffer(nullptr, nbytes) {
     if (!nbytes) return;
     const size_t align = weights ? size_t(2) << 20 : 64;
-    data_ = std::aligned_alloc(align, (nbytes + align - 1) / align * align);
+    const size_t size = (nbytes + align - 1) / align * align;
+    data_ = std::aligned_alloc(align, size);
     if (!data_) throw std::bad_alloc();
     if (weights)
-      madvise(data_, (nbytes + align - 1) / align * align, MADV_HUGEPAGE);
+      madvise(data_, size, MADV_HUGEPAGE);
     else
       std::memset(data_, 0, nbytes);
   }

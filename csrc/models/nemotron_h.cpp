@@ -278,9 +278,9 @@ void Model::pack_weights() {
     for (backend::Weight *w : {&l.ssm_in, &l.ssm_out, &l.wq, &l.wk, &l.wv, &l.wo, &l.up, &l.down,
                                &l.gate_inp, &l.up_shexp, &l.down_shexp, &l.latent_down,
                                &l.latent_up})
-      if (w->data) items.push_back({w, 1});
-    for (backend::Weight *w : {&l.up_exps, &l.down_exps})
-      if (w->data) items.push_back({w, cfg_.n_expert});
+      items.push_back({w, 1});  // a layer's absent ones have no data: the backend skips them
+    items.push_back({&l.up_exps, cfg_.n_expert});
+    items.push_back({&l.down_exps, cfg_.n_expert});
   }
   items.push_back({&output_, 1});
   if (auto buf = backend_->pack_weights(items, release)) packed_.push_back(std::move(buf));
